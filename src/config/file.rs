@@ -1,0 +1,248 @@
+//! The configuration file as written: serde structs that mirror the YAML keys of
+//! DESIGN.md §8 one for one. Nothing here is interpreted; `validate` turns these into a
+//! typed `Config`. Unknown keys are rejected (a typo in routing is an outage), and
+//! values whose meaning needs checking (addresses, durations, enum words) stay strings
+//! here so that validation can report every bad one at once, each with its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub domain: Option<String>,
+    #[serde(rename = "self")]
+    pub self_backend: Option<String>,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub c2s: RawC2s,
+    pub domains: Option<String>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub s2s: RawS2s,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    #[serde(default)]
+    pub c2s: Vec<RawListener>,
+    #[serde(default)]
+    pub c2s_tls: Vec<RawListener>,
+    #[serde(default)]
+    pub s2s: Vec<RawListener>,
+    #[serde(default)]
+    pub s2s_internal: Vec<RawListener>,
+    pub http: Option<String>,
+}
+
+/// A listener is either a bare address string or a map with per-listener options.
+#[derive(Debug, Default, PartialEq)]
+pub struct RawListener {
+    pub addr: String,
+    pub starttls: Option<String>,
+    pub proxy_protocol: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerMap {
+    addr: String,
+    starttls: Option<String>,
+    proxy_protocol: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for RawListener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawListener;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address string or a map {addr, starttls, proxy_protocol}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawListener, E> {
+                Ok(RawListener {
+                    addr: v.to_owned(),
+                    ..RawListener::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawListener, A::Error> {
+                let m = RawListenerMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawListener {
+                    addr: m.addr,
+                    starttls: m.starttls,
+                    proxy_protocol: m.proxy_protocol,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawC2s {
+    pub mode: Option<String>,
+    pub starttls: Option<String>,
+    pub mechanisms: Option<Vec<String>>,
+    pub legacy_auth: Option<bool>,
+    pub registration: Option<bool>,
+    pub anonymous_backend: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub strategy: Option<String>,
+    pub normalise: Option<String>,
+    #[serde(default)]
+    pub ranges: Vec<RawRange>,
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRange {
+    pub from: String,
+    pub to: String,
+    pub backend: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub c2s: Option<String>,
+    pub s2s: Option<String>,
+    pub domain: Option<String>,
+    pub redirect: Option<String>,
+    pub weight: Option<u32>,
+    pub tls: Option<bool>,
+    pub proxy_protocol: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub fallback: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub grace: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawS2s {
+    pub dialback_secret: Option<String>,
+    pub domain_backend: Option<String>,
+    pub internal_allow: Option<Vec<String>>,
+    pub resolver: Option<String>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for RawS2s {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawS2s")
+            .field(
+                "dialback_secret",
+                &self.dialback_secret.as_ref().map(|_| "***"),
+            )
+            .field("domain_backend", &self.domain_backend)
+            .field("internal_allow", &self.internal_allow)
+            .field("resolver", &self.resolver)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+/// `max_connections` is a number or the word `auto`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RawCount {
+    Number(u64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub handshake_timeout: Option<String>,
+    pub max_header_bytes: Option<u64>,
+    pub max_stanza_bytes: Option<u64>,
+    pub max_depth: Option<u64>,
+    pub max_attributes: Option<u64>,
+    pub max_connections: Option<RawCount>,
+    pub max_connections_per_source: Option<u64>,
+    pub logins_per_source_per_second: Option<u64>,
+}
+
+/// Parse YAML text into the raw structs; serde_yaml's error names the key path where it
+/// stopped (for example `c2s: unknown field \`mechanism\``) and the line.
+pub fn parse(text: &str) -> Result<RawConfig, String> {
+    if text.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_as_string_or_map() {
+        let raw = parse(
+            "listen:\n  c2s: [\"127.0.0.1:5222\", {addr: \"127.0.0.1:5223\", starttls: off, proxy_protocol: true}]\n",
+        )
+        .unwrap();
+        assert_eq!(raw.listen.c2s[0].addr, "127.0.0.1:5222");
+        assert_eq!(raw.listen.c2s[1].starttls.as_deref(), Some("off"));
+        assert_eq!(raw.listen.c2s[1].proxy_protocol, Some(true));
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let err = parse("routing:\n  strategy: hash\n  colour: red\n").unwrap_err();
+        assert!(err.starts_with("routing"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+        let err = parse("listen:\n  c2s: [{addr: \"1.2.3.4:5\", tls: on}]\n").unwrap_err();
+        assert!(
+            err.contains("listen.c2s[0]") && err.contains("tls"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_is_masked_in_debug() {
+        let raw = parse("s2s:\n  dialback_secret: hunter2\n").unwrap();
+        assert!(!format!("{raw:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,297 @@
+//! Configuration: `file` (the YAML as written) → `validate` (every error, each naming
+//! its key) → [`Config`], an immutable, typed value. `Config` holds no derived state
+//! (routing tables, TLS keys); those are built from it by `crate::snapshot`.
+
+pub mod file;
+pub mod validate;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use values::HostPort;
+
+/// Index of a backend in [`Config::backends`] (sorted by name, so stable for a file).
+pub type BackendId = usize;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The public XMPP domain, nameprepped and lower-cased.
+    pub domain: String,
+    /// Guard role: the backend this instance sits in front of.
+    pub self_backend: Option<BackendId>,
+    pub tls: Option<TlsFiles>,
+    pub listen: Listen,
+    pub c2s: C2s,
+    pub domains: Domains,
+    pub routing: Routing,
+    /// Sorted by name; a [`BackendId`] indexes this.
+    pub backends: Vec<Backend>,
+    pub health: Health,
+    pub shutdown: Shutdown,
+    pub s2s: S2s,
+    pub limits: Limits,
+    /// Things that are legal but probably not meant; `dealer check` prints them.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Read, parse and validate a file. Relative paths inside it (certificates) are
+    /// taken relative to the file's own directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml(&text, base)
+    }
+
+    /// Parse and validate YAML text; `base` anchors relative paths.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let raw = file::parse(text).map_err(|e| ConfigErrors::one(String::new(), e))?;
+        validate::validate(raw, base)
+    }
+
+    pub fn backend_id(&self, name: &str) -> Option<BackendId> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    pub c2s: Vec<Listener>,
+    pub c2s_tls: Vec<Listener>,
+    pub s2s: Vec<Listener>,
+    pub s2s_internal: Vec<Listener>,
+    pub http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// For STARTTLS listeners; Direct TLS listeners carry `Off` (TLS is already up).
+    pub starttls: StartTls,
+    /// Expect a PROXY protocol v1/v2 header before anything else.
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTls {
+    Required,
+    Optional,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum C2sMode {
+    Forward,
+    Redirect,
+}
+
+/// SASL mechanisms dealer can peek: the client speaks first, and nothing binds the
+/// exchange to the TLS session that ends at dealer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mechanism {
+    ScramSha256,
+    ScramSha1,
+    Plain,
+    Anonymous,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+        Mechanism::Plain,
+        Mechanism::Anonymous,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha1 => "SCRAM-SHA-1",
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Anonymous => "ANONYMOUS",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct C2s {
+    pub mode: C2sMode,
+    pub starttls: StartTls,
+    /// In the operator's order of preference, without duplicates.
+    pub mechanisms: Vec<Mechanism>,
+    pub legacy_auth: bool,
+    pub registration: bool,
+    pub anonymous_backend: Option<BackendId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domains {
+    Shared,
+    Masked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Hash,
+    Ranges,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalise {
+    Nodeprep,
+    Precis,
+}
+
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub strategy: Strategy,
+    pub normalise: Normalise,
+    /// Bounds already normalised; sorted by `from`, validated not to overlap.
+    pub ranges: Vec<RangeRow>,
+    pub default: Option<BackendId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeRow {
+    pub from: String,
+    pub to: String,
+    pub backend: BackendId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: String,
+    pub c2s: Option<SocketAddr>,
+    pub s2s: Option<SocketAddr>,
+    pub domain: Option<String>,
+    pub redirect: Option<HostPort>,
+    pub weight: u32,
+    pub tls: bool,
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Whether a down backend's users go to the next hash choice (hash + shared only).
+    pub fallback: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    pub grace: Duration,
+}
+
+#[derive(Clone)]
+pub struct S2s {
+    pub dialback_secret: Option<String>,
+    pub domain_backend: Option<BackendId>,
+    pub internal_allow: Vec<IpNet>,
+    pub resolver: Option<SocketAddr>,
+    pub routes: BTreeMap<String, HostPort>,
+}
+
+impl fmt::Debug for S2s {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S2s")
+            .field(
+                "dialback_secret",
+                &self.dialback_secret.as_ref().map(|_| "***"),
+            )
+            .field("domain_backend", &self.domain_backend)
+            .field("internal_allow", &self.internal_allow)
+            .field("resolver", &self.resolver)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConnections {
+    /// Derived at start from the descriptor limit (two descriptors a session).
+    Auto,
+    Fixed(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub max_attributes: usize,
+    pub max_connections: MaxConnections,
+    /// 0 = unlimited.
+    pub max_connections_per_source: u64,
+    /// 0 = unlimited.
+    pub logins_per_source_per_second: u64,
+}
+
+/// One problem in a configuration, with the key it concerns (`routing.ranges[1].to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file, in the order found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}

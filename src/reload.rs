@@ -1,0 +1,108 @@
+//! SIGHUP: re-read the file, validate it, build a complete snapshot, then publish it
+//! with one `ArcSwap::store`. A file that fails anywhere leaves the running snapshot in
+//! place, is logged with every problem, and counts as `result="error"`; a reload never
+//! panics the process. Sessions that loaded the old snapshot keep it until they finish.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::app::Shared;
+use crate::config::ConfigErrors;
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration file to reload from")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    #[error("reload task failed: {0}")]
+    Task(String),
+}
+
+/// Reload synchronously (the routing table build is CPU work; call from a blocking
+/// thread). Returns the new generation.
+pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
+    let Some(path) = shared.config_path.as_deref() else {
+        return Err(ReloadError::NoFile);
+    };
+    // A poisoned lock only means an earlier reload panicked; the data it guards is ().
+    let _one_at_a_time = shared.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let old = shared.snapshot.load_full();
+    let result = Snapshot::reload(path, &old);
+    match result {
+        Ok(new) => {
+            if new.config.listen.c2s != old.config.listen.c2s
+                || new.config.listen.c2s_tls != old.config.listen.c2s_tls
+                || new.config.listen.s2s != old.config.listen.s2s
+                || new.config.listen.s2s_internal != old.config.listen.s2s_internal
+                || new.config.listen.http != old.config.listen.http
+            {
+                warn!("listen.* changed: listeners are bound at start; restart dealer to apply");
+            }
+            for w in &new.config.warnings {
+                warn!(warning = %w, "configuration");
+            }
+            let generation = new.generation;
+            shared.snapshot.store(Arc::new(new));
+            shared.metrics.config_generation.set(generation as i64);
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["ok"])
+                .inc();
+            info!(config.generation = generation, "configuration reloaded");
+            Ok(generation)
+        }
+        Err(e) => {
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
+            for problem in &e.0 {
+                error!(problem = %problem, "reload rejected; keeping the running configuration");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Reload off the async threads.
+pub async fn reload(shared: Arc<Shared>) -> Result<u64, ReloadError> {
+    let counter = shared.clone();
+    match tokio::task::spawn_blocking(move || reload_now(&shared)).await {
+        Ok(r) => r,
+        Err(e) => {
+            counter
+                .metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
+            error!(error = %e, "reload task failed; keeping the running configuration");
+            Err(ReloadError::Task(e.to_string()))
+        }
+    }
+}
+
+/// Reload on every SIGHUP until `stop`.
+pub async fn on_sighup(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGHUP; reload is unavailable");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = hup.recv() => if r.is_none() { return },
+            _ = stop.cancelled() => return,
+        }
+        info!("SIGHUP: reloading configuration");
+        let _ = reload(shared.clone()).await;
+    }
+}

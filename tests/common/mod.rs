@@ -1,0 +1,144 @@
+//! Test harness shared by the integration tests: free loopback ports, the dealer binary
+//! as a child process, and a minimal HTTP/1.1 GET for its endpoint. Every process a
+//! test starts is killed by pid when its handle drops.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+pub fn dealer_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dealer")
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Poll `f` every 20 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(x) = f() {
+            return Some(x);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` over a fresh connection; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: dealer\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+/// The value of an unlabelled metric, or of the first line starting with `series`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// The dealer binary running as a child, killed on drop.
+pub struct DealerProcess {
+    pub child: Child,
+    pub http: Option<SocketAddr>,
+    pub log: PathBuf,
+}
+
+impl DealerProcess {
+    /// Start `dealer --config path`; waits until `/healthz` answers when `http` is given.
+    pub fn start(config: &Path, http: Option<SocketAddr>, log: PathBuf) -> DealerProcess {
+        let logfile = std::fs::File::create(&log).expect("creating the dealer log file");
+        let child = Command::new(dealer_bin())
+            .arg("--config")
+            .arg(config)
+            .env("DEALER_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()
+            .expect("starting the dealer binary");
+        let mut p = DealerProcess { child, http, log };
+        if let Some(addr) = http {
+            let up = wait_for(Duration::from_secs(10), || {
+                http_get(addr, "/healthz").ok().filter(|(s, _)| *s == 200)
+            });
+            if up.is_none() {
+                let log = p.log_text();
+                let _ = p.child.kill();
+                panic!("dealer did not come up on {addr}; log:\n{log}");
+            }
+        }
+        p
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).expect("child pid is positive");
+        rustix::process::kill_process(pid, sig).expect("signalling dealer");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let addr = self.http.expect("this dealer has an HTTP endpoint");
+        http_get(addr, path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nlog:\n{}", self.log_text()))
+    }
+
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        metric(&body, series).unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+    }
+
+    /// Wait for the process to exit on its own.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(limit, || self.child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for DealerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
