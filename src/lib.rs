@@ -17,3 +17,4 @@ pub mod reload;
 pub mod routing;
 pub mod shutdown;
 pub mod snapshot;
+pub mod xml;

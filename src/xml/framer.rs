@@ -1,0 +1,389 @@
+//! The incremental XML framer: sans-IO, no DOM. Given the bytes read so far from one
+//! stream, it answers "need more", or the next frame (the stream header, one complete
+//! top-level element, whitespace between elements, the stream close), or an error.
+//!
+//! It runs quick-xml over the unconsumed bytes and remembers how far it has tokenised,
+//! so a frame that arrives in pieces is not re-scanned from its start each time. It
+//! enforces the limits of DESIGN.md §6 while the frame is still arriving (a header or
+//! element that is too long fails before it is complete) and refuses what XMPP forbids
+//! (RFC 6120 §11.1): DTDs, comments, processing instructions, and entity references
+//! other than the five predefined ones and character references.
+//!
+//! Contract: after `parse` returns a frame of `len` bytes, the caller removes exactly
+//! those bytes from the front of its buffer before calling `parse` again.
+
+use quick_xml::Reader;
+use quick_xml::errors::{Error as QxError, IllFormedError, SyntaxError};
+use quick_xml::events::{BytesStart, Event};
+
+use super::XmlError;
+use super::header::StreamHeader;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    pub max_header_bytes: usize,
+    pub max_stanza_bytes: usize,
+    /// Element nesting; a top-level element is depth 1.
+    pub max_depth: usize,
+    pub max_attributes: usize,
+}
+
+impl FrameLimits {
+    pub fn from_config(l: &crate::config::Limits) -> FrameLimits {
+        FrameLimits {
+            max_header_bytes: l.max_header_bytes,
+            max_stanza_bytes: l.max_stanza_bytes,
+            max_depth: l.max_depth,
+            max_attributes: l.max_attributes,
+        }
+    }
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits {
+            max_header_bytes: 4096,
+            max_stanza_bytes: 262_144,
+            max_depth: 32,
+            max_attributes: 64,
+        }
+    }
+}
+
+/// One unit of a stream. `len` counts the bytes the caller must drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The stream header, with any XML declaration and whitespace before it.
+    Header { len: usize, header: StreamHeader },
+    /// One complete top-level element: exactly `buf[..len]`.
+    Element { len: usize },
+    /// Whitespace between top-level elements (keepalives).
+    Whitespace { len: usize },
+    /// The peer's `</stream:stream>`.
+    Close { len: usize },
+}
+
+impl Frame {
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Header { len, .. }
+            | Frame::Element { len }
+            | Frame::Whitespace { len }
+            | Frame::Close { len } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Prolog,
+    Stream,
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Framer {
+    limits: FrameLimits,
+    state: State,
+    /// Bytes at the front of the caller's buffer already tokenised into complete
+    /// events of the frame in progress.
+    scanned: usize,
+    /// Open elements inside the stream at `scanned`.
+    depth: usize,
+    /// Qualified names of the open elements, concatenated; `name_starts` indexes it.
+    names: String,
+    name_starts: Vec<usize>,
+    /// The header's qualified name, which the stream close must repeat.
+    stream_qname: String,
+}
+
+impl Framer {
+    pub fn new(limits: FrameLimits) -> Framer {
+        Framer {
+            limits,
+            state: State::Prolog,
+            scanned: 0,
+            depth: 0,
+            names: String::new(),
+            name_starts: Vec::new(),
+            stream_qname: String::new(),
+        }
+    }
+
+    /// A framer for a stream whose header was already read (a relay taking over).
+    pub fn in_stream(limits: FrameLimits, stream_qname: &str) -> Framer {
+        let mut f = Framer::new(limits);
+        f.state = State::Stream;
+        f.stream_qname = stream_qname.to_owned();
+        f
+    }
+
+    pub fn limits(&self) -> &FrameLimits {
+        &self.limits
+    }
+
+    /// True between frames: nothing of a frame in progress has been tokenised.
+    pub fn at_boundary(&self) -> bool {
+        self.scanned == 0 && self.depth == 0
+    }
+
+    /// Find the next frame at the front of `buf`, or `Ok(None)` if more bytes are
+    /// needed. See the module's contract about consuming frames.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<Frame>, XmlError> {
+        if self.state == State::Closed {
+            return Ok(None);
+        }
+        debug_assert!(self.scanned <= buf.len(), "caller dropped unconsumed bytes");
+        let base = self.scanned;
+        let mut reader = Reader::from_reader(&buf[base..]);
+        {
+            let c = reader.config_mut();
+            c.check_end_names = false; // we check, across calls
+            c.allow_unmatched_ends = true; // each call starts mid-document
+            c.expand_empty_elements = false;
+            c.trim_text(false);
+            c.check_comments = false;
+            c.allow_dangling_amp = false;
+        }
+        loop {
+            let committed = self.scanned;
+            let event = reader.read_event();
+            let end = base + reader.buffer_position() as usize;
+            let event = match event {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.classify(&e, &buf[committed..], end == buf.len())?;
+                    return self.need_more(buf.len());
+                }
+            };
+            match (self.state, event) {
+                (_, Event::Eof) => return self.need_more(buf.len()),
+                (_, Event::Comment(_)) => return Err(XmlError::Restricted("comment")),
+                (_, Event::PI(_)) => return Err(XmlError::Restricted("processing instruction")),
+                (_, Event::DocType(_)) => return Err(XmlError::Restricted("DTD")),
+                (State::Prolog, Event::Decl(_)) if committed == 0 => {}
+                (_, Event::Decl(_)) => {
+                    return Err(XmlError::Restricted("processing instruction"));
+                }
+                (State::Prolog, Event::Text(t)) => {
+                    if !is_ws(t.as_bytes()) {
+                        return Err(XmlError::NotWellFormed(
+                            "text before the stream header".into(),
+                        ));
+                    }
+                }
+                (State::Prolog, Event::Start(e)) => {
+                    if end > self.limits.max_header_bytes {
+                        return Err(XmlError::HeaderTooBig(self.limits.max_header_bytes));
+                    }
+                    self.check_attributes(&e)?;
+                    let header = StreamHeader::from_start(&e)?;
+                    self.stream_qname.clone_from(&header.qname);
+                    self.state = State::Stream;
+                    return Ok(Some(self.emit(Frame::Header { len: end, header })));
+                }
+                (State::Prolog, _) => {
+                    return Err(XmlError::NotWellFormed("expected a stream header".into()));
+                }
+                (State::Stream, Event::Text(t)) if self.depth == 0 => {
+                    if !is_ws(t.as_bytes()) {
+                        return Err(XmlError::TextAtStreamLevel);
+                    }
+                    return Ok(Some(self.emit(Frame::Whitespace { len: end })));
+                }
+                (State::Stream, Event::CData(_) | Event::GeneralRef(_)) if self.depth == 0 => {
+                    return Err(XmlError::TextAtStreamLevel);
+                }
+                (State::Stream, Event::Start(e)) => {
+                    if self.depth + 1 > self.limits.max_depth {
+                        return Err(XmlError::TooDeep(self.limits.max_depth));
+                    }
+                    self.check_attributes(&e)?;
+                    self.depth += 1;
+                    self.name_starts.push(self.names.len());
+                    self.names.push_str(e.name().as_ref());
+                }
+                (State::Stream, Event::Empty(e)) => {
+                    if self.depth + 1 > self.limits.max_depth {
+                        return Err(XmlError::TooDeep(self.limits.max_depth));
+                    }
+                    self.check_attributes(&e)?;
+                    if self.depth == 0 {
+                        self.check_size(end)?;
+                        return Ok(Some(self.emit(Frame::Element { len: end })));
+                    }
+                }
+                (State::Stream, Event::End(e)) => {
+                    let name = e.name();
+                    if self.depth == 0 {
+                        if name.as_ref() != self.stream_qname {
+                            return Err(XmlError::NotWellFormed("end tag without a start".into()));
+                        }
+                        self.state = State::Closed;
+                        return Ok(Some(self.emit(Frame::Close { len: end })));
+                    }
+                    // `depth > 0` means a name was pushed.
+                    let start = self.name_starts.pop().unwrap_or(0);
+                    if self.names[start..] != *name.as_ref() {
+                        return Err(XmlError::NotWellFormed(format!(
+                            "</{}> closes <{}>",
+                            name.as_ref(),
+                            &self.names[start..]
+                        )));
+                    }
+                    self.names.truncate(start);
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        self.check_size(end)?;
+                        return Ok(Some(self.emit(Frame::Element { len: end })));
+                    }
+                }
+                (State::Stream, Event::GeneralRef(r)) => check_reference(&r)?,
+                (State::Stream, Event::Text(_) | Event::CData(_)) => {}
+                (State::Closed, _) => return Ok(None),
+            }
+            self.scanned = end;
+            if self.depth > 0 {
+                self.check_size(end)?;
+            }
+        }
+    }
+
+    /// Reset progress for the next frame and hand `f` out.
+    fn emit(&mut self, f: Frame) -> Frame {
+        self.scanned = 0;
+        f
+    }
+
+    fn need_more(&self, buffered: usize) -> Result<Option<Frame>, XmlError> {
+        match self.state {
+            State::Prolog if buffered > self.limits.max_header_bytes => {
+                Err(XmlError::HeaderTooBig(self.limits.max_header_bytes))
+            }
+            State::Stream if buffered > self.limits.max_stanza_bytes => {
+                Err(XmlError::StanzaTooBig(self.limits.max_stanza_bytes))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), XmlError> {
+        if len > self.limits.max_stanza_bytes {
+            Err(XmlError::StanzaTooBig(self.limits.max_stanza_bytes))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_attributes(&self, e: &BytesStart<'_>) -> Result<(), XmlError> {
+        let mut n = 0;
+        for a in e.attributes().with_checks(true) {
+            let a = a.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
+            n += 1;
+            if n > self.limits.max_attributes {
+                return Err(XmlError::TooManyAttributes(self.limits.max_attributes));
+            }
+            let v = a.value.as_bytes();
+            if v.contains(&b'<') {
+                return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
+            }
+            if v.contains(&b'&') {
+                quick_xml::escape::unescape(&a.value).map_err(|e| match e {
+                    quick_xml::escape::EscapeError::UnrecognizedEntity(..) => {
+                        XmlError::Restricted("entity reference")
+                    }
+                    e => XmlError::NotWellFormed(format!("attribute value: {e}")),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decide whether a quick-xml error only means "the input stops here" (`Ok`) or
+    /// is a real fault. `rest` is the input from the last complete event; `at_end`
+    /// says whether quick-xml had read to the end of the input when it failed.
+    fn classify(&self, e: &QxError, rest: &[u8], at_end: bool) -> Result<(), XmlError> {
+        match e {
+            QxError::Syntax(SyntaxError::UnclosedComment) => Err(XmlError::Restricted("comment")),
+            QxError::Syntax(SyntaxError::UnclosedDoctype) => Err(XmlError::Restricted("DTD")),
+            QxError::Syntax(SyntaxError::UnclosedPI) => {
+                // `<?`, `<?x` … may still become the XML declaration at the very start.
+                let decl_start = self.state == State::Prolog && self.scanned == 0;
+                if decl_start && b"<?xml".starts_with(rest) {
+                    Ok(())
+                } else {
+                    Err(XmlError::Restricted("processing instruction"))
+                }
+            }
+            QxError::Syntax(SyntaxError::UnclosedXmlDecl) => {
+                if self.state == State::Prolog && self.scanned == 0 {
+                    Ok(())
+                } else {
+                    Err(XmlError::Restricted("processing instruction"))
+                }
+            }
+            QxError::Syntax(SyntaxError::InvalidBangMarkup) => {
+                if b"<![CDATA[".starts_with(rest) {
+                    Ok(())
+                } else if b"<!--".starts_with(rest) {
+                    Err(XmlError::Restricted("comment"))
+                } else if b"<!DOCTYPE".starts_with(rest) {
+                    Err(XmlError::Restricted("DTD"))
+                } else {
+                    Err(XmlError::NotWellFormed(e.to_string()))
+                }
+            }
+            // Every other syntax error means "the input ended inside a construct".
+            QxError::Syntax(_) => Ok(()),
+            QxError::IllFormed(IllFormedError::UnclosedReference) => {
+                // `&name` with no `;` yet: incomplete only if nothing but name bytes follow.
+                let tail = rest.get(1..).unwrap_or_default();
+                if at_end && tail.len() < 32 && !tail.iter().any(|b| matches!(b, b'<' | b'&')) {
+                    Ok(())
+                } else {
+                    Err(XmlError::NotWellFormed("`&` without a reference".into()))
+                }
+            }
+            QxError::Encoding(quick_xml::encoding::EncodingError::Utf8(u))
+                if at_end && u.error_len().is_none() =>
+            {
+                Ok(()) // a multi-byte character split by the read
+            }
+            e => Err(XmlError::NotWellFormed(e.to_string())),
+        }
+    }
+}
+
+/// Only the five predefined entities and character references to legal characters.
+fn check_reference(r: &str) -> Result<(), XmlError> {
+    match r {
+        "lt" | "gt" | "amp" | "apos" | "quot" => Ok(()),
+        _ if r.starts_with('#') => {
+            let n = if let Some(hex) = r.strip_prefix("#x") {
+                u32::from_str_radix(hex, 16).ok()
+            } else {
+                r[1..].parse::<u32>().ok()
+            };
+            match n.and_then(char::from_u32) {
+                Some(c) if is_xml_char(c) => Ok(()),
+                _ => Err(XmlError::NotWellFormed(format!(
+                    "bad character reference &{r};"
+                ))),
+            }
+        }
+        _ => Err(XmlError::Restricted("entity reference")),
+    }
+}
+
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// XML whitespace (S): space, tab, CR, LF.
+pub fn is_ws(b: &[u8]) -> bool {
+    b.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+}

@@ -1,0 +1,32 @@
+//! XML for XMPP streams: the one incremental framer every stream reader uses
+//! (`framer`), the stream header (`header`), a small owned element tree for the few
+//! pre-authentication elements dealer must understand (`element`), stream errors
+//! (`error`), and escaping for what dealer writes (`escape`).
+
+pub mod element;
+pub mod error;
+pub mod escape;
+pub mod framer;
+pub mod header;
+
+pub use error::{StreamError, XmlError};
+pub use framer::{Frame, FrameLimits, Framer};
+pub use header::StreamHeader;
+
+pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const NS_CLIENT: &str = "jabber:client";
+pub const NS_SERVER: &str = "jabber:server";
+pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const NS_STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
+pub const NS_IQ_AUTH_FEATURE: &str = "http://jabber.org/features/iq-auth";
+pub const NS_IQ_REGISTER: &str = "jabber:iq:register";
+pub const NS_REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+pub const NS_DIALBACK: &str = "jabber:server:dialback";
+pub const NS_DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+
+#[cfg(test)]
+mod tests;

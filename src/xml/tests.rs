@@ -1,0 +1,295 @@
+//! Table-driven tests of the framer with hostile input: every case is also fed split at
+//! every byte, and one byte at a time, and must frame identically.
+
+use super::element::{Element, Scope};
+use super::*;
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum F {
+    Header(Option<String>),
+    El(String),
+    Ws,
+    Close,
+}
+
+/// Feed `input` in the given chunk sizes, collecting frames until the input is used.
+fn run(input: &[u8], limits: FrameLimits, chunks: &[usize]) -> Result<Vec<F>, XmlError> {
+    let mut framer = Framer::new(limits);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    let mut sizes = chunks.iter().copied().cycle();
+    loop {
+        while let Some(frame) = framer.parse(&buf)? {
+            let len = frame.len();
+            let f = match frame {
+                Frame::Header { header, .. } => F::Header(header.to),
+                Frame::Element { .. } => F::El(String::from_utf8(buf[..len].to_vec()).unwrap()),
+                Frame::Whitespace { .. } => F::Ws,
+                Frame::Close { .. } => F::Close,
+            };
+            // Whitespace may arrive in several frames; count a run once.
+            if !(f == F::Ws && out.last() == Some(&F::Ws)) {
+                out.push(f);
+            }
+            buf.drain(..len);
+        }
+        if fed == input.len() {
+            return Ok(out);
+        }
+        let n = sizes
+            .next()
+            .unwrap_or(usize::MAX)
+            .max(1)
+            .min(input.len() - fed);
+        buf.extend_from_slice(&input[fed..fed + n]);
+        fed += n;
+    }
+}
+
+/// All at once, one byte at a time, and split in two at every byte: the same result.
+fn frames(input: &str, limits: FrameLimits) -> Result<Vec<F>, XmlError> {
+    let b = input.as_bytes();
+    let whole = run(b, limits, &[usize::MAX]);
+    assert_eq!(run(b, limits, &[1]), whole, "byte by byte: {input:?}");
+    for k in 1..b.len() {
+        assert_eq!(
+            run(b, limits, &[k, usize::MAX]),
+            whole,
+            "split at {k}: {input:?}"
+        );
+    }
+    whole
+}
+
+fn el(s: &str) -> F {
+    F::El(s.into())
+}
+
+fn header() -> F {
+    F::Header(Some("example.com".into()))
+}
+
+#[test]
+fn well_formed_streams() {
+    let l = FrameLimits::default();
+    let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>";
+    let cases: Vec<(String, Vec<F>)> = vec![
+        (
+            format!("{HEADER}{auth} \n<presence/></stream:stream>"),
+            vec![header(), el(auth), F::Ws, el("<presence/>"), F::Close],
+        ),
+        // `/>` and `>` inside attribute values do not end a tag.
+        (
+            format!("{HEADER}<message to='a/>b' id=\"x>y\"><body>hi</body></message>"),
+            vec![header(), el("<message to='a/>b' id=\"x>y\"><body>hi</body></message>")],
+        ),
+        // CDATA hides markup, including a fake end tag.
+        (
+            format!("{HEADER}<message><body><![CDATA[</message><evil/>]]></body></message>"),
+            vec![header(), el("<message><body><![CDATA[</message><evil/>]]></body></message>")],
+        ),
+        // Prefixes other than `stream:`, on the header and on elements.
+        (
+            "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client' to='example.com'>\
+             <sasl:auth xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>=</sasl:auth></s:stream>"
+                .into(),
+            vec![
+                header(),
+                el("<sasl:auth xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>=</sasl:auth>"),
+                F::Close,
+            ],
+        ),
+        // Predefined entities, character references, multi-byte characters.
+        (
+            format!("{HEADER}<message><body>&lt;&amp;&#x41;&#65; Ärger 日本 🎲</body></message>"),
+            vec![header(), el("<message><body>&lt;&amp;&#x41;&#65; Ärger 日本 🎲</body></message>")],
+        ),
+        // Same-named nesting.
+        (
+            format!("{HEADER}<a><a><a/></a></a>"),
+            vec![header(), el("<a><a><a/></a></a>")],
+        ),
+        // A header without declaration and with whitespace around.
+        (
+            "\n <stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='example.com'>  ".into(),
+            vec![header(), F::Ws],
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(frames(&input, l), Ok(want), "{input}");
+    }
+}
+
+#[test]
+fn hostile_streams_fail_with_the_right_error() {
+    use XmlError::*;
+    let l = FrameLimits::default();
+    let nwf = |r: Result<Vec<F>, XmlError>| matches!(r, Err(NotWellFormed(_)));
+    let cases: Vec<(String, fn(Result<Vec<F>, XmlError>) -> bool)> = vec![
+        (
+            "<!DOCTYPE stream [<!ENTITY x 'y'>]><stream:stream>".into(),
+            |r| r == Err(Restricted("DTD")),
+        ),
+        (format!("{HEADER}<!DOCTYPE x>"), |r| {
+            r == Err(Restricted("DTD"))
+        }),
+        (format!("{HEADER}<message><!-- hi --></message>"), |r| {
+            r == Err(Restricted("comment"))
+        }),
+        (format!("{HEADER}<?evil pi?>"), |r| {
+            r == Err(Restricted("processing instruction"))
+        }),
+        (format!("{HEADER}<a>&xxe;</a>"), |r| {
+            r == Err(Restricted("entity reference"))
+        }),
+        (format!("{HEADER}<a b='&xxe;'/>"), |r| {
+            r == Err(Restricted("entity reference"))
+        }),
+        (format!("{HEADER}<?xml version='1.0'?>"), |r| {
+            matches!(r, Err(Restricted(_)))
+        }),
+        (format!("{HEADER}<a>&#0;</a>"), nwf),
+        (format!("{HEADER}<a>& b</a>"), nwf),
+        (format!("{HEADER}<a></b>"), nwf),
+        (format!("{HEADER}<a b='1' b='2'/>"), nwf),
+        (format!("{HEADER}<a b='<'/>"), nwf),
+        (format!("{HEADER}</nope>"), nwf),
+        (format!("{HEADER}hello"), |r| r == Err(TextAtStreamLevel)),
+        (format!("{HEADER}<![CDATA[x]]>"), |r| {
+            r == Err(TextAtStreamLevel)
+        }),
+        ("\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03".into(), nwf), // a TLS ClientHello
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), nwf),
+        ("PROXY TCP4 192.0.2.1 192.0.2.2 1234 5222\r\n".into(), nwf),
+        (
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'/>".into(),
+            nwf,
+        ),
+    ];
+    for (input, ok) in cases {
+        let r = frames(&input, l);
+        assert!(ok(r.clone()), "{input:?} gave {r:?}");
+    }
+}
+
+#[test]
+fn limits_fire_before_the_frame_is_complete() {
+    let l = FrameLimits {
+        max_header_bytes: 300,
+        max_stanza_bytes: 200,
+        max_depth: 4,
+        max_attributes: 4, // the header has four
+    };
+    // A header that never ends.
+    let endless = format!(
+        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' a='{}",
+        "x".repeat(400)
+    );
+    assert_eq!(
+        run(endless.as_bytes(), l, &[7]),
+        Err(XmlError::HeaderTooBig(300))
+    );
+    // A stanza that is too big, complete or not.
+    let big = format!(
+        "{HEADER}<message><body>{}</body></message>",
+        "x".repeat(300)
+    );
+    assert_eq!(
+        run(big.as_bytes(), l, &[usize::MAX]),
+        Err(XmlError::StanzaTooBig(200))
+    );
+    let open = format!("{HEADER}<message><body>{}", "x".repeat(300));
+    assert_eq!(
+        run(open.as_bytes(), l, &[13]),
+        Err(XmlError::StanzaTooBig(200))
+    );
+    // Depth: four levels pass, five fail.
+    let deep_ok = format!("{HEADER}<a><b><c><d/></c></b></a>");
+    assert!(frames(&deep_ok, l).is_ok());
+    let deep = format!("{HEADER}<a><b><c><d><e/></d></c></b></a>");
+    assert_eq!(frames(&deep, l), Err(XmlError::TooDeep(4)));
+    // Attributes.
+    assert!(frames(&format!("{HEADER}<a b='1' c='2' d='3' e='4'/>"), l).is_ok());
+    assert_eq!(
+        frames(&format!("{HEADER}<a b='1' c='2' d='3' e='4' f='5'/>"), l),
+        Err(XmlError::TooManyAttributes(4))
+    );
+}
+
+#[test]
+fn incomplete_input_waits() {
+    let l = FrameLimits::default();
+    let mut f = Framer::new(l);
+    assert_eq!(
+        f.parse(b"<stream:stream xmlns:stream='http://etherx.jabber.org/str"),
+        Ok(None)
+    );
+    let mut f = Framer::new(l);
+    let h = HEADER.as_bytes();
+    let Some(Frame::Header { len, header }) = f.parse(h).unwrap() else {
+        panic!()
+    };
+    assert_eq!(len, h.len());
+    assert!(header.is_stream());
+    assert_eq!(header.version, Some((1, 0)));
+    assert_eq!(header.default_ns.as_deref(), Some(NS_CLIENT));
+    for partial in [
+        "<message><body>caf\u{e9}",
+        "<message><body>&am",
+        "<message",
+        "<message a='x",
+        "<![CDA",
+    ] {
+        let mut g = Framer::in_stream(l, "stream:stream");
+        let bytes = partial.as_bytes();
+        // Cut inside the last character too.
+        for cut in [bytes.len(), bytes.len() - 1] {
+            assert_eq!(g.parse(&bytes[..cut]), Ok(None), "{partial:?} cut at {cut}");
+            g = Framer::in_stream(l, "stream:stream");
+        }
+    }
+}
+
+#[test]
+fn element_tree_resolves_namespaces_and_text() {
+    let h = Framer::new(FrameLimits::default())
+        .parse(HEADER.as_bytes())
+        .unwrap()
+        .unwrap();
+    let Frame::Header { header, .. } = h else {
+        panic!()
+    };
+    let scope = Scope::from_header(&header);
+    let e = Element::parse(
+        b"<iq type='set' id='a&amp;1'><query xmlns='jabber:iq:auth'><username>Al&lt;ice</username>\
+          <password><![CDATA[p&ss]]></password><x:resource xmlns:x='jabber:iq:auth'>r</x:resource></query></iq>",
+        &scope,
+    )
+    .unwrap();
+    assert!(e.is("iq", NS_CLIENT));
+    assert_eq!(e.attr("id"), Some("a&1"));
+    let q = e.child("query", NS_IQ_AUTH).unwrap();
+    assert_eq!(&*q.child("username", NS_IQ_AUTH).unwrap().text(), "Al<ice");
+    assert_eq!(&*q.child("password", NS_IQ_AUTH).unwrap().text(), "p&ss");
+    assert_eq!(&*q.child("resource", NS_IQ_AUTH).unwrap().text(), "r");
+    let s = Element::parse(b"<stream:features/>", &scope).unwrap();
+    assert!(s.is("features", NS_STREAMS));
+    assert!(Element::parse(b"<nope:x/>", &scope).is_err());
+}
+
+#[test]
+fn stream_errors_render() {
+    assert_eq!(
+        StreamError::SeeOtherHost.to_xml(Some("[2001:db8::1]:5222"), None),
+        "<stream:error><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>[2001:db8::1]:5222</see-other-host></stream:error></stream:stream>"
+    );
+    assert!(
+        StreamError::HostUnknown
+            .to_xml(None, Some("a<b"))
+            .contains("a&lt;b")
+    );
+}
