@@ -129,7 +129,8 @@ fn hostile_streams_fail_with_the_right_error() {
     use XmlError::*;
     let l = FrameLimits::default();
     let nwf = |r: Result<Vec<F>, XmlError>| matches!(r, Err(NotWellFormed(_)));
-    let cases: Vec<(String, fn(Result<Vec<F>, XmlError>) -> bool)> = vec![
+    type Check = fn(Result<Vec<F>, XmlError>) -> bool;
+    let cases: Vec<(String, Check)> = vec![
         (
             "<!DOCTYPE stream [<!ENTITY x 'y'>]><stream:stream>".into(),
             |r| r == Err(Restricted("DTD")),
