@@ -8,47 +8,96 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
+use crate::config::Listener;
+use crate::health::HealthRegistry;
+use crate::listener::{ConnLimits, Kind, accept_loop};
 use crate::metrics::Metrics;
 use crate::shutdown::{Phase, Stop};
 use crate::snapshot::Snapshot;
+use crate::tls::ServerTls;
 
 /// State shared by every task of one dealer instance.
 pub struct Shared {
     /// The live configuration; replaced whole by a reload, never edited.
-    pub snapshot: ArcSwap<Snapshot>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Metrics,
     /// Where SIGHUP re-reads the configuration from.
     pub config_path: Option<PathBuf>,
+    /// Backend health, shared by every snapshot.
+    pub health: HealthRegistry,
+    /// Server TLS configs; their certificate follows the live snapshot.
+    pub server_tls: ServerTls,
+    pub backend_tls: Arc<rustls::ClientConfig>,
+    pub conn_limits: Arc<ConnLimits>,
+    /// Every session task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Cancelled when sessions must end now (grace period over, or SIGINT).
+    pub sessions_stop: CancellationToken,
     /// Reloads run one at a time, so generations are handed out in order.
     pub(crate) reload_lock: Mutex<()>,
     phase: tokio::sync::watch::Sender<Phase>,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<Shared> {
+    /// `snapshot` must have been built with `health`.
+    pub fn new(
+        snapshot: Snapshot,
+        health: HealthRegistry,
+        config_path: Option<PathBuf>,
+    ) -> Arc<Shared> {
         let metrics = Metrics::new();
         metrics.config_generation.set(snapshot.generation as i64);
-        Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
+        metrics.init_backends(&snapshot.config);
+        let fds = crate::limits::nofile().0;
+        let max = crate::limits::max_connections(snapshot.config.limits.max_connections, fds);
+        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let shared = Arc::new(Shared {
+            server_tls: ServerTls::new(snapshot.clone()),
+            backend_tls: crate::tls::backend_client_config(),
+            snapshot,
             metrics,
             config_path,
+            health,
+            conn_limits: ConnLimits::new(max),
+            tracker: TaskTracker::new(),
+            sessions_stop: CancellationToken::new(),
             reload_lock: Mutex::new(()),
             phase: tokio::sync::watch::Sender::new(Phase::Running),
-        })
+        });
+        shared.publish_health();
+        shared
+    }
+
+    /// Set `dealer_backend_up` for the live snapshot's backends.
+    pub fn publish_health(&self) {
+        let snap = self.snapshot.load();
+        for (id, b) in snap.config.backends.iter().enumerate() {
+            self.metrics
+                .backend_up
+                .with_label_values(&[&b.name])
+                .set(i64::from(snap.is_up(id)));
+        }
     }
 
     /// The `/route` and `dealer route` line for `name` against `snap`.
     pub fn route_line(&self, snap: &Snapshot, name: &str, explain: bool) -> Result<String, String> {
-        snap.route_line(name, |_| true, explain)
+        snap.route_line(name, explain)
     }
 
     /// Whether dealer can take clients now (for `/readyz`).
     pub fn ready(&self) -> Result<(), &'static str> {
         match *self.phase.borrow() {
-            Phase::Running => Ok(()),
-            Phase::Draining | Phase::Stopped => Err("shutting down"),
+            Phase::Running => {}
+            Phase::Draining | Phase::Stopped => return Err("shutting down"),
+        }
+        let snap = self.snapshot.load();
+        if (0..snap.config.backends.len()).any(|id| snap.is_up(id)) {
+            Ok(())
+        } else {
+            Err("no backend is up")
         }
     }
 
@@ -61,27 +110,47 @@ impl Shared {
 /// Sockets bound before `run`, by `main` from the config or by a test on port 0.
 #[derive(Default)]
 pub struct Listeners {
+    pub c2s: Vec<(TcpListener, Listener)>,
+    pub c2s_tls: Vec<(TcpListener, Listener)>,
     pub http: Option<TcpListener>,
+}
+
+async fn bind(key: &str, l: &Listener) -> std::io::Result<(TcpListener, Listener)> {
+    let sock = match l.addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(l.addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{key} {}: {e}", l.addr)))?;
+    Ok((sock.listen(1024)?, *l))
 }
 
 impl Listeners {
     /// Bind every listener the snapshot's config names.
     pub async fn bind(snap: &Snapshot) -> std::io::Result<Listeners> {
-        let http =
-            match snap.config.listen.http {
-                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+        let l = &snap.config.listen;
+        let mut out = Listeners::default();
+        for x in &l.c2s {
+            out.c2s.push(bind("listen.c2s", x).await?);
+        }
+        for x in &l.c2s_tls {
+            out.c2s_tls.push(bind("listen.c2s_tls", x).await?);
+        }
+        if let Some(addr) = l.http {
+            out.http =
+                Some(TcpListener::bind(addr).await.map_err(|e| {
                     std::io::Error::new(e.kind(), format!("listen.http {addr}: {e}"))
-                })?),
-                None => None,
-            };
-        Ok(Listeners { http })
+                })?);
+        }
+        Ok(out)
     }
 }
 
 /// Run until `stop` resolves, then drain and return.
 pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Output = Stop>) {
     let accept_stop = CancellationToken::new();
-    let http_stop = CancellationToken::new();
+    let background_stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = listeners.http {
         if let Ok(addr) = l.local_addr() {
@@ -90,20 +159,55 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Ou
         tasks.spawn(crate::metrics::http::serve(
             l,
             shared.clone(),
-            http_stop.clone(),
+            background_stop.clone(),
         ));
+    }
+    for (kind, list) in [
+        (Kind::C2s, listeners.c2s),
+        (Kind::C2sTls, listeners.c2s_tls),
+    ] {
+        for (l, cfg) in list {
+            if let Ok(addr) = l.local_addr() {
+                info!(listener = kind.label(), listen.addr = %addr, "listening");
+            }
+            tasks.spawn(accept_loop(
+                l,
+                kind,
+                cfg,
+                shared.clone(),
+                accept_stop.clone(),
+                crate::c2s::serve,
+            ));
+        }
     }
     tasks.spawn(crate::reload::on_sighup(
         shared.clone(),
-        accept_stop.clone(),
+        background_stop.clone(),
     ));
+    tasks.spawn(crate::health::run(shared.clone(), background_stop.clone()));
 
     let how = stop.await;
-    info!(?how, "stopping");
+    info!(?how, "stopping: no new connections");
     shared.phase.send_replace(Phase::Draining);
     accept_stop.cancel();
-    // Sessions drain here once c2s and s2s listeners exist; `how` bounds the wait.
+    shared.tracker.close();
+    let grace = shared.snapshot.load().config.shutdown.grace;
+    if how == Stop::Graceful && !shared.tracker.is_empty() {
+        info!(sessions = shared.tracker.len(), grace = ?grace, "draining sessions");
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = shared.tracker.len(),
+                "grace period over: closing the rest"
+            );
+        }
+    }
+    shared.sessions_stop.cancel();
+    // Sessions watch `sessions_stop`; give them a moment to close their sockets.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), shared.tracker.wait()).await;
     shared.phase.send_replace(Phase::Stopped);
-    http_stop.cancel();
+    background_stop.cancel();
     while tasks.join_next().await.is_some() {}
 }

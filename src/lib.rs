@@ -1,20 +1,38 @@
 //! dealer: an XMPP-aware load-balancing proxy. Modules in data-flow order:
 //!
 //! - [`config`]: the YAML file → validated, typed `Config`.
-//! - [`routing`]: who owns a user (normalise, then hash or ranges); pure.
-//! - [`snapshot`]: config + routing table, built whole and swapped atomically.
+//! - [`routing`]: who owns a user (normalise, then hash or ranges); health state; pure.
+//! - [`snapshot`]: config + routing table + TLS key, built whole and swapped atomically.
 //! - [`reload`]: SIGHUP → new snapshot → one `ArcSwap::store`.
 //! - [`app`]: shared state and `run(listeners, shared, stop)`.
+//! - [`listener`]: accept loops and connection limits.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, parsed and encoded; sans-IO.
+//! - [`tls`]: rustls configs; the certificate follows the live snapshot.
+//! - [`net`], [`stream`]: a plain-or-TLS connection, and an XML stream over it.
+//! - [`xml`]: the one incremental framer, stream headers, stream errors.
+//! - [`c2s`]: client sessions: pre-auth, auth peek, redirect, forward.
+//! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
+//! - [`relay`]: splice (plain legs) and copy (TLS legs) after hand-over.
+//! - [`health`]: backend health checks.
 //! - [`metrics`]: metric names, the registry, the HTTP endpoint.
 //! - [`limits`]: process-wide limits (descriptors).
 //! - [`shutdown`]: lifecycle phases and signals.
 
 pub mod app;
+pub mod backend;
+pub mod c2s;
 pub mod config;
+pub mod health;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
+pub mod net;
+pub mod proxy_protocol;
+pub mod relay;
 pub mod reload;
 pub mod routing;
 pub mod shutdown;
 pub mod snapshot;
+pub mod stream;
+pub mod tls;
 pub mod xml;

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Snapshot, ExitCode> {
-    Snapshot::load(path, 1).map_err(|errors| {
+    Snapshot::load(path, 1, &dealer::health::HealthRegistry::default()).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("{}: {e}", path.display());
         }
@@ -111,7 +111,7 @@ fn route(path: &Path, explain: bool, names: Vec<String>) -> ExitCode {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = false;
     let mut one = |name: &str| {
-        let line = match snap.route_line(name, |_| true, explain) {
+        let line = match snap.route_line(name, explain) {
             Ok(l) => l,
             Err(l) => {
                 failed = true;
@@ -149,8 +149,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let snap = Snapshot::load(&path, 1).map_err(|e| {
+    let health = dealer::health::HealthRegistry::default();
+    let snap = Snapshot::load(&path, 1, &health).map_err(|e| {
         anyhow::anyhow!(
             "{}: {}",
             path.display(),
@@ -172,7 +174,9 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let listeners = Listeners::bind(&snap).await.context("binding listeners")?;
-        let shared = Shared::new(snap, Some(path));
+        let shared = Shared::new(snap, health, Some(path));
+        // Learn the backends' mechanisms before the first client asks for features.
+        dealer::health::check_all(&shared).await;
         let stop = async {
             match dealer::shutdown::signals().await {
                 Ok(s) => s,

@@ -32,7 +32,7 @@ pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
     // A poisoned lock only means an earlier reload panicked; the data it guards is ().
     let _one_at_a_time = shared.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
     let old = shared.snapshot.load_full();
-    let result = Snapshot::reload(path, &old);
+    let result = Snapshot::reload(path, &old, &shared.health);
     match result {
         Ok(new) => {
             if new.config.listen.c2s != old.config.listen.c2s
@@ -49,6 +49,8 @@ pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
             let generation = new.generation;
             shared.snapshot.store(Arc::new(new));
             shared.metrics.config_generation.set(generation as i64);
+            shared.metrics.init_backends(&shared.snapshot.load().config);
+            shared.publish_health();
             shared
                 .metrics
                 .config_reloads

@@ -22,7 +22,7 @@ fn every_example_in_conf_loads() {
     let files = yaml_files("conf");
     assert!(files.len() >= 3, "conf/ holds the examples");
     for f in &files {
-        if let Err(e) = Snapshot::load(f, 1) {
+        if let Err(e) = Snapshot::load(f, 1, &Default::default()) {
             panic!("{}: {e}", f.display());
         }
     }

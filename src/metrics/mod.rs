@@ -5,7 +5,54 @@
 pub mod http;
 pub mod names;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::{Config, Mechanism};
+
+/// Listener kinds, the `listener` label.
+pub const LISTENERS: [&str; 4] = ["c2s", "c2s_tls", "s2s", "s2s_internal"];
+/// Session states, the `state` label of `dealer_connections`.
+pub const STATES: [&str; 3] = ["handshake", "authenticating", "relaying"];
+/// What a client authenticated with, the `mechanism` label of auth peeks.
+pub const PEEK_KINDS: [&str; 6] = [
+    "PLAIN",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "ANONYMOUS",
+    "iq-auth",
+    "register",
+];
+pub const OUTCOMES: [&str; 3] = ["redirect", "forward", "error"];
+/// Limits of DESIGN.md §6, the `limit` label.
+pub const LIMITS: [&str; 8] = [
+    "header_bytes",
+    "stanza_bytes",
+    "depth",
+    "attributes",
+    "handshake_timeout",
+    "connections",
+    "connections_per_source",
+    "logins_per_source",
+];
+/// Stream error conditions dealer sends.
+pub const CONDITIONS: [&str; 14] = [
+    "bad-format",
+    "connection-timeout",
+    "host-unknown",
+    "invalid-namespace",
+    "not-authorized",
+    "not-well-formed",
+    "policy-violation",
+    "remote-connection-failed",
+    "resource-constraint",
+    "restricted-xml",
+    "see-other-host",
+    "system-shutdown",
+    "unsupported-stanza-type",
+    "unsupported-version",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -13,35 +60,217 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `result` = `ok` | `error`.
     pub config_reloads: IntCounterVec,
+    /// `listener`.
+    pub connections_accepted: IntCounterVec,
+    /// Open connections: `listener`, `state`.
+    pub connections: IntGaugeVec,
+    /// From accept to the routing decision: `listener`.
+    pub handshake_duration: HistogramVec,
+    /// `mechanism`.
+    pub auth_peeks: IntCounterVec,
+    /// `backend`, `outcome` (redirect | forward | error).
+    pub routing_decisions: IntCounterVec,
+    /// `limit`.
+    pub limit_hits: IntCounterVec,
+    /// Stream errors dealer sent: `condition`.
+    pub stream_errors: IntCounterVec,
+    /// 1 when the backend counts as up: `backend`.
+    pub backend_up: IntGaugeVec,
+    /// `backend`, `result` (ok | failed).
+    pub health_checks: IntCounterVec,
+    /// `backend`, `result` (success | failure | unreachable).
+    pub auth_results: IntCounterVec,
+    /// Connect plus stream open to a backend at login: `backend`.
+    pub backend_connect_duration: HistogramVec,
+    /// Bytes relayed after hand-over: `kind` (splice | copy | rewrite), `direction`.
+    pub relay_bytes: IntCounterVec,
+}
+
+/// Relay kinds and directions, the labels of `dealer_relay_bytes_total`.
+pub const RELAY_KINDS: [&str; 3] = ["splice", "copy", "rewrite"];
+pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
+pub const AUTH_RESULTS: [&str; 3] = ["success", "failure", "unreachable"];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric names are unique");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("static metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric names are unique");
+    h
+}
+
+/// Latency buckets from 1 ms to 30 s.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
+        let r = Registry::new();
         let config_generation = IntGauge::new(
             names::CONFIG_GENERATION,
             "Generation of the running configuration (1 at start, +1 per successful reload).",
         )
         .expect("static metric definition");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(names::CONFIG_RELOADS, "Configuration reloads by result."),
-            &["result"],
-        )
-        .expect("static metric definition");
-        for r in ["ok", "error"] {
-            config_reloads.with_label_values(&[r]);
-        }
-        registry
-            .register(Box::new(config_generation.clone()))
-            .expect("names are unique");
-        registry
-            .register(Box::new(config_reloads.clone()))
-            .expect("names are unique");
-        Metrics {
-            registry,
+        r.register(Box::new(config_generation.clone()))
+            .expect("metric names are unique");
+        let m = Metrics {
             config_generation,
-            config_reloads,
+            config_reloads: counter(
+                &r,
+                names::CONFIG_RELOADS,
+                "Configuration reloads by result.",
+                &["result"],
+            ),
+            connections_accepted: counter(
+                &r,
+                names::CONNECTIONS_ACCEPTED,
+                "Connections accepted, by listener kind.",
+                &["listener"],
+            ),
+            connections: gauge(
+                &r,
+                names::CONNECTIONS,
+                "Open connections by listener kind and session state.",
+                &["listener", "state"],
+            ),
+            handshake_duration: histogram(
+                &r,
+                names::HANDSHAKE_DURATION,
+                "Time from accepting a connection to its routing decision (TLS, stream, auth peek).",
+                &["listener"],
+                latency_buckets(),
+            ),
+            auth_peeks: counter(
+                &r,
+                names::AUTH_PEEKS,
+                "First authentication elements read, by mechanism (or iq-auth, register).",
+                &["mechanism"],
+            ),
+            routing_decisions: counter(
+                &r,
+                names::ROUTING_DECISIONS,
+                "Routing decisions by backend and outcome (redirect, forward, error).",
+                &["backend", "outcome"],
+            ),
+            limit_hits: counter(
+                &r,
+                names::LIMIT_HITS,
+                "Times a limit fired, by limit.",
+                &["limit"],
+            ),
+            stream_errors: counter(
+                &r,
+                names::STREAM_ERRORS,
+                "Stream errors dealer sent, by condition.",
+                &["condition"],
+            ),
+            backend_up: gauge(
+                &r,
+                names::BACKEND_UP,
+                "1 when the backend counts as up.",
+                &["backend"],
+            ),
+            health_checks: counter(
+                &r,
+                names::HEALTH_CHECKS,
+                "Backend health checks by result (ok, failed).",
+                &["backend", "result"],
+            ),
+            auth_results: counter(
+                &r,
+                names::AUTH_RESULTS,
+                "Authentications watched through to a backend, by result (success, failure, unreachable).",
+                &["backend", "result"],
+            ),
+            backend_connect_duration: histogram(
+                &r,
+                names::BACKEND_CONNECT_DURATION,
+                "Time to connect to a backend and open its stream at login.",
+                &["backend"],
+                latency_buckets(),
+            ),
+            relay_bytes: counter(
+                &r,
+                names::RELAY_BYTES,
+                "Bytes relayed after hand-over, by relay kind and direction.",
+                &["kind", "direction"],
+            ),
+            registry: r,
+        };
+        for k in RELAY_KINDS {
+            for d in DIRECTIONS {
+                m.relay_bytes.with_label_values(&[k, d]);
+            }
         }
+        for v in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[v]);
+        }
+        for l in LISTENERS {
+            m.connections_accepted.with_label_values(&[l]);
+            m.handshake_duration.with_label_values(&[l]);
+            for s in STATES {
+                m.connections.with_label_values(&[l, s]);
+            }
+        }
+        for k in PEEK_KINDS {
+            m.auth_peeks.with_label_values(&[k]);
+        }
+        for l in LIMITS {
+            m.limit_hits.with_label_values(&[l]);
+        }
+        for c in CONDITIONS {
+            m.stream_errors.with_label_values(&[c]);
+        }
+        m
+    }
+
+    /// Zero the series labelled by backend for `config`'s backends (at start and on
+    /// every reload, so a new backend shows up before its first event).
+    pub fn init_backends(&self, config: &Config) {
+        for b in &config.backends {
+            for o in OUTCOMES {
+                self.routing_decisions.with_label_values(&[&b.name, o]);
+            }
+            for r in ["ok", "failed"] {
+                self.health_checks.with_label_values(&[&b.name, r]);
+            }
+            self.backend_up.with_label_values(&[&b.name]);
+            for r in AUTH_RESULTS {
+                self.auth_results.with_label_values(&[&b.name, r]);
+            }
+            self.backend_connect_duration.with_label_values(&[&b.name]);
+        }
+    }
+
+    pub fn peek(&self, m: Mechanism) {
+        self.auth_peeks.with_label_values(&[m.name()]).inc();
+    }
+
+    pub fn limit(&self, limit: &str) {
+        self.limit_hits.with_label_values(&[limit]).inc();
     }
 
     /// The registry in Prometheus text format.
@@ -55,5 +284,44 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Holds one `dealer_connections{listener,state}` slot and moves it between states;
+/// the slot is released when dropped, however the session ends.
+pub struct ConnGauge {
+    gauge: IntGaugeVec,
+    listener: &'static str,
+    state: &'static str,
+}
+
+impl ConnGauge {
+    pub fn new(m: &Metrics, listener: &'static str) -> ConnGauge {
+        m.connections
+            .with_label_values(&[listener, STATES[0]])
+            .inc();
+        ConnGauge {
+            gauge: m.connections.clone(),
+            listener,
+            state: STATES[0],
+        }
+    }
+
+    pub fn set(&mut self, state: &'static str) {
+        if state != self.state {
+            self.gauge
+                .with_label_values(&[self.listener, self.state])
+                .dec();
+            self.gauge.with_label_values(&[self.listener, state]).inc();
+            self.state = state;
+        }
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.gauge
+            .with_label_values(&[self.listener, self.state])
+            .dec();
     }
 }

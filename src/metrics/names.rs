@@ -3,3 +3,18 @@
 
 pub const CONFIG_GENERATION: &str = "dealer_config_generation";
 pub const CONFIG_RELOADS: &str = "dealer_config_reloads_total";
+
+pub const CONNECTIONS_ACCEPTED: &str = "dealer_connections_accepted_total";
+pub const CONNECTIONS: &str = "dealer_connections";
+pub const HANDSHAKE_DURATION: &str = "dealer_handshake_duration_seconds";
+pub const AUTH_PEEKS: &str = "dealer_auth_peeks_total";
+pub const ROUTING_DECISIONS: &str = "dealer_routing_decisions_total";
+pub const LIMIT_HITS: &str = "dealer_limit_hits_total";
+pub const STREAM_ERRORS: &str = "dealer_stream_errors_total";
+
+pub const BACKEND_UP: &str = "dealer_backend_up";
+pub const HEALTH_CHECKS: &str = "dealer_health_checks_total";
+
+pub const AUTH_RESULTS: &str = "dealer_auth_results_total";
+pub const BACKEND_CONNECT_DURATION: &str = "dealer_backend_connect_duration_seconds";
+pub const RELAY_BYTES: &str = "dealer_relay_bytes_total";

@@ -2,6 +2,7 @@
 //! Pure and without I/O; a [`Router`] is built once per config snapshot and shared.
 
 pub mod hash;
+pub mod health;
 pub mod normalise;
 pub mod ranges;
 

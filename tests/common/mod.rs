@@ -142,3 +142,7 @@ impl Drop for DealerProcess {
         }
     }
 }
+pub mod client;
+pub mod dealer;
+pub mod prosody;
+pub mod raw;

@@ -1,0 +1,238 @@
+//! The leg to a backend's c2s port: connect, optionally announce the client with a
+//! PROXY v2 header, open an XMPP stream to the backend's domain, STARTTLS when the
+//! backend's `tls` is set, and read its features. Forwarding and health checks both
+//! start here, so a health check proves exactly what a login needs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::net::{Conn, tune};
+use crate::stream::{StreamIoError, XmlStream};
+use crate::xml::element::{Element, Scope};
+use crate::xml::{
+    Frame, FrameLimits, NS_CLIENT, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL, NS_STREAMS,
+    NS_TLS,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("stream: {0}")]
+    Stream(#[from] StreamIoError),
+    #[error("backend sent {0}")]
+    Protocol(String),
+    #[error("tls: {0}")]
+    Tls(std::io::Error),
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::Stream(StreamIoError::Io(e))
+    }
+}
+
+/// What a backend's `<stream:features/>` offered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features {
+    pub mechanisms: Vec<String>,
+    pub starttls: bool,
+    pub iq_auth: bool,
+    pub register: bool,
+}
+
+impl Features {
+    pub fn parse(e: &Element) -> Features {
+        let mut f = Features::default();
+        for c in e.elements() {
+            match (c.ns.as_str(), c.name.as_str()) {
+                (NS_TLS, "starttls") => f.starttls = true,
+                (NS_SASL, "mechanisms") => {
+                    f.mechanisms = c
+                        .elements()
+                        .filter(|m| m.is("mechanism", NS_SASL))
+                        .map(|m| m.text().trim().to_owned())
+                        .collect();
+                }
+                (NS_IQ_AUTH_FEATURE, "auth") => f.iq_auth = true,
+                (NS_REGISTER_FEATURE, "register") => f.register = true,
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// Where and how to reach one backend.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The stream's `to`: the public domain, or the backend's own in masked mode.
+    pub domain: String,
+    pub tls: bool,
+    /// `(client, dealer's local address)` for a PROXY v2 header.
+    pub proxy: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// An open, pre-authentication stream to a backend.
+pub struct BackendStream {
+    pub stream: XmlStream,
+    pub features: Features,
+    /// The content of the backend's stream header (for a relay that takes over).
+    pub header: crate::xml::StreamHeader,
+}
+
+/// Connect and open the stream, all before `deadline`.
+pub async fn open(
+    target: &Target,
+    limits: FrameLimits,
+    tls: &Arc<rustls::ClientConfig>,
+    deadline: Instant,
+) -> Result<BackendStream, BackendError> {
+    tokio::time::timeout_at(deadline, open_inner(target, limits, tls))
+        .await
+        .map_err(|_| BackendError::Timeout)?
+}
+
+async fn open_inner(
+    target: &Target,
+    limits: FrameLimits,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<BackendStream, BackendError> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| BackendError::Connect(target.addr, e))?;
+    tune(&tcp);
+    let mut s = XmlStream::new(Conn::Plain(tcp), limits);
+    if let Some((client, local)) = target.proxy {
+        s.send(&crate::proxy_protocol::encode_v2(client, local))
+            .await?;
+    }
+    let (mut header, mut features) = restart(&mut s, &target.domain).await?;
+    if target.tls {
+        if !features.starttls {
+            return Err(BackendError::Protocol(
+                "no STARTTLS although `tls: true`".into(),
+            ));
+        }
+        s.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
+        let (e, len) = element(&mut s, &header).await?;
+        s.consume(len);
+        if !e.is("proceed", NS_TLS) {
+            return Err(BackendError::Protocol(format!("<{}/> to STARTTLS", e.name)));
+        }
+        if !s.buf.is_empty() {
+            return Err(BackendError::Protocol("data after <proceed/>".into()));
+        }
+        let Conn::Plain(tcp) = s.conn else {
+            return Err(BackendError::Protocol("STARTTLS twice".into()));
+        };
+        let name = rustls::pki_types::ServerName::try_from(target.domain.clone())
+            .map_err(|_| BackendError::Protocol("backend domain is not a DNS name".into()))?;
+        let conn = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(BackendError::Tls)?;
+        s = XmlStream::new(Conn::Tls(Box::new(conn.into())), limits);
+        (header, features) = restart(&mut s, &target.domain).await?;
+    }
+    Ok(BackendStream {
+        stream: s,
+        features,
+        header,
+    })
+}
+
+/// Send a stream header and read the backend's header and features.
+async fn restart(
+    s: &mut XmlStream,
+    domain: &str,
+) -> Result<(crate::xml::StreamHeader, Features), BackendError> {
+    s.restart();
+    let h = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0'>",
+        crate::xml::escape::attr(domain)
+    );
+    s.send(h.as_bytes()).await?;
+    // The framer yields a header or an error before anything else.
+    let header = match s.next_frame().await? {
+        Frame::Header { len, header } => {
+            s.consume(len);
+            header
+        }
+        other => {
+            return Err(BackendError::Protocol(format!(
+                "{other:?} before the stream header"
+            )));
+        }
+    };
+    if !header.is_stream() || header.default_ns.as_deref() != Some(NS_CLIENT) {
+        return Err(BackendError::Protocol(
+            "a header that is not a jabber:client stream".into(),
+        ));
+    }
+    let (e, len) = element(s, &header).await?;
+    s.consume(len);
+    if e.is("error", NS_STREAMS) {
+        let cond = e
+            .elements()
+            .next()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        return Err(BackendError::Protocol(format!("stream error <{cond}/>")));
+    }
+    if !e.is("features", NS_STREAMS) {
+        return Err(BackendError::Protocol(format!(
+            "<{}/> instead of features",
+            e.name
+        )));
+    }
+    Ok((header, Features::parse(&e)))
+}
+
+/// The next element (skipping whitespace), parsed; the caller consumes `len`.
+pub async fn element(
+    s: &mut XmlStream,
+    header: &crate::xml::StreamHeader,
+) -> Result<(Element, usize), BackendError> {
+    loop {
+        match s.next_frame().await? {
+            Frame::Whitespace { len } => s.consume(len),
+            Frame::Element { len } => {
+                let e = Element::parse(&s.buf[..len], &Scope::from_header(header))
+                    .map_err(StreamIoError::Xml)?;
+                return Ok((e, len));
+            }
+            Frame::Close { .. } => return Err(BackendError::Protocol("stream close".into())),
+            Frame::Header { .. } => return Err(BackendError::Protocol("a second header".into())),
+        }
+    }
+}
+
+/// A health check: open the stream as a login would, note the features, close.
+pub async fn probe(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<Features, BackendError> {
+    let mut b = open(
+        target,
+        FrameLimits::default(),
+        tls,
+        Instant::now() + timeout,
+    )
+    .await?;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        b.stream.send(b"</stream:stream>"),
+    )
+    .await;
+    Ok(b.features)
+}

@@ -1,0 +1,251 @@
+//! Forward mode: open the leg to the owner, send it the client's first authentication
+//! element, and relay the authentication exchange while still parsing both sides
+//! (DESIGN.md §3.4–3.5). `<failure/>` drops the backend leg and returns the client to
+//! pre-auth on the same stream (it may retry, perhaps as another user); `<success/>`
+//! or the iq:auth result hands the two connections to the relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{Client, Login, LoginKind, SessionError};
+use crate::app::Shared;
+use crate::backend::{self, BackendError, BackendStream, Target};
+use crate::config::{BackendId, Domains};
+use crate::snapshot::Snapshot;
+use crate::stream::StreamIoError;
+use crate::xml::element::{Element, Scope};
+use crate::xml::{Frame, FrameLimits, NS_CLIENT, NS_SASL, NS_STREAMS, StreamError};
+
+/// How long dealer waits for a backend to accept a connection and open its stream.
+const BACKEND_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub enum Outcome {
+    /// Authentication failed or registration finished: the client stays in
+    /// pre-auth on its current stream.
+    Retry,
+    HandOver(Box<HandOver>),
+}
+
+/// Both legs, authenticated, ready for the relay.
+pub struct HandOver {
+    pub backend: BackendStream,
+    pub backend_name: String,
+}
+
+/// Open the backend leg and watch authentication through.
+pub async fn authenticate(
+    c: &mut Client,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    id: BackendId,
+    login: Login,
+) -> Result<Outcome, SessionError> {
+    let cfg = &snap.config;
+    let b = &cfg.backends[id];
+    let Some(addr) = b.c2s else {
+        // Validation requires c2s for every backend clients are forwarded to.
+        return Err(SessionError::stream(
+            StreamError::InternalServerError,
+            "backend has no c2s address",
+        ));
+    };
+    let target = Target {
+        addr,
+        domain: match (cfg.domains, &b.domain) {
+            (Domains::Masked, Some(d)) => d.clone(),
+            _ => cfg.domain.clone(),
+        },
+        tls: b.tls,
+        proxy: b.proxy_protocol.then_some((c.peer, c.local)),
+    };
+    let result_metric = |r: &str| {
+        shared
+            .metrics
+            .auth_results
+            .with_label_values(&[b.name.as_str(), r])
+            .inc()
+    };
+    let started = Instant::now();
+    let limits = FrameLimits::from_config(&cfg.limits);
+    let mut bs = match backend::open(
+        &target,
+        limits,
+        &shared.backend_tls,
+        started + BACKEND_OPEN_TIMEOUT,
+    )
+    .await
+    {
+        Ok(bs) => bs,
+        Err(e) => {
+            result_metric("unreachable");
+            warn!(backend.name = %b.name, error = %e, "backend unreachable");
+            return Err(SessionError::stream(
+                StreamError::RemoteConnectionFailed,
+                "the server that holds this account cannot be reached",
+            ));
+        }
+    };
+    shared
+        .metrics
+        .backend_connect_duration
+        .with_label_values(&[b.name.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    if let LoginKind::Sasl(m) = login.kind
+        && !bs.features.mechanisms.iter().any(|x| x == m.name())
+    {
+        result_metric("failure");
+        info!(mechanism = %m, offered = ?bs.features.mechanisms, "backend lacks the client's mechanism");
+        c.stream
+            .send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>")
+            .await?;
+        close_backend(&mut bs).await;
+        return Ok(Outcome::Retry);
+    }
+    if let Err(e) = bs.stream.send(&login.first).await {
+        result_metric("unreachable");
+        return Err(backend_failed(e.into()));
+    }
+    drop(login.first);
+    let scope = Scope::from_header(&bs.header);
+    loop {
+        tokio::select! {
+            // Both branches are cancel-safe: `next_frame` keeps partial input in the
+            // stream's buffer and the framer's state.
+            r = bs.stream.next_frame() => {
+                let frame = r.map_err(|e| backend_failed(BackendError::Stream(e)))?;
+                let len = frame.len();
+                let Frame::Element { .. } = frame else {
+                    bs.stream.consume(len);
+                    if let Frame::Close { .. } = frame {
+                        return Err(SessionError::stream(StreamError::RemoteConnectionFailed, "the server closed the stream"));
+                    }
+                    continue;
+                };
+                let e = Element::parse(&bs.stream.buf[..len], &scope)
+                    .map_err(|x| backend_failed(BackendError::Stream(StreamIoError::Xml(x))))?;
+                // Pass the backend's answer on verbatim.
+                c.stream.send(&bs.stream.buf[..len]).await?;
+                bs.stream.consume(len);
+                match verdict(&login.kind, &e) {
+                    Verdict::Continue => {}
+                    Verdict::Success => {
+                        result_metric("success");
+                        debug!("authenticated; handing over");
+                        return Ok(Outcome::HandOver(Box::new(HandOver { backend: bs, backend_name: b.name.clone() })));
+                    }
+                    Verdict::Failure => {
+                        result_metric("failure");
+                        close_backend(&mut bs).await;
+                        return Ok(Outcome::Retry);
+                    }
+                    Verdict::Registered => {
+                        debug!("registration answered; back to pre-auth");
+                        close_backend(&mut bs).await;
+                        return Ok(Outcome::Retry);
+                    }
+                    Verdict::StreamError => {
+                        result_metric("failure");
+                        c.close_with(b"</stream:stream>").await;
+                        return Err(SessionError::Done);
+                    }
+                }
+            }
+            r = c.stream.next_frame() => {
+                let frame = r?;
+                let len = frame.len();
+                match frame {
+                    Frame::Element { .. } => {
+                        // SASL responses carry proofs: wipe them once passed on.
+                        let sent = bs.stream.send(&c.stream.buf[..len]).await;
+                        c.stream.consume_zeroed(len);
+                        sent.map_err(|e| backend_failed(e.into()))?;
+                    }
+                    Frame::Close { .. } => {
+                        c.stream.consume(len);
+                        close_backend(&mut bs).await;
+                        c.close_with(b"</stream:stream>").await;
+                        return Err(SessionError::Done);
+                    }
+                    _ => c.stream.consume(len),
+                }
+            }
+        }
+    }
+}
+
+enum Verdict {
+    Continue,
+    Success,
+    Failure,
+    Registered,
+    StreamError,
+}
+
+fn verdict(kind: &LoginKind, e: &Element) -> Verdict {
+    if e.is("error", NS_STREAMS) {
+        return Verdict::StreamError;
+    }
+    match kind {
+        LoginKind::Sasl(_) if e.is("success", NS_SASL) => Verdict::Success,
+        LoginKind::Sasl(_) if e.is("failure", NS_SASL) => Verdict::Failure,
+        LoginKind::Sasl(_) => Verdict::Continue,
+        LoginKind::IqAuth { id } | LoginKind::Register { id }
+            if e.is("iq", NS_CLIENT) && e.attr("id") == Some(id.as_str()) =>
+        {
+            match (kind, e.attr("type")) {
+                (LoginKind::IqAuth { .. }, Some("result")) => Verdict::Success,
+                (LoginKind::IqAuth { .. }, _) => Verdict::Failure,
+                _ => Verdict::Registered,
+            }
+        }
+        _ => Verdict::Continue,
+    }
+}
+
+fn backend_failed(e: BackendError) -> SessionError {
+    warn!(error = %e, "backend leg failed during authentication");
+    SessionError::stream(
+        StreamError::RemoteConnectionFailed,
+        "the server that holds this account failed",
+    )
+}
+
+async fn close_backend(bs: &mut BackendStream) {
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        bs.stream.send(b"</stream:stream>"),
+    )
+    .await;
+}
+
+/// Relay an authenticated session until either side ends it.
+pub async fn relay(client: Client, h: Box<HandOver>, shared: &Shared) {
+    let HandOver {
+        backend,
+        backend_name,
+    } = *h;
+    let started = Instant::now();
+    let r = crate::relay::run(
+        client.stream.conn,
+        client.stream.buf,
+        backend.stream.conn,
+        backend.stream.buf,
+        &shared.metrics,
+    )
+    .await;
+    match r {
+        Ok(t) => info!(
+            backend.name = %backend_name,
+            bytes.up = t.client_to_backend,
+            bytes.down = t.backend_to_client,
+            secs = started.elapsed().as_secs(),
+            "session ended"
+        ),
+        Err(e) => {
+            info!(backend.name = %backend_name, error = %e, secs = started.elapsed().as_secs(), "session ended by an error")
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Client-to-server sessions. A session is a sequence of phases, each an `async fn`
+//! that takes the client's stream and hands it on, so bytes already read move with it:
+//!
+//! 1. `preamble`: PROXY header (when the listener expects one), per-source limit,
+//!    Direct TLS.
+//! 2. `preauth`: stream header, features, STARTTLS, and the auth peek, answering
+//!    everything dealer itself can answer, until the client's first authentication
+//!    element says who it is (a [`Login`]).
+//! 3. routing: the live snapshot names the owner; `redirect` answers with
+//!    see-other-host (or the iq error 302), `forward` opens the backend leg and
+//!    watches authentication through, then hands the connection to a `relay`.
+//!
+//! Phases 1–3 run under one deadline (`limits.handshake_timeout`). While dealer
+//! still parses the stream, every failure is answered with a stream error.
+
+pub mod forward;
+pub mod peek;
+pub mod preauth;
+pub mod redirect;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span};
+use zeroize::Zeroizing;
+
+use crate::app::Shared;
+use crate::config::{BackendId, C2sMode, HostPort, Mechanism};
+use crate::listener::{Accepted, Kind};
+use crate::metrics::ConnGauge;
+use crate::net::Conn;
+use crate::routing::RouteError;
+use crate::snapshot::Snapshot;
+use crate::stream::{StreamIoError, XmlStream};
+use crate::xml::{FrameLimits, StreamError, StreamHeader, XmlError};
+
+/// How a session failed, and so what (if anything) the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The client's bytes broke XML or a limit.
+    #[error("{0}")]
+    Xml(#[from] XmlError),
+    /// The client hung up or the connection failed: nobody to tell.
+    #[error("client connection: {0}")]
+    Gone(String),
+    /// A condition to send as a stream error, with optional text.
+    #[error("{0}: {1}")]
+    Stream(StreamError, String),
+    /// The TLS handshake failed: no stream to report on.
+    #[error("tls handshake: {0}")]
+    Tls(std::io::Error),
+    /// The session ended the way it should (redirected, closed by the client).
+    #[error("done")]
+    Done,
+}
+
+impl SessionError {
+    pub fn stream(cond: StreamError, text: impl Into<String>) -> SessionError {
+        SessionError::Stream(cond, text.into())
+    }
+}
+
+impl From<StreamIoError> for SessionError {
+    fn from(e: StreamIoError) -> Self {
+        match e {
+            StreamIoError::Xml(x) => SessionError::Xml(x),
+            StreamIoError::Eof => SessionError::Gone("closed".into()),
+            StreamIoError::Io(e) => SessionError::Gone(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> Self {
+        SessionError::Gone(e.to_string())
+    }
+}
+
+/// The client side of a session while dealer still parses it.
+pub struct Client {
+    pub stream: XmlStream,
+    /// The client's address (from the PROXY header when there is one).
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    pub kind: Kind,
+    pub listener: crate::config::Listener,
+    /// The client's latest stream header.
+    pub header: StreamHeader,
+    /// Whether dealer has sent its own header on the current stream.
+    pub header_sent: bool,
+    pub stream_id: String,
+}
+
+impl Client {
+    pub fn tls(&self) -> bool {
+        self.stream.conn.is_tls()
+    }
+
+    /// Send a stream error (with our header first if the stream has none yet) and
+    /// close, bounded so a client that does not read cannot hold the session.
+    pub async fn stream_error(&mut self, shared: &Shared, cond: StreamError, text: Option<&str>) {
+        self.stream_error_with(shared, cond, None, text).await
+    }
+
+    /// A stream error whose condition element carries `content` (see-other-host).
+    pub async fn stream_error_with(
+        &mut self,
+        shared: &Shared,
+        cond: StreamError,
+        content: Option<&str>,
+        text: Option<&str>,
+    ) {
+        shared
+            .metrics
+            .stream_errors
+            .with_label_values(&[cond.name()])
+            .inc();
+        let mut out = String::new();
+        if !self.header_sent {
+            let domain = shared.snapshot.load().config.domain.clone();
+            out.push_str(&crate::xml::header::write(
+                crate::xml::NS_CLIENT,
+                &domain,
+                None,
+                &self.stream_id,
+                true,
+            ));
+            self.header_sent = true;
+        }
+        out.push_str(&cond.to_xml(content, text));
+        self.close_with(out.as_bytes()).await;
+    }
+
+    /// Write `bytes` and close the connection, within a second.
+    pub async fn close_with(&mut self, bytes: &[u8]) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.stream.send(bytes).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream.conn).await;
+        })
+        .await;
+    }
+}
+
+/// What the client's first authentication element said.
+pub struct Login {
+    /// As the client wrote it (not normalised); `None` for SASL ANONYMOUS.
+    pub username: Option<String>,
+    pub kind: LoginKind,
+    /// What starts authentication at the backend: the client's element, or for an
+    /// `<auth/>` without initial response, one rebuilt around the client's response.
+    /// Carries credentials: wiped when dropped.
+    pub first: Zeroizing<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginKind {
+    Sasl(Mechanism),
+    /// XEP-0078 `set`, with the iq's id.
+    IqAuth {
+        id: String,
+    },
+    /// XEP-0077 `set`, with the iq's id.
+    Register {
+        id: String,
+    },
+}
+
+/// Where a login goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Redirect(BackendId, HostPort),
+    Forward(BackendId),
+}
+
+/// The routing decision for `login` against the live snapshot.
+pub fn decide(snap: &Snapshot, login: &Login) -> Result<Action, RouteError> {
+    let c = &snap.config;
+    let backend = match (&login.kind, &login.username) {
+        (LoginKind::Sasl(Mechanism::Anonymous), _) | (_, None) => {
+            // Validation guarantees an anonymous backend when ANONYMOUS is offered.
+            let b = c.c2s.anonymous_backend.ok_or(RouteError::NoneUp)?;
+            if !snap.is_up(b) {
+                return Err(RouteError::OwnerDown(c.backends[b].name.clone()));
+            }
+            b
+        }
+        (_, Some(name)) => snap.route(name)?.backend,
+    };
+    let redirect = |b: BackendId| {
+        // Validation requires `redirect` for every backend clients are sent to.
+        let to = c.backends[b].redirect.clone().ok_or(RouteError::NoneUp)?;
+        Ok(Action::Redirect(b, to))
+    };
+    match (c.self_backend, c.c2s.mode) {
+        (Some(me), _) if me == backend => Ok(Action::Forward(backend)),
+        (Some(_), _) | (None, C2sMode::Redirect) => redirect(backend),
+        (None, C2sMode::Forward) => Ok(Action::Forward(backend)),
+    }
+}
+
+/// A fresh random stream id.
+pub fn stream_id() -> String {
+    let mut b = [0u8; 12];
+    // The OS generator does not fail on Linux once booted; a fixed id is harmless.
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Run one client connection to its end.
+pub async fn serve(a: Accepted, shared: Arc<Shared>) {
+    let span = info_span!("c2s", client.addr = %a.peer, listener = a.kind.label(), user = tracing::field::Empty, backend.name = tracing::field::Empty);
+    session(a, shared).instrument(span).await
+}
+
+async fn session(a: Accepted, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let snap = shared.snapshot.load_full();
+    let limits = FrameLimits::from_config(&snap.config.limits);
+    let deadline = started + snap.config.limits.handshake_timeout;
+    drop(snap);
+    let _permit = a.permit;
+    let mut gauge = ConnGauge::new(&shared.metrics, a.kind.label());
+    let mut client = Client {
+        stream: XmlStream::new(Conn::Plain(a.tcp), limits),
+        peer: a.peer,
+        local: a.local,
+        kind: a.kind,
+        listener: a.listener,
+        header: StreamHeader::default(),
+        header_sent: false,
+        stream_id: stream_id(),
+    };
+    let handshake = async {
+        let _slot = preauth::preamble(&mut client, &shared).await?;
+        loop {
+            let login = preauth::run(&mut client, &shared).await?;
+            match route(&mut client, &shared, login, started, &mut gauge).await? {
+                forward::Outcome::Retry => continue,
+                forward::Outcome::HandOver(h) => return Ok((h, _slot)),
+            }
+        }
+    };
+    let result = tokio::time::timeout_at(deadline, handshake).await;
+    match result {
+        Ok(Ok((handover, _slot))) => {
+            gauge.set("relaying");
+            forward::relay(client, handover, &shared).await;
+        }
+        Ok(Err(e)) => report(&mut client, &shared, e).await,
+        Err(_) => {
+            shared.metrics.limit("handshake_timeout");
+            debug!("handshake deadline passed");
+            client
+                .stream_error(
+                    &shared,
+                    StreamError::ConnectionTimeout,
+                    Some("login took too long"),
+                )
+                .await;
+        }
+    }
+}
+
+/// Answer a failure while dealer still parses the stream.
+async fn report(client: &mut Client, shared: &Shared, e: SessionError) {
+    match e {
+        SessionError::Xml(x) => {
+            if let Some(limit) = x.limit() {
+                shared.metrics.limit(limit);
+            }
+            info!(error = %x, "client stream rejected");
+            let text = x.to_string();
+            client
+                .stream_error(shared, x.condition(), Some(&text))
+                .await;
+        }
+        SessionError::Stream(cond, text) => {
+            info!(condition = %cond, %text, "stream error");
+            let text = (!text.is_empty()).then_some(text);
+            client.stream_error(shared, cond, text.as_deref()).await;
+        }
+        SessionError::Gone(why) => debug!(%why, "client gone"),
+        SessionError::Tls(e) => debug!(error = %e, "tls handshake failed"),
+        SessionError::Done => {}
+    }
+}
+
+/// Route a login and act on it.
+async fn route(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    login: Login,
+    started: Instant,
+    gauge: &mut ConnGauge,
+) -> Result<forward::Outcome, SessionError> {
+    let snap = shared.snapshot.load_full();
+    let decision = decide(&snap, &login);
+    shared
+        .metrics
+        .handshake_duration
+        .with_label_values(&[client.kind.label()])
+        .observe(started.elapsed().as_secs_f64());
+    let action = match decision {
+        Ok(a) => a,
+        Err(RouteError::Name(e)) => {
+            // The backend would refuse this name too; let the client try another.
+            shared
+                .metrics
+                .routing_decisions
+                .with_label_values(&["none", "error"])
+                .inc();
+            info!(error = %e, "unroutable username");
+            preauth::refuse(client, &login, "not-authorized", &e.to_string()).await?;
+            return Ok(forward::Outcome::Retry);
+        }
+        Err(e) => {
+            shared
+                .metrics
+                .routing_decisions
+                .with_label_values(&["none", "error"])
+                .inc();
+            return Err(SessionError::stream(
+                StreamError::RemoteConnectionFailed,
+                e.to_string(),
+            ));
+        }
+    };
+    let (id, outcome) = match &action {
+        Action::Redirect(id, _) => (*id, "redirect"),
+        Action::Forward(id) => (*id, "forward"),
+    };
+    let name = &snap.config.backends[id].name;
+    tracing::Span::current().record("backend.name", name.as_str());
+    if let Some(u) = &login.username {
+        tracing::Span::current().record("user", u.as_str());
+    }
+    shared
+        .metrics
+        .routing_decisions
+        .with_label_values(&[name, outcome])
+        .inc();
+    match action {
+        Action::Redirect(_, to) => {
+            redirect::send(client, shared, &login, &to).await;
+            Err(SessionError::Done)
+        }
+        Action::Forward(id) => {
+            gauge.set("authenticating");
+            let r = forward::authenticate(client, shared, &snap, id, login).await;
+            if matches!(r, Ok(forward::Outcome::Retry)) {
+                gauge.set("handshake");
+            }
+            r
+        }
+    }
+}

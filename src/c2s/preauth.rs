@@ -1,0 +1,569 @@
+//! The pre-authentication stream, which dealer speaks itself: PROXY header and Direct
+//! TLS (`preamble`), then stream headers, features, STARTTLS, and the client's first
+//! authentication element (`run`). dealer answers what it can answer alone — the
+//! XEP-0078 `get`, the XEP-0077 form, an empty SASL challenge — and stops at the
+//! first element that names the user.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tracing::debug;
+use zeroize::Zeroizing;
+
+use super::peek::{PeekError, decode_sasl, sasl_username};
+use super::{Client, Login, LoginKind, SessionError};
+use crate::app::Shared;
+use crate::config::{Mechanism, StartTls};
+use crate::listener::{Kind, SourceSlot};
+use crate::net::Conn;
+use crate::proxy_protocol::{self, ProxyInfo};
+use crate::snapshot::Snapshot;
+use crate::xml::element::{Element, Scope};
+use crate::xml::escape::{attr as esc_attr, text as esc_text};
+use crate::xml::{Frame, NS_CLIENT, NS_IQ_AUTH, NS_IQ_REGISTER, NS_SASL, NS_TLS, StreamError};
+
+/// PROXY header, Direct TLS, and the per-source connection limit.
+pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot, SessionError> {
+    if c.listener.proxy_protocol {
+        let Conn::Plain(tcp) = &mut c.stream.conn else {
+            return Err(SessionError::Gone("not a TCP connection".into()));
+        };
+        match read_proxy_header(tcp).await? {
+            ProxyInfo::Tcp {
+                source,
+                destination,
+            } => {
+                c.peer = source;
+                c.local = destination;
+                tracing::Span::current().record("client.addr", tracing::field::display(source));
+            }
+            ProxyInfo::Local => {}
+        }
+    }
+    if c.kind == Kind::C2sTls {
+        let Conn::Plain(tcp) = c.stream.take_conn() else {
+            return Err(SessionError::Gone("not a TCP connection".into()));
+        };
+        let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone())
+            .accept(tcp)
+            .await
+            .map_err(SessionError::Tls)?;
+        c.stream.conn = Conn::Tls(Box::new(tls.into()));
+    }
+    let max = shared
+        .snapshot
+        .load()
+        .config
+        .limits
+        .max_connections_per_source;
+    match shared.conn_limits.admit(c.peer.ip(), max) {
+        Some(slot) => Ok(slot),
+        None => {
+            shared.metrics.limit("connections_per_source");
+            Err(SessionError::stream(
+                StreamError::PolicyViolation,
+                "too many connections from your address",
+            ))
+        }
+    }
+}
+
+/// Read exactly the PROXY header, nothing after it: what follows may be a TLS
+/// ClientHello that the TLS acceptor must see. v1 is read a byte at a time (it is a
+/// short line, once per connection); v2 announces its length after 16 bytes.
+async fn read_proxy_header(tcp: &mut tokio::net::TcpStream) -> Result<ProxyInfo, SessionError> {
+    let mut buf = Vec::with_capacity(proxy_protocol::V1_MAX_LEN + 1);
+    loop {
+        match proxy_protocol::parse(&buf) {
+            Ok(Some((info, _))) => return Ok(info),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(SessionError::stream(
+                    StreamError::NotWellFormed,
+                    format!("expected a PROXY protocol header: {e}"),
+                ));
+            }
+        }
+        let want = if buf.len() >= 16 && buf[0] == b'\r' {
+            (16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]))).saturating_sub(buf.len())
+        } else {
+            1
+        }
+        .max(1);
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        tcp.read_exact(&mut buf[start..]).await?;
+    }
+}
+
+/// What the element loop ended with.
+enum Step {
+    /// TLS is up: the client starts a new stream.
+    Restart,
+    Login(Login),
+}
+
+/// Speak the pre-auth stream until the client's first authentication element.
+pub async fn run(c: &mut Client, shared: &Arc<Shared>) -> Result<Login, SessionError> {
+    loop {
+        if !c.header_sent {
+            open_stream(c, shared).await?;
+        }
+        match elements(c, shared).await? {
+            Step::Restart => c.header_sent = false,
+            Step::Login(l) => return Ok(l),
+        }
+    }
+}
+
+/// Read and check the client's stream header; answer with ours and the features.
+async fn open_stream(c: &mut Client, shared: &Arc<Shared>) -> Result<(), SessionError> {
+    c.stream.restart();
+    let header = match c.stream.next_frame().await? {
+        Frame::Header { len, header } => {
+            c.stream.consume(len);
+            header
+        }
+        // The framer yields nothing but a header (or an error) before one.
+        _ => {
+            return Err(SessionError::stream(
+                StreamError::NotWellFormed,
+                "expected a stream header",
+            ));
+        }
+    };
+    let snap = shared.snapshot.load_full();
+    c.header = header;
+    c.stream_id = super::stream_id();
+    if !c.header.is_stream() {
+        return Err(SessionError::stream(
+            StreamError::InvalidNamespace,
+            "not an XMPP stream",
+        ));
+    }
+    if c.header.default_ns.as_deref() != Some(NS_CLIENT) {
+        return Err(SessionError::stream(
+            StreamError::InvalidNamespace,
+            "expected jabber:client",
+        ));
+    }
+    let to = c
+        .header
+        .to
+        .as_deref()
+        .map(|t| t.trim_end_matches('.').to_lowercase());
+    if to.as_deref().is_some_and(|t| t != snap.config.domain) {
+        return Err(SessionError::stream(
+            StreamError::HostUnknown,
+            format!("this service is {}", snap.config.domain),
+        ));
+    }
+    let legacy = match c.header.version {
+        Some((1, _)) => false,
+        Some(_) => {
+            return Err(SessionError::stream(
+                StreamError::UnsupportedVersion,
+                "XMPP 1.0 only",
+            ));
+        }
+        None if snap.config.c2s.legacy_auth => true,
+        None => {
+            return Err(SessionError::stream(
+                StreamError::UnsupportedVersion,
+                "a stream without version='1.0' needs jabber:iq:auth, which is off",
+            ));
+        }
+    };
+    if legacy && starttls_required(c) {
+        return Err(SessionError::stream(
+            StreamError::UnsupportedVersion,
+            "TLS is required: use version='1.0' with STARTTLS, or Direct TLS",
+        ));
+    }
+    let mut out = crate::xml::header::write(
+        NS_CLIENT,
+        &snap.config.domain,
+        c.header.from.as_deref(),
+        &c.stream_id,
+        !legacy,
+    );
+    if !legacy {
+        out.push_str(&features(c, &snap));
+    }
+    c.stream.send(out.as_bytes()).await?;
+    c.header_sent = true;
+    Ok(())
+}
+
+fn starttls_required(c: &Client) -> bool {
+    !c.tls() && c.listener.starttls == StartTls::Required
+}
+
+fn features(c: &Client, snap: &Snapshot) -> String {
+    let mut f = String::from("<stream:features>");
+    if !c.tls() && c.listener.starttls != StartTls::Off {
+        f.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
+        if c.listener.starttls == StartTls::Required {
+            f.push_str("<required/></starttls></stream:features>");
+            return f;
+        }
+        f.push_str("</starttls>");
+    }
+    let mechs = snap.mechanisms();
+    if !mechs.is_empty() {
+        f.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+        for m in mechs {
+            f.push_str("<mechanism>");
+            f.push_str(m.name());
+            f.push_str("</mechanism>");
+        }
+        f.push_str("</mechanisms>");
+    }
+    if snap.config.c2s.legacy_auth {
+        f.push_str("<auth xmlns='http://jabber.org/features/iq-auth'/>");
+    }
+    if snap.config.c2s.registration {
+        f.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
+    }
+    f.push_str("</stream:features>");
+    f
+}
+
+/// One pre-auth element, parsed, with its length in the buffer.
+async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> {
+    loop {
+        match c.stream.next_frame().await? {
+            Frame::Whitespace { len } => c.stream.consume(len),
+            Frame::Element { len } => {
+                let e = Element::parse(&c.stream.buf[..len], &Scope::from_header(&c.header))?;
+                return Ok((e, len));
+            }
+            Frame::Close { len } => {
+                c.stream.consume(len);
+                c.close_with(b"</stream:stream>").await;
+                return Err(SessionError::Done);
+            }
+            Frame::Header { .. } => {
+                return Err(SessionError::stream(
+                    StreamError::NotWellFormed,
+                    "a second stream header",
+                ));
+            }
+        }
+    }
+}
+
+async fn elements(c: &mut Client, shared: &Arc<Shared>) -> Result<Step, SessionError> {
+    loop {
+        let (e, len) = next_element(c).await?;
+        let snap = shared.snapshot.load_full();
+        match (e.ns.as_str(), e.name.as_str()) {
+            (NS_TLS, "starttls") => {
+                c.stream.consume(len);
+                if c.tls() || c.listener.starttls == StartTls::Off {
+                    c.close_with(
+                        b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+                    )
+                    .await;
+                    return Err(SessionError::Done);
+                }
+                c.stream
+                    .send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                    .await?;
+                if !c.stream.buf.is_empty() {
+                    // Bytes sent before the TLS handshake would be read as if they came
+                    // through it (STARTTLS command injection): refuse them.
+                    return Err(SessionError::Gone("data after <starttls/>".into()));
+                }
+                let Conn::Plain(tcp) = c.stream.take_conn() else {
+                    return Err(SessionError::Gone("STARTTLS on a TLS stream".into()));
+                };
+                let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.starttls.clone())
+                    .accept(tcp)
+                    .await
+                    .map_err(SessionError::Tls)?;
+                c.stream.conn = Conn::Tls(Box::new(tls.into()));
+                debug!("tls up (STARTTLS)");
+                return Ok(Step::Restart);
+            }
+            (NS_SASL, "auth") => {
+                if let Some(l) = sasl(c, shared, &snap, &e, len).await? {
+                    return Ok(Step::Login(l));
+                }
+            }
+            (NS_SASL, "abort") => {
+                c.stream.consume(len);
+                c.stream
+                    .send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><aborted/></failure>")
+                    .await?;
+            }
+            (NS_CLIENT, "iq") => {
+                if let Some(l) = iq(c, shared, &snap, &e, len).await? {
+                    return Ok(Step::Login(l));
+                }
+            }
+            (NS_CLIENT, "message" | "presence") => {
+                return Err(SessionError::stream(
+                    StreamError::NotAuthorized,
+                    "authenticate first",
+                ));
+            }
+            _ => {
+                return Err(SessionError::stream(
+                    StreamError::UnsupportedStanzaType,
+                    format!("<{}/> before authentication", e.name),
+                ));
+            }
+        }
+    }
+}
+
+async fn sasl_failure(c: &mut Client, condition: &str, text: &str) -> Result<(), SessionError> {
+    let mut s = format!("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{condition}/>");
+    if !text.is_empty() {
+        s.push_str("<text xml:lang='en'>");
+        s.push_str(&esc_text(text));
+        s.push_str("</text>");
+    }
+    s.push_str("</failure>");
+    c.stream.send(s.as_bytes()).await?;
+    Ok(())
+}
+
+/// Too many logins from this address?
+fn login_allowed(c: &Client, shared: &Shared, snap: &Snapshot) -> Result<(), SessionError> {
+    let rate = snap.config.limits.logins_per_source_per_second;
+    if shared.conn_limits.allow_login(c.peer.ip(), rate) {
+        Ok(())
+    } else {
+        shared.metrics.limit("logins_per_source");
+        Err(SessionError::stream(
+            StreamError::PolicyViolation,
+            "too many logins from your address; try again later",
+        ))
+    }
+}
+
+/// `<auth/>`: peek the username, asking for it with an empty challenge when the client
+/// sent no initial response. `Ok(None)` means the client was answered and may retry.
+async fn sasl(
+    c: &mut Client,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    e: &Element,
+    len: usize,
+) -> Result<Option<Login>, SessionError> {
+    if starttls_required(c) {
+        c.stream.consume_zeroed(len);
+        sasl_failure(c, "encryption-required", "STARTTLS first").await?;
+        return Ok(None);
+    }
+    let name = e.attr("mechanism").unwrap_or_default();
+    let Some(mech) = Mechanism::from_name(name).filter(|m| snap.mechanisms().contains(m)) else {
+        c.stream.consume_zeroed(len);
+        sasl_failure(c, "invalid-mechanism", "").await?;
+        return Ok(None);
+    };
+    login_allowed(c, shared, snap)?;
+    shared.metrics.peek(mech);
+    let text = e.text();
+    let initial = decode_sasl(&text);
+    // The element carried the credentials: keep a copy for the backend, wipe the buffer.
+    let mut first = Zeroizing::new(c.stream.buf[..len].to_vec());
+    c.stream.consume_zeroed(len);
+    let (data, first) = match initial {
+        Err(_) => {
+            sasl_failure(c, "incorrect-encoding", "").await?;
+            return Ok(None);
+        }
+        Ok(Some(d)) => (d, first),
+        Ok(None) if mech == Mechanism::Anonymous => (Zeroizing::new(Vec::new()), first),
+        Ok(None) => {
+            // No initial response: ask for it, then rebuild the <auth/> around it.
+            c.stream
+                .send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+                .await?;
+            let (r, rlen) = next_element(c).await?;
+            let text = r.text();
+            c.stream.consume_zeroed(rlen);
+            if r.is("abort", NS_SASL) {
+                sasl_failure(c, "aborted", "").await?;
+                return Ok(None);
+            }
+            if !r.is("response", NS_SASL) {
+                sasl_failure(c, "malformed-request", "expected <response/>").await?;
+                return Ok(None);
+            }
+            let Ok(Some(d)) = decode_sasl(&text) else {
+                sasl_failure(c, "incorrect-encoding", "").await?;
+                return Ok(None);
+            };
+            first.clear();
+            first.extend_from_slice(
+                format!(
+                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
+                    mech.name(),
+                    text.trim()
+                )
+                .as_bytes(),
+            );
+            (d, first)
+        }
+    };
+    let username = match mech {
+        Mechanism::Anonymous => None,
+        m => match sasl_username(m, &data) {
+            Ok(u) => Some(u),
+            Err(PeekError::ChannelBinding) => {
+                sasl_failure(c, "malformed-request", "channel binding is not offered").await?;
+                return Ok(None);
+            }
+            Err(err) => {
+                sasl_failure(c, "malformed-request", &err.to_string()).await?;
+                return Ok(None);
+            }
+        },
+    };
+    Ok(Some(Login {
+        username,
+        kind: LoginKind::Sasl(mech),
+        first,
+    }))
+}
+
+/// `<iq/>` before authentication: XEP-0078 and XEP-0077, when enabled.
+async fn iq(
+    c: &mut Client,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    e: &Element,
+    len: usize,
+) -> Result<Option<Login>, SessionError> {
+    let id = e.attr("id").unwrap_or_default().to_owned();
+    let typ = e.attr("type").unwrap_or_default();
+    let auth = e
+        .child("query", NS_IQ_AUTH)
+        .filter(|_| snap.config.c2s.legacy_auth);
+    let register = e
+        .child("query", NS_IQ_REGISTER)
+        .filter(|_| snap.config.c2s.registration);
+    if (auth.is_some() || register.is_some()) && starttls_required(c) {
+        c.stream.consume_zeroed(len);
+        return Err(SessionError::stream(
+            StreamError::PolicyViolation,
+            "STARTTLS first",
+        ));
+    }
+    match (typ, auth, register) {
+        ("get", Some(q), _) => {
+            c.stream.consume(len);
+            // Without <digest/>: a digest would bind dealer's stream id, which the
+            // backend cannot check.
+            let user = q.child("username", NS_IQ_AUTH).map(|u| u.text());
+            let reply = format!(
+                "<iq type='result' id='{}'><query xmlns='jabber:iq:auth'><username>{}</username><password/><resource/></query></iq>",
+                esc_attr(&id),
+                esc_text(user.as_deref().map(|s| s.as_str()).unwrap_or(""))
+            );
+            c.stream.send(reply.as_bytes()).await?;
+            Ok(None)
+        }
+        ("set", Some(q), _) => {
+            login_allowed(c, shared, snap)?;
+            shared
+                .metrics
+                .auth_peeks
+                .with_label_values(&["iq-auth"])
+                .inc();
+            let user = q
+                .child("username", NS_IQ_AUTH)
+                .map(|u| u.text().trim().to_owned());
+            let first = Zeroizing::new(c.stream.buf[..len].to_vec());
+            c.stream.consume_zeroed(len);
+            match user.filter(|u| !u.is_empty()) {
+                Some(u) => Ok(Some(Login {
+                    username: Some(u),
+                    kind: LoginKind::IqAuth { id },
+                    first,
+                })),
+                None => {
+                    iq_error(c, &id, "modify", "not-acceptable", "406", NS_IQ_AUTH).await?;
+                    Ok(None)
+                }
+            }
+        }
+        ("get", _, Some(_)) => {
+            c.stream.consume(len);
+            let reply = format!(
+                "<iq type='result' id='{}'><query xmlns='jabber:iq:register'><instructions>Choose a username and password.</instructions><username/><password/></query></iq>",
+                esc_attr(&id)
+            );
+            c.stream.send(reply.as_bytes()).await?;
+            Ok(None)
+        }
+        ("set", _, Some(q)) => {
+            login_allowed(c, shared, snap)?;
+            shared
+                .metrics
+                .auth_peeks
+                .with_label_values(&["register"])
+                .inc();
+            let user = q
+                .child("username", NS_IQ_REGISTER)
+                .map(|u| u.text().trim().to_owned());
+            let first = Zeroizing::new(c.stream.buf[..len].to_vec());
+            c.stream.consume_zeroed(len);
+            match user.filter(|u| !u.is_empty()) {
+                Some(u) => Ok(Some(Login {
+                    username: Some(u),
+                    kind: LoginKind::Register { id },
+                    first,
+                })),
+                None => {
+                    iq_error(c, &id, "modify", "not-acceptable", "406", NS_IQ_REGISTER).await?;
+                    Ok(None)
+                }
+            }
+        }
+        _ => {
+            c.stream.consume(len);
+            Err(SessionError::stream(
+                StreamError::NotAuthorized,
+                "authenticate first",
+            ))
+        }
+    }
+}
+
+async fn iq_error(
+    c: &mut Client,
+    id: &str,
+    typ: &str,
+    condition: &str,
+    code: &str,
+    ns: &str,
+) -> Result<(), SessionError> {
+    let s = format!(
+        "<iq type='error' id='{}'><query xmlns='{ns}'/><error code='{code}' type='{typ}'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        esc_attr(id)
+    );
+    c.stream.send(s.as_bytes()).await?;
+    Ok(())
+}
+
+/// Refuse a login dealer cannot route (an invalid username) in the form its kind
+/// expects, leaving the stream open for another try.
+pub async fn refuse(
+    c: &mut Client,
+    login: &Login,
+    condition: &str,
+    text: &str,
+) -> Result<(), SessionError> {
+    match &login.kind {
+        LoginKind::Sasl(_) => sasl_failure(c, condition, text).await,
+        LoginKind::IqAuth { id } => iq_error(c, id, "auth", condition, "401", NS_IQ_AUTH).await,
+        LoginKind::Register { id } => {
+            iq_error(c, id, "modify", "not-acceptable", "406", NS_IQ_REGISTER).await
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Redirect mode: send the client to its owner. SASL clients get the stream error
+//! `<see-other-host>host:port</see-other-host>` (RFC 6120 §4.9.3.19; IPv6 in
+//! brackets). XEP-0078 clients get the seed's "error 302 with the new address in the
+//! same packet": an iq error with code 302 and `<redirect/>` carrying `host:port`
+//! (plain `host:port`, since an `xmpp:` URI cannot carry a port). Either way the
+//! stream is closed afterwards; the client reconnects to the target, which must hold
+//! a certificate for the public domain.
+
+use tracing::info;
+
+use super::{Client, Login, LoginKind};
+use crate::app::Shared;
+use crate::config::HostPort;
+use crate::xml::StreamError;
+use crate::xml::escape::{attr as esc_attr, text as esc_text};
+
+pub async fn send(c: &mut Client, shared: &Shared, login: &Login, to: &HostPort) {
+    let target = to.to_string();
+    info!(redirect.to = %target, "redirecting");
+    match &login.kind {
+        LoginKind::IqAuth { id } => {
+            let s = format!(
+                "<iq type='error' id='{}'><error code='302' type='modify'><redirect xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>{}</redirect></error></iq></stream:stream>",
+                esc_attr(id),
+                esc_text(&target)
+            );
+            c.close_with(s.as_bytes()).await;
+        }
+        LoginKind::Sasl(_) | LoginKind::Register { .. } => {
+            c.stream_error_with(shared, StreamError::SeeOtherHost, Some(&target), None)
+                .await;
+        }
+    }
+}

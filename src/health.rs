@@ -1,0 +1,131 @@
+//! Health checks: every `health.interval`, each backend with a c2s address gets the
+//! same stream open a login would do (TCP connect, stream header, features, STARTTLS
+//! when configured), bounded by `health.timeout`. Results feed the rise/fall state in
+//! `routing::health` and the mechanisms list that c2s features are built from.
+//! Backends are keyed by name and address, so a reload keeps what checks learned
+//! about a backend it did not change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::app::Shared;
+use crate::backend::{Target, probe};
+use crate::config::{Backend, Config, Domains};
+use crate::routing::health::{BackendHealth, Transition};
+
+/// Health state of every backend any live snapshot names.
+#[derive(Debug, Default)]
+pub struct HealthRegistry {
+    map: Mutex<HashMap<String, Arc<BackendHealth>>>,
+}
+
+impl HealthRegistry {
+    fn key(b: &Backend) -> String {
+        format!("{}@{:?}", b.name, b.c2s)
+    }
+
+    /// The state for each of `config`'s backends, indexed by `BackendId`.
+    pub fn for_config(&self, config: &Config) -> Vec<Arc<BackendHealth>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let v: Vec<Arc<BackendHealth>> = config
+            .backends
+            .iter()
+            .map(|b| map.entry(Self::key(b)).or_default().clone())
+            .collect();
+        // Forget backends no snapshot can name any more (only this one is kept).
+        map.retain(|_, h| Arc::strong_count(h) > 1);
+        v
+    }
+}
+
+/// The check target for a backend, or `None` when it has no c2s address to check.
+pub fn target(config: &Config, b: &Backend) -> Option<Target> {
+    let addr = b.c2s?;
+    let domain = match (config.domains, &b.domain) {
+        (Domains::Masked, Some(d)) => d.clone(),
+        _ => config.domain.clone(),
+    };
+    Some(Target {
+        addr,
+        domain,
+        tls: b.tls,
+        proxy: b.proxy_protocol.then(|| {
+            // A check has no client to announce: name dealer itself.
+            let local: std::net::SocketAddr = match addr {
+                std::net::SocketAddr::V4(_) => ([127, 0, 0, 1], 0).into(),
+                std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            };
+            (local, addr)
+        }),
+    })
+}
+
+/// One round: check every backend of the live snapshot concurrently.
+pub async fn check_all(shared: &Shared) {
+    let snap = shared.snapshot.load_full();
+    let cfg = &snap.config;
+    let mut set = tokio::task::JoinSet::new();
+    for (id, b) in cfg.backends.iter().enumerate() {
+        let Some(t) = target(cfg, b) else { continue };
+        let tls = shared.backend_tls.clone();
+        let timeout = cfg.health.timeout;
+        set.spawn(async move { (id, probe(&t, &tls, timeout).await) });
+    }
+    while let Some(r) = set.join_next().await {
+        let Ok((id, result)) = r else { continue };
+        let b = &cfg.backends[id];
+        let h = &snap.health[id];
+        let ok = result.is_ok();
+        match &result {
+            Ok(f) => {
+                debug!(backend.name = %b.name, mechanisms = ?f.mechanisms, "health check ok");
+                if h.mechanisms().as_deref() != Some(&f.mechanisms) {
+                    for m in &cfg.c2s.mechanisms {
+                        if !f.mechanisms.iter().any(|x| x == m.name()) {
+                            warn!(
+                                backend.name = %b.name,
+                                mechanism = %m,
+                                offered = ?f.mechanisms,
+                                "c2s.mechanisms lists a mechanism this backend does not offer; dealer will not offer it"
+                            );
+                        }
+                    }
+                    h.set_mechanisms(f.mechanisms.clone());
+                }
+            }
+            Err(e) => debug!(backend.name = %b.name, error = %e, "health check failed"),
+        }
+        shared
+            .metrics
+            .health_checks
+            .with_label_values(&[b.name.as_str(), if ok { "ok" } else { "failed" }])
+            .inc();
+        match h.observe(ok, cfg.health.rise, cfg.health.fall) {
+            Some(Transition::WentDown) => {
+                warn!(backend.name = %b.name, error = %result.err().map(|e| e.to_string()).unwrap_or_default(), "backend down")
+            }
+            Some(Transition::WentUp) => info!(backend.name = %b.name, "backend up"),
+            None => {}
+        }
+        shared
+            .metrics
+            .backend_up
+            .with_label_values(&[&b.name])
+            .set(i64::from(h.is_up()));
+    }
+}
+
+/// Check forever, every `health.interval` of the live snapshot, until `stop`.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        check_all(&shared).await;
+        let interval = shared.snapshot.load().config.health.interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Accepting connections: the accept loop (which never dies: it backs off on
+//! descriptor exhaustion and logs everything else), the connection limits of
+//! DESIGN.md §6 (in total, per source address, logins per source per second), and
+//! the hand-off of each connection to its own task, where TLS and XMPP handshakes run.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::app::Shared;
+use crate::config;
+
+/// Which kind of listener accepted a connection (the `listener` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    C2s,
+    C2sTls,
+    S2s,
+    S2sInternal,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::C2s => "c2s",
+            Kind::C2sTls => "c2s_tls",
+            Kind::S2s => "s2s",
+            Kind::S2sInternal => "s2s_internal",
+        }
+    }
+}
+
+/// A connection as the accept loop hands it to its session task.
+pub struct Accepted {
+    pub tcp: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub kind: Kind,
+    pub listener: config::Listener,
+    /// Held for the connection's lifetime: one of `limits.max_connections`.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Connection and login limits shared by every listener of one dealer instance.
+#[derive(Debug)]
+pub struct ConnLimits {
+    total: Arc<Semaphore>,
+    max_total: usize,
+    per_source: Mutex<HashMap<IpAddr, u32>>,
+    logins: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// One of a source address's connections; gives its slot back when dropped.
+#[derive(Debug)]
+pub struct SourceSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .limits
+            .per_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnLimits {
+    pub fn new(max_total: u64) -> Arc<ConnLimits> {
+        let max_total = max_total.min(Semaphore::MAX_PERMITS as u64) as usize;
+        Arc::new(ConnLimits {
+            total: Arc::new(Semaphore::new(max_total)),
+            max_total,
+            per_source: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    /// Connections open now (all listeners).
+    pub fn open(&self) -> usize {
+        self.max_total - self.total.available_permits()
+    }
+
+    /// Take a slot for `ip`, or `None` when it already has `max` (0 = unlimited).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, max: u64) -> Option<SourceSlot> {
+        let mut m = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if max > 0 && u64::from(*n) >= max {
+            if *n == 0 {
+                m.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+
+    /// A login attempt from `ip`: a token bucket of `per_second` tokens refilled at
+    /// `per_second` a second (0 = unlimited).
+    pub fn allow_login(&self, ip: IpAddr, per_second: u64) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let rate = per_second as f64;
+        let now = Instant::now();
+        let mut m = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 10_000 {
+            // Full buckets carry no information: forget them.
+            m.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
+        }
+        let b = m.entry(ip).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Accept on `listener` until `stop`, handing each connection to `handle` in a task
+/// tracked by the shared tracker (so shutdown can wait for sessions).
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    kind: Kind,
+    cfg: config::Listener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    handle: F,
+) where
+    F: Fn(Accepted, Arc<Shared>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let local = listener.local_addr().unwrap_or(cfg.addr);
+    loop {
+        // Take a permit before accepting: at the limit, new clients wait in the
+        // kernel's backlog instead of being accepted and dropped.
+        let permit = match shared.conn_limits.total.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.metrics.limit("connections");
+                warn!(
+                    listener = kind.label(),
+                    max = shared.conn_limits.max_total,
+                    "connection limit reached"
+                );
+                tokio::select! {
+                    p = shared.conn_limits.total.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return, // the semaphore is never closed
+                    },
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            // Cancel-safe: an unfinished accept loses nothing.
+            r = listener.accept() => r,
+            _ = stop.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // ENFILE (23) and EMFILE (24): wait for sessions to end and free some.
+                let out_of_fds = matches!(e.raw_os_error(), Some(23 | 24));
+                warn!(listener = kind.label(), error = %e, "accept failed");
+                let pause = if out_of_fds { 100 } else { 5 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
+        };
+        crate::net::tune(&tcp);
+        shared
+            .metrics
+            .connections_accepted
+            .with_label_values(&[kind.label()])
+            .inc();
+        debug!(listener = kind.label(), client.addr = %peer, "accepted");
+        let a = Accepted {
+            tcp,
+            peer,
+            local,
+            kind,
+            listener: cfg,
+            permit,
+        };
+        shared.tracker.spawn(handle(a, shared.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_source_slots_come_back() {
+        let l = ConnLimits::new(100);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = l.admit(ip, 2).unwrap();
+        let _b = l.admit(ip, 2).unwrap();
+        assert!(l.admit(ip, 2).is_none());
+        assert!(l.admit("192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(a);
+        assert!(l.admit(ip, 2).is_some());
+        assert!(l.admit(ip, 0).is_some(), "0 is unlimited");
+    }
+
+    #[test]
+    fn login_bucket() {
+        let l = ConnLimits::new(1);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..5).all(|_| l.allow_login(ip, 5)));
+        assert!(!l.allow_login(ip, 5));
+        assert!(l.allow_login("192.0.2.9".parse().unwrap(), 5));
+        assert!(l.allow_login(ip, 0));
+    }
+}

@@ -1,0 +1,155 @@
+//! TLS with rustls: the public domain's certificate, loaded into each config snapshot
+//! (so SIGHUP swaps it with everything else) and served through a resolver that reads
+//! the live snapshot; server configs for STARTTLS and Direct TLS (XEP-0368, ALPN
+//! `xmpp-client` / `xmpp-server`); and the client config for TLS legs to backends.
+//! rustls speaks TLS 1.2 and 1.3 only, which is what DESIGN.md §6 asks.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::TlsFiles;
+use crate::snapshot::Snapshot;
+
+pub const ALPN_CLIENT: &[u8] = b"xmpp-client";
+pub const ALPN_SERVER: &[u8] = b"xmpp-server";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Load and check a certificate chain and its key; the error names the problem.
+pub fn load_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("{}: {e}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no certificate in the file",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("{}: no usable private key ({e})", files.key.display()))?;
+    CertifiedKey::from_der(certs, key, &provider())
+        .map(Arc::new)
+        .map_err(|e| format!("certificate and key do not belong together or are unusable: {e}"))
+}
+
+/// Serves the certificate of whatever snapshot is live at handshake time.
+#[derive(Debug)]
+pub struct SnapshotResolver {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl ResolvesServerCert for SnapshotResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // dealer serves one public domain: the same certificate whatever the SNI.
+        self.snapshot.load().tls_key.clone()
+    }
+}
+
+/// Server configs built once; the certificate inside them follows reloads.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// For STARTTLS (no ALPN: the protocol is already agreed).
+    pub starttls: Arc<rustls::ServerConfig>,
+    /// For Direct TLS c2s listeners: ALPN `xmpp-client`.
+    pub direct_client: Arc<rustls::ServerConfig>,
+    /// For Direct TLS s2s listeners: ALPN `xmpp-server`.
+    pub direct_server: Arc<rustls::ServerConfig>,
+}
+
+impl ServerTls {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> ServerTls {
+        let resolver = Arc::new(SnapshotResolver { snapshot });
+        let build = |alpn: Option<&[u8]>| {
+            let mut c = rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .expect("ring supports TLS 1.2 and 1.3")
+                .with_no_client_auth()
+                .with_cert_resolver(resolver.clone());
+            if let Some(p) = alpn {
+                c.alpn_protocols = vec![p.to_vec()];
+            }
+            // No session tickets state worth keeping across reloads; defaults are fine.
+            Arc::new(c)
+        };
+        ServerTls {
+            starttls: build(None),
+            direct_client: build(Some(ALPN_CLIENT)),
+            direct_server: build(Some(ALPN_SERVER)),
+        }
+    }
+}
+
+/// Client config for TLS legs to backends: TLS 1.3 only (a TLS 1.2 leg lets the
+/// backend offer channel binding and reject the client's SCRAM `y` flag, DESIGN.md
+/// §3.4). Backends sit on the operator's own network and commonly carry self-signed
+/// certificates, so the leg encrypts without authenticating the backend; run it over
+/// a trusted network (documented).
+pub fn backend_client_config() -> Arc<rustls::ClientConfig> {
+    let c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
+        .with_no_client_auth();
+    Arc::new(c)
+}
+
+/// Verifies the handshake signature but not the certificate chain (see
+/// `backend_client_config`).
+#[derive(Debug)]
+struct AcceptAnyServerCert(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,135 @@
+//! dealer in front of real backends, as the tests run it: the binary as a child
+//! process with a generated config on free loopback ports — a STARTTLS listener
+//! (`c2s`), a plaintext one (`c2s_plain`, `starttls: off`), a Direct TLS one
+//! (`c2s_tls`), and the HTTP endpoint — using the demo certificate for example.com.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+use super::prosody::Prosody;
+use super::{DealerProcess, free_port, repo_path};
+
+pub struct Dealer {
+    pub process: DealerProcess,
+    /// STARTTLS required.
+    pub c2s: SocketAddr,
+    /// Plaintext (`starttls: off`).
+    pub c2s_plain: SocketAddr,
+    /// Direct TLS (XEP-0368).
+    pub c2s_tls: SocketAddr,
+    pub http: SocketAddr,
+    pub config: PathBuf,
+    pub dir: TempDir,
+    /// The part of the config the test wrote (everything but listeners and TLS).
+    body: String,
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A backend's YAML lines for a Prosody instance, plus `extra` keys.
+pub fn backend_yaml(name: &str, p: &Prosody, extra: &str) -> String {
+    format!(
+        "  {name}: {{ c2s: \"{}\", s2s: \"{}\", redirect: \"{}\"{}{extra} }}\n",
+        p.c2s,
+        p.s2s,
+        p.c2s,
+        if extra.is_empty() { "" } else { ", " }
+    )
+}
+
+impl Dealer {
+    /// Start dealer with `body`: the config without `listen` and `tls` (and without
+    /// `domain`, which is example.com).
+    pub fn start(body: &str) -> Dealer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (c2s, c2s_plain, c2s_tls, http) = (
+            addr(free_port()),
+            addr(free_port()),
+            addr(free_port()),
+            addr(free_port()),
+        );
+        let config = dir.path().join("dealer.yaml");
+        let ports = Ports {
+            c2s,
+            c2s_plain,
+            c2s_tls,
+            http,
+        };
+        write_config(&config, &ports, body);
+        let process = DealerProcess::start(&config, Some(http), dir.path().join("dealer.log"));
+        Dealer {
+            process,
+            c2s,
+            c2s_plain,
+            c2s_tls,
+            http,
+            config,
+            body: body.to_owned(),
+            dir,
+        }
+    }
+
+    fn ports(&self) -> Ports {
+        Ports {
+            c2s: self.c2s,
+            c2s_plain: self.c2s_plain,
+            c2s_tls: self.c2s_tls,
+            http: self.http,
+        }
+    }
+
+    /// Replace the body of the config (listeners stay) and send SIGHUP; waits until
+    /// the generation rose.
+    pub fn reload(&mut self, body: &str) {
+        let before = self.process.metric("dealer_config_generation");
+        write_config(&self.config, &self.ports(), body);
+        self.body = body.to_owned();
+        self.process.signal(rustix::process::Signal::HUP);
+        let ok = super::wait_for(std::time::Duration::from_secs(10), || {
+            (self.process.metric("dealer_config_generation") > before).then_some(())
+        });
+        assert!(ok.is_some(), "reload not applied; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log_text()
+    }
+
+    pub fn metric(&self, series: &str) -> f64 {
+        self.process.metric(series)
+    }
+
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+}
+
+struct Ports {
+    c2s: SocketAddr,
+    c2s_plain: SocketAddr,
+    c2s_tls: SocketAddr,
+    http: SocketAddr,
+}
+
+fn write_config(path: &std::path::Path, p: &Ports, body: &str) {
+    let yaml = format!(
+        "domain: example.com\n\
+         tls: {{ cert: \"{}\", key: \"{}\" }}\n\
+         listen:\n  \
+           c2s: [\"{}\", {{ addr: \"{}\", starttls: \"off\" }}]\n  \
+           c2s_tls: [\"{}\"]\n  \
+           http: \"{}\"\n\
+         {body}",
+        repo_path("conf/example.com.crt").display(),
+        repo_path("conf/example.com.key").display(),
+        p.c2s,
+        p.c2s_plain,
+        p.c2s_tls,
+        p.http,
+    );
+    std::fs::write(path, yaml).expect("writing the dealer config");
+}
