@@ -230,6 +230,11 @@ impl LoginOpts {
         self
     }
 
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.password = password.to_string();
+        self
+    }
+
     pub fn mechanism(mut self, mech: &str) -> Self {
         self.mechanism = Some(mech.to_string());
         self

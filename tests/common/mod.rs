@@ -62,11 +62,30 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body.to_string()))
 }
 
-/// The value of an unlabelled metric, or of the first line starting with `series`.
+/// Split `name{a="x",b="y"}` into the name and its labels, sorted.
+fn series_key(s: &str) -> (String, Vec<String>) {
+    match s.split_once('{') {
+        Some((name, rest)) => {
+            let mut labels: Vec<String> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            labels.sort();
+            (name.to_owned(), labels)
+        }
+        None => (s.to_owned(), Vec::new()),
+    }
+}
+
+/// The value of one series in Prometheus text, e.g. `dealer_x_total{kind="a",dir="b"}`
+/// (labels in any order).
 pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let want = series_key(series);
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
+        (series_key(name) == want).then(|| value.parse().ok())?
     })
 }
 
