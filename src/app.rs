@@ -31,6 +31,8 @@ pub struct Shared {
     /// Server TLS configs; their certificate follows the live snapshot.
     pub server_tls: ServerTls,
     pub backend_tls: Arc<rustls::ClientConfig>,
+    pub s2s_tls: Arc<rustls::ClientConfig>,
+    pub s2s: crate::s2s::S2s,
     pub conn_limits: Arc<ConnLimits>,
     /// Every session task, so shutdown can wait for them.
     pub tracker: TaskTracker,
@@ -57,6 +59,8 @@ impl Shared {
         let shared = Arc::new(Shared {
             server_tls: ServerTls::new(snapshot.clone()),
             backend_tls: crate::tls::backend_client_config(),
+            s2s_tls: crate::tls::s2s_client_config(),
+            s2s: crate::s2s::S2s::default(),
             snapshot,
             metrics,
             config_path,
@@ -112,6 +116,8 @@ impl Shared {
 pub struct Listeners {
     pub c2s: Vec<(TcpListener, Listener)>,
     pub c2s_tls: Vec<(TcpListener, Listener)>,
+    pub s2s: Vec<(TcpListener, Listener)>,
+    pub s2s_internal: Vec<(TcpListener, Listener)>,
     pub http: Option<TcpListener>,
 }
 
@@ -136,6 +142,12 @@ impl Listeners {
         }
         for x in &l.c2s_tls {
             out.c2s_tls.push(bind("listen.c2s_tls", x).await?);
+        }
+        for x in &l.s2s {
+            out.s2s.push(bind("listen.s2s", x).await?);
+        }
+        for x in &l.s2s_internal {
+            out.s2s_internal.push(bind("listen.s2s_internal", x).await?);
         }
         if let Some(addr) = l.http {
             out.http =
@@ -162,14 +174,17 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Ou
             background_stop.clone(),
         ));
     }
+    let log = |kind: Kind, l: &TcpListener| {
+        if let Ok(addr) = l.local_addr() {
+            info!(listener = kind.label(), listen.addr = %addr, "listening");
+        }
+    };
     for (kind, list) in [
         (Kind::C2s, listeners.c2s),
         (Kind::C2sTls, listeners.c2s_tls),
     ] {
         for (l, cfg) in list {
-            if let Ok(addr) = l.local_addr() {
-                info!(listener = kind.label(), listen.addr = %addr, "listening");
-            }
+            log(kind, &l);
             tasks.spawn(accept_loop(
                 l,
                 kind,
@@ -177,6 +192,22 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Ou
                 shared.clone(),
                 accept_stop.clone(),
                 crate::c2s::serve,
+            ));
+        }
+    }
+    for (kind, list) in [
+        (Kind::S2s, listeners.s2s),
+        (Kind::S2sInternal, listeners.s2s_internal),
+    ] {
+        for (l, cfg) in list {
+            log(kind, &l);
+            tasks.spawn(accept_loop(
+                l,
+                kind,
+                cfg,
+                shared.clone(),
+                accept_stop.clone(),
+                crate::s2s::accept::serve,
             ));
         }
     }

@@ -14,6 +14,8 @@
 //! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
 //! - [`relay`]: splice (plain legs) and copy (TLS legs) after hand-over.
 //! - [`health`]: backend health checks.
+//! - [`s2s`]: the federation face: inbound, internal, links out, dialback.
+//! - [`jid`]: JID splitting for routing.
 //! - [`metrics`]: metric names, the registry, the HTTP endpoint.
 //! - [`limits`]: process-wide limits (descriptors).
 //! - [`shutdown`]: lifecycle phases and signals.
@@ -23,6 +25,7 @@ pub mod backend;
 pub mod c2s;
 pub mod config;
 pub mod health;
+pub mod jid;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -31,6 +34,7 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod routing;
+pub mod s2s;
 pub mod shutdown;
 pub mod snapshot;
 pub mod stream;

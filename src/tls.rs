@@ -153,3 +153,16 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Client config for s2s links to the federation: TLS 1.2 or 1.3, encryption only —
+/// the peer's domain is authenticated by dialback, not by its certificate (certificate
+/// authentication, SASL EXTERNAL, is not supported yet).
+pub fn s2s_client_config() -> Arc<rustls::ClientConfig> {
+    let c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
+        .with_no_client_auth();
+    Arc::new(c)
+}

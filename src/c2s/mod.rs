@@ -92,6 +92,8 @@ pub struct Client {
     /// Whether dealer has sent its own header on the current stream.
     pub header_sent: bool,
     pub stream_id: String,
+    /// The span's user and backend fields are set (on the first routed login).
+    pub span_recorded: bool,
 }
 
 impl Client {
@@ -232,6 +234,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         header: StreamHeader::default(),
         header_sent: false,
         stream_id: stream_id(),
+        span_recorded: false,
     };
     let handshake = async {
         let _slot = preauth::preamble(&mut client, &shared).await?;
@@ -333,9 +336,16 @@ async fn route(
         Action::Forward(id) => (*id, "forward"),
     };
     let name = &snap.config.backends[id].name;
-    tracing::Span::current().record("backend.name", name.as_str());
-    if let Some(u) = &login.username {
-        tracing::Span::current().record("user", u.as_str());
+    // A span field recorded twice is printed twice: record the first login only
+    // (later attempts on the stream log their user and backend themselves).
+    if !client.span_recorded {
+        client.span_recorded = true;
+        tracing::Span::current().record("backend.name", name.as_str());
+        if let Some(u) = &login.username {
+            tracing::Span::current().record("user", u.as_str());
+        }
+    } else {
+        info!(user = login.username.as_deref().unwrap_or(""), backend.name = %name, "another login on this stream");
     }
     shared
         .metrics

@@ -26,7 +26,7 @@ pub const PEEK_KINDS: [&str; 6] = [
 ];
 pub const OUTCOMES: [&str; 3] = ["redirect", "forward", "error"];
 /// Limits of DESIGN.md §6, the `limit` label.
-pub const LIMITS: [&str; 8] = [
+pub const LIMITS: [&str; 9] = [
     "header_bytes",
     "stanza_bytes",
     "depth",
@@ -35,6 +35,7 @@ pub const LIMITS: [&str; 8] = [
     "connections",
     "connections_per_source",
     "logins_per_source",
+    "s2s_internal_allow",
 ];
 /// Stream error conditions dealer sends.
 pub const CONDITIONS: [&str; 14] = [
@@ -84,7 +85,15 @@ pub struct Metrics {
     pub backend_connect_duration: HistogramVec,
     /// Bytes relayed after hand-over: `kind` (splice | copy | rewrite), `direction`.
     pub relay_bytes: IntCounterVec,
+    /// Open s2s streams: `direction` (in | out | internal).
+    pub s2s_streams: IntGaugeVec,
+    /// s2s stanzas: `direction` (in: to backends, out: to the federation), `result`
+    /// (routed | bounced | dropped | rejected).
+    pub s2s_stanzas: IntCounterVec,
 }
+
+pub const S2S_DIRECTIONS: [&str; 3] = ["in", "out", "internal"];
+pub const S2S_RESULTS: [&str; 4] = ["routed", "bounced", "dropped", "rejected"];
 
 /// Relay kinds and directions, the labels of `dealer_relay_bytes_total`.
 pub const RELAY_KINDS: [&str; 3] = ["splice", "copy", "rewrite"];
@@ -218,8 +227,28 @@ impl Metrics {
                 "Bytes relayed after hand-over, by relay kind and direction.",
                 &["kind", "direction"],
             ),
+            s2s_streams: gauge(
+                &r,
+                names::S2S_STREAMS,
+                "Open s2s streams: in (from the federation), out (links dealer opened), internal (from backends).",
+                &["direction"],
+            ),
+            s2s_stanzas: counter(
+                &r,
+                names::S2S_STANZAS,
+                "s2s stanzas by direction (in: to backends, out: to the federation) and result.",
+                &["direction", "result"],
+            ),
             registry: r,
         };
+        for d in S2S_DIRECTIONS {
+            m.s2s_streams.with_label_values(&[d]);
+        }
+        for d in ["in", "out"] {
+            for r in S2S_RESULTS {
+                m.s2s_stanzas.with_label_values(&[d, r]);
+            }
+        }
         for k in RELAY_KINDS {
             for d in DIRECTIONS {
                 m.relay_bytes.with_label_values(&[k, d]);

@@ -7,6 +7,7 @@ pub mod element;
 pub mod error;
 pub mod escape;
 pub mod framer;
+pub mod head;
 pub mod header;
 
 pub use error::{StreamError, XmlError};

@@ -24,6 +24,7 @@ pub struct Dealer {
     pub dir: TempDir,
     /// The part of the config the test wrote (everything but listeners and TLS).
     body: String,
+    extra_listen: String,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -45,6 +46,12 @@ impl Dealer {
     /// Start dealer with `body`: the config without `listen` and `tls` (and without
     /// `domain`, which is example.com).
     pub fn start(body: &str) -> Dealer {
+        Dealer::start_with(body, "")
+    }
+
+    /// Like `start`, with more `listen:` entries (indented lines such as
+    /// `  s2s: ["127.0.0.1:5269"]\n`).
+    pub fn start_with(body: &str, extra_listen: &str) -> Dealer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (c2s, c2s_plain, c2s_tls, http) = (
             addr(free_port()),
@@ -58,6 +65,7 @@ impl Dealer {
             c2s_plain,
             c2s_tls,
             http,
+            extra: extra_listen.to_owned(),
         };
         write_config(&config, &ports, body);
         let process = DealerProcess::start(&config, Some(http), dir.path().join("dealer.log"));
@@ -69,6 +77,7 @@ impl Dealer {
             http,
             config,
             body: body.to_owned(),
+            extra_listen: extra_listen.to_owned(),
             dir,
         }
     }
@@ -79,7 +88,19 @@ impl Dealer {
             c2s_plain: self.c2s_plain,
             c2s_tls: self.c2s_tls,
             http: self.http,
+            extra: self.extra_listen.clone(),
         }
+    }
+
+    /// Kill the process and start it again with the same config and ports.
+    pub fn restart(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        self.process = DealerProcess::start(
+            &self.config,
+            Some(self.http),
+            self.dir.path().join("dealer.log"),
+        );
     }
 
     /// Replace the body of the config (listeners stay) and send SIGHUP; waits until
@@ -113,6 +134,8 @@ struct Ports {
     c2s_plain: SocketAddr,
     c2s_tls: SocketAddr,
     http: SocketAddr,
+    /// Further `listen:` lines.
+    extra: String,
 }
 
 fn write_config(path: &std::path::Path, p: &Ports, body: &str) {
@@ -123,6 +146,7 @@ fn write_config(path: &std::path::Path, p: &Ports, body: &str) {
            c2s: [\"{}\", {{ addr: \"{}\", starttls: \"off\" }}]\n  \
            c2s_tls: [\"{}\"]\n  \
            http: \"{}\"\n\
+         {}\
          {body}",
         repo_path("conf/example.com.crt").display(),
         repo_path("conf/example.com.key").display(),
@@ -130,6 +154,7 @@ fn write_config(path: &std::path::Path, p: &Ports, body: &str) {
         p.c2s_plain,
         p.c2s_tls,
         p.http,
+        p.extra,
     );
     std::fs::write(path, yaml).expect("writing the dealer config");
 }

@@ -163,5 +163,7 @@ impl Drop for DealerProcess {
 }
 pub mod client;
 pub mod dealer;
+pub mod dns;
+pub mod jabberd2;
 pub mod prosody;
 pub mod raw;

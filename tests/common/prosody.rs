@@ -44,6 +44,8 @@ pub struct ProsodySpec {
     pub extra_config: String,
     /// Log at debug level (every stanza) instead of info.
     pub debug_log: bool,
+    /// A fixed s2s port (for DNS records written before the server starts).
+    pub s2s_port: Option<u16>,
 }
 
 impl Default for ProsodySpec {
@@ -57,6 +59,7 @@ impl Default for ProsodySpec {
             extra_modules: Vec::new(),
             extra_config: String::new(),
             debug_log: false,
+            s2s_port: None,
         }
     }
 }
@@ -97,6 +100,11 @@ impl ProsodySpec {
     pub fn config(mut self, lua: &str) -> Self {
         self.extra_config.push_str(lua);
         self.extra_config.push('\n');
+        self
+    }
+
+    pub fn s2s_port(mut self, port: u16) -> Self {
+        self.s2s_port = Some(port);
         self
     }
 
@@ -163,7 +171,7 @@ impl Prosody {
         let mut last_failure = String::new();
         for attempt in 0..PORT_ATTEMPTS {
             p.c2s.set_port(free_port());
-            p.s2s.set_port(free_port());
+            p.s2s.set_port(spec.s2s_port.unwrap_or_else(free_port));
             let config = render_config(&spec, &p, dns_port);
             std::fs::write(&p.config, config).expect("writing the Prosody config");
             if attempt == 0 {

@@ -1,0 +1,504 @@
+//! Streams other servers open to dealer.
+//!
+//! On `listen.s2s` (the federation): dealer is the public domain. It offers STARTTLS
+//! and dialback; a `<db:result/>` is checked with the originating domain's
+//! authoritative server before the stream may carry stanzas from it, and a
+//! `<db:verify/>` about a link dealer opened is answered from the shared secret.
+//! Stanzas go to the owner of their addressee.
+//!
+//! On `listen.s2s_internal` (the backends, and only from `s2s.internal_allow`):
+//! dealer is whatever foreign domain the backend wants to reach. A `<db:result/>` is
+//! accepted at once (the allow-list is the authentication), a `<db:verify/>` about a
+//! link dealer opened to the backend is answered from the secret, and stanzas are
+//! re-originated to their real destination.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::stanza::Stanza;
+use super::{dialback, dispatch, link::LinkError, next_element, open_stream};
+use crate::app::Shared;
+use crate::jid::{Jid, domain_key};
+use crate::listener::{Accepted, Kind};
+use crate::net::{Conn, tune};
+use crate::stream::{StreamIoError, XmlStream};
+use crate::xml::element::{Element, Scope};
+use crate::xml::escape::attr as esc;
+use crate::xml::{
+    Frame, FrameLimits, NS_DIALBACK, NS_SERVER, NS_TLS, StreamError, StreamHeader, XmlError,
+};
+
+/// How long dealer waits for an authoritative server to answer a `<db:verify/>`.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+enum S2sError {
+    #[error("{0}")]
+    Xml(#[from] XmlError),
+    #[error("peer gone: {0}")]
+    Gone(String),
+    #[error("{0}: {1}")]
+    Stream(StreamError, String),
+    #[error("done")]
+    Done,
+}
+
+impl From<StreamIoError> for S2sError {
+    fn from(e: StreamIoError) -> Self {
+        match e {
+            StreamIoError::Xml(x) => S2sError::Xml(x),
+            e => S2sError::Gone(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for S2sError {
+    fn from(e: std::io::Error) -> Self {
+        S2sError::Gone(e.to_string())
+    }
+}
+
+fn err(cond: StreamError, text: impl Into<String>) -> S2sError {
+    S2sError::Stream(cond, text.into())
+}
+
+struct Peer {
+    stream: XmlStream,
+    internal: bool,
+    header: StreamHeader,
+    header_sent: bool,
+    id: String,
+    /// Our side's name on this stream (the `to` of the peer's header).
+    local: String,
+    /// (originating, receiving) domain pairs dialback has authenticated.
+    authed: Vec<(String, String)>,
+}
+
+pub async fn serve(a: Accepted, shared: Arc<Shared>) {
+    let span = info_span!("s2s_in", peer.addr = %a.peer, listener = a.kind.label());
+    session(a, shared).instrument(span).await
+}
+
+async fn session(a: Accepted, shared: Arc<Shared>) {
+    let _permit = a.permit;
+    let internal = a.kind == Kind::S2sInternal;
+    let snap = shared.snapshot.load_full();
+    let direction = if internal { "internal" } else { "in" };
+    let gauge = shared.metrics.s2s_streams.with_label_values(&[direction]);
+    gauge.inc();
+    let mut p = Peer {
+        stream: XmlStream::new(
+            Conn::Plain(a.tcp),
+            FrameLimits::from_config(&snap.config.limits),
+        ),
+        internal,
+        header: StreamHeader::default(),
+        header_sent: false,
+        id: crate::c2s::stream_id(),
+        local: snap.config.domain.clone(),
+        authed: Vec::new(),
+    };
+    let result = if internal
+        && !snap
+            .config
+            .s2s
+            .internal_allow
+            .iter()
+            .any(|n| n.contains(&a.peer.ip()))
+    {
+        shared.metrics.limit("s2s_internal_allow");
+        warn!("internal s2s connection from an address outside s2s.internal_allow");
+        Err(err(
+            StreamError::PolicyViolation,
+            "not allowed to connect here",
+        ))
+    } else {
+        let deadline = Instant::now() + snap.config.limits.handshake_timeout;
+        let max = if internal {
+            0
+        } else {
+            snap.config.limits.max_connections_per_source
+        };
+        drop(snap);
+        match shared.conn_limits.admit(a.peer.ip(), max) {
+            Some(_slot) => run(&mut p, &shared, deadline).await,
+            None => {
+                shared.metrics.limit("connections_per_source");
+                Err(err(
+                    StreamError::PolicyViolation,
+                    "too many connections from your address",
+                ))
+            }
+        }
+    };
+    match result {
+        Ok(()) | Err(S2sError::Done) => {}
+        Err(S2sError::Gone(why)) => debug!(%why, "s2s peer gone"),
+        Err(S2sError::Xml(x)) => {
+            if let Some(l) = x.limit() {
+                shared.metrics.limit(l);
+            }
+            let text = x.to_string();
+            stream_error(&mut p, &shared, x.condition(), &text).await;
+        }
+        Err(S2sError::Stream(cond, text)) => {
+            info!(condition = %cond, %text, "s2s stream error");
+            stream_error(&mut p, &shared, cond, &text).await;
+        }
+    }
+    gauge.dec();
+}
+
+async fn stream_error(p: &mut Peer, shared: &Shared, cond: StreamError, text: &str) {
+    shared
+        .metrics
+        .stream_errors
+        .with_label_values(&[cond.name()])
+        .inc();
+    let mut out = String::new();
+    if !p.header_sent {
+        out.push_str(&crate::xml::header::write(
+            NS_SERVER, &p.local, None, &p.id, true,
+        ));
+    }
+    out.push_str(&cond.to_xml(None, (!text.is_empty()).then_some(text)));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = p.stream.send(out.as_bytes()).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut p.stream.conn).await;
+    })
+    .await;
+}
+
+async fn run(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Result<(), S2sError> {
+    loop {
+        // The deadline covers getting to the first authenticated exchange.
+        let opened = if p.authed.is_empty() && !p.header_sent {
+            tokio::time::timeout_at(deadline, open(p, shared))
+                .await
+                .map_err(|_| {
+                    shared.metrics.limit("handshake_timeout");
+                    err(StreamError::ConnectionTimeout, "stream not opened in time")
+                })?
+        } else if !p.header_sent {
+            open(p, shared).await
+        } else {
+            Ok(())
+        };
+        opened?;
+        match elements(p, shared, deadline).await? {
+            Next::Restart => p.header_sent = false,
+            Next::Closed => return Ok(()),
+        }
+    }
+}
+
+enum Next {
+    Restart,
+    Closed,
+}
+
+async fn open(p: &mut Peer, shared: &Arc<Shared>) -> Result<(), S2sError> {
+    p.stream.restart();
+    let header = match p.stream.next_frame().await? {
+        Frame::Header { len, header } => {
+            p.stream.consume(len);
+            header
+        }
+        _ => return Err(err(StreamError::NotWellFormed, "expected a stream header")),
+    };
+    let snap = shared.snapshot.load_full();
+    p.id = crate::c2s::stream_id();
+    if !header.is_stream() || header.default_ns.as_deref() != Some(NS_SERVER) {
+        return Err(err(StreamError::InvalidNamespace, "expected jabber:server"));
+    }
+    let to = header.to.as_deref().map(domain_key).unwrap_or_default();
+    if p.internal {
+        // dealer stands in for every foreign domain the backends reach.
+        if !to.is_empty() {
+            p.local = to;
+        }
+    } else if to.is_empty() || to == snap.config.domain {
+        p.local = snap.config.domain.clone();
+    } else {
+        return Err(err(
+            StreamError::HostUnknown,
+            format!("this server is {}", snap.config.domain),
+        ));
+    }
+    let version = header.version.is_some();
+    p.header = header;
+    let mut out = crate::xml::header::write(
+        NS_SERVER,
+        &p.local,
+        p.header.from.as_deref(),
+        &p.id,
+        version,
+    );
+    if version {
+        out.push_str("<stream:features>");
+        if !p.stream.conn.is_tls() && snap.tls_key.is_some() {
+            out.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        }
+        out.push_str(
+            "<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>",
+        );
+    }
+    p.stream.send(out.as_bytes()).await?;
+    p.header_sent = true;
+    Ok(())
+}
+
+async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Result<Next, S2sError> {
+    loop {
+        let frame = if p.authed.is_empty() {
+            tokio::time::timeout_at(deadline, p.stream.next_frame())
+                .await
+                .map_err(|_| {
+                    shared.metrics.limit("handshake_timeout");
+                    err(StreamError::ConnectionTimeout, "no dialback in time")
+                })??
+        } else {
+            p.stream.next_frame().await?
+        };
+        let len = match frame {
+            Frame::Whitespace { len } => {
+                p.stream.consume(len);
+                continue;
+            }
+            Frame::Close { len } => {
+                p.stream.consume(len);
+                let _ = p.stream.send(b"</stream:stream>").await;
+                return Ok(Next::Closed);
+            }
+            Frame::Header { .. } => return Err(err(StreamError::NotWellFormed, "a second header")),
+            Frame::Element { len } => len,
+        };
+        let scope = Scope::from_header(&p.header);
+        if let Some(st) = Stanza::parse(&p.stream.buf[..len], &scope)? {
+            p.stream.consume(len);
+            stanza(p, shared, st)?;
+            continue;
+        }
+        let e = Element::parse(&p.stream.buf[..len], &scope)?;
+        p.stream.consume(len);
+        match (e.ns.as_str(), e.name.as_str()) {
+            (NS_TLS, "starttls") => {
+                let snap = shared.snapshot.load_full();
+                if p.stream.conn.is_tls() || snap.tls_key.is_none() {
+                    return Err(err(StreamError::PolicyViolation, "STARTTLS is not offered"));
+                }
+                p.stream
+                    .send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                    .await?;
+                if !p.stream.buf.is_empty() {
+                    return Err(S2sError::Gone("data after <starttls/>".into()));
+                }
+                let Conn::Plain(tcp) = p.stream.take_conn() else {
+                    return Err(S2sError::Gone("STARTTLS twice".into()));
+                };
+                let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.starttls.clone())
+                    .accept(tcp)
+                    .await?;
+                p.stream.conn = Conn::Tls(Box::new(tls.into()));
+                return Ok(Next::Restart);
+            }
+            (NS_DIALBACK, "result") if e.attr("type").is_none() => db_result(p, shared, &e).await?,
+            (NS_DIALBACK, "verify") if e.attr("type").is_none() => db_verify(p, shared, &e).await?,
+            _ => {
+                return Err(err(
+                    StreamError::UnsupportedStanzaType,
+                    format!("<{}/> is not handled here", e.name),
+                ));
+            }
+        }
+    }
+}
+
+/// A dialback request: may the stream carry stanzas from `from` to `to`?
+async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<(), S2sError> {
+    let (Some(from), Some(to)) = (e.attr("from"), e.attr("to")) else {
+        return Err(err(
+            StreamError::ImproperAddressing,
+            "db:result needs from and to",
+        ));
+    };
+    let (from, to) = (domain_key(from), domain_key(to));
+    let snap = shared.snapshot.load_full();
+    let answer = |kind: &str| {
+        format!(
+            "<db:result from='{}' to='{}' type='{kind}'/>",
+            esc(&to),
+            esc(&from)
+        )
+    };
+    if !p.internal && to != snap.config.domain {
+        let reply = format!(
+            "<db:result from='{}' to='{}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
+            esc(&to),
+            esc(&from)
+        );
+        p.stream.send(reply.as_bytes()).await?;
+        return Ok(());
+    }
+    let valid = if p.internal {
+        // The allow-list vouched for the backend.
+        true
+    } else {
+        let key = e.text();
+        // Only the originating domain's own server can vouch for it; a domain of
+        // ours cannot originate from outside.
+        from != snap.config.domain && ask_authority(shared, &from, &to, &p.id, key.trim()).await
+    };
+    if valid {
+        p.authed.push((from.clone(), to.clone()));
+        p.stream.send(answer("valid").as_bytes()).await?;
+        info!(s2s.from = %from, s2s.to = %to, "dialback: valid");
+        Ok(())
+    } else {
+        p.stream.send(answer("invalid").as_bytes()).await?;
+        info!(s2s.from = %from, s2s.to = %to, "dialback: invalid");
+        Err(S2sError::Done)
+    }
+}
+
+/// An authoritative check of a key dealer issued for one of its links.
+async fn db_verify(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<(), S2sError> {
+    let (Some(from), Some(to), Some(id)) = (e.attr("from"), e.attr("to"), e.attr("id")) else {
+        return Err(err(
+            StreamError::ImproperAddressing,
+            "db:verify needs from, to and id",
+        ));
+    };
+    let snap = shared.snapshot.load_full();
+    let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
+    // `from` is the receiving server that got our key, `to` the domain we claimed.
+    let ok = dialback::verify(&secret, &domain_key(from), &domain_key(to), id, &e.text());
+    let reply = format!(
+        "<db:verify from='{}' to='{}' id='{}' type='{}'/>",
+        esc(to),
+        esc(from),
+        esc(id),
+        if ok { "valid" } else { "invalid" }
+    );
+    info!(s2s.from = %from, s2s.to = %to, valid = ok, "db:verify answered");
+    p.stream.send(reply.as_bytes()).await?;
+    Ok(())
+}
+
+/// A stanza on an authenticated stream: check its addressing, then send it on.
+fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError> {
+    let dir = if p.internal { "out" } else { "in" };
+    let reject = |cond: StreamError, text: &str| {
+        shared
+            .metrics
+            .s2s_stanzas
+            .with_label_values(&[dir, "rejected"])
+            .inc();
+        err(cond, text)
+    };
+    if p.authed.is_empty() {
+        return Err(reject(StreamError::NotAuthorized, "dialback first"));
+    }
+    let (Some(from), Some(to)) = (Jid::parse(&st.from), Jid::parse(&st.to)) else {
+        return Err(reject(
+            StreamError::ImproperAddressing,
+            "a stanza needs from and to",
+        ));
+    };
+    let (fd, td) = (domain_key(from.domain), domain_key(to.domain));
+    if !p.authed.iter().any(|(f, _)| *f == fd) {
+        return Err(reject(
+            StreamError::InvalidFrom,
+            "from a domain this stream has not authenticated",
+        ));
+    }
+    if !p.authed.iter().any(|(f, t)| *f == fd && *t == td) {
+        let cond = if p.internal {
+            StreamError::ImproperAddressing
+        } else {
+            StreamError::HostUnknown
+        };
+        return Err(reject(cond, "to a domain this stream is not for"));
+    }
+    dispatch(shared, st);
+    Ok(())
+}
+
+/// Ask `originating`'s authoritative server whether `key` is its key for the stream
+/// `id` it opened to `receiving`.
+async fn ask_authority(
+    shared: &Arc<Shared>,
+    originating: &str,
+    receiving: &str,
+    id: &str,
+    key: &str,
+) -> bool {
+    match tokio::time::timeout(
+        VERIFY_TIMEOUT,
+        verify_with(shared, originating, receiving, id, key),
+    )
+    .await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            warn!(s2s.from = %originating, error = %e, "dialback: authoritative server unreachable");
+            false
+        }
+        Err(_) => {
+            warn!(s2s.from = %originating, "dialback: authoritative server timed out");
+            false
+        }
+    }
+}
+
+async fn verify_with(
+    shared: &Arc<Shared>,
+    originating: &str,
+    receiving: &str,
+    id: &str,
+    key: &str,
+) -> Result<bool, LinkError> {
+    let snap = shared.snapshot.load_full();
+    let addrs = shared
+        .s2s
+        .resolver(&snap)
+        .map_err(|e| LinkError::NotFound(e.to_string()))?
+        .lookup(originating, snap.config.s2s.routes.get(originating))
+        .await
+        .map_err(|e| LinkError::NotFound(e.to_string()))?;
+    let mut tcp = None;
+    for a in addrs {
+        if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(a)).await
+        {
+            tcp = Some(t);
+            break;
+        }
+    }
+    let tcp = tcp.ok_or_else(|| LinkError::Connect(originating.to_owned()))?;
+    tune(&tcp);
+    let mut s = XmlStream::new(
+        Conn::Plain(tcp),
+        FrameLimits::from_config(&snap.config.limits),
+    );
+    let (header, _) = open_stream(&mut s, receiving, originating).await?;
+    let req = format!(
+        "<db:verify from='{}' to='{}' id='{}'>{}</db:verify>",
+        esc(receiving),
+        esc(originating),
+        esc(id),
+        crate::xml::escape::text(key)
+    );
+    s.send(req.as_bytes()).await?;
+    loop {
+        let (e, len) = next_element(&mut s, &header).await?;
+        s.consume(len);
+        if e.is("verify", NS_DIALBACK) && e.attr("id") == Some(id) {
+            let _ = s.send(b"</stream:stream>").await;
+            return Ok(e.attr("type") == Some("valid"));
+        }
+    }
+}

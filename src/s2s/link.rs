@@ -1,0 +1,327 @@
+//! Links: s2s streams dealer originates, one per (from domain, to domain, destination)
+//! — to a remote server as the public domain, or to a backend as a stanza's origin
+//! domain. A link is a task that connects (routes/SRV for remotes), does STARTTLS
+//! when offered, proves its `from` domain with dialback (keys from the shared secret,
+//! so the peer's `<db:verify/>` can land on any dealer instance), then writes the
+//! stanzas queued for it, batching what has piled up. Stanzas queue while the link
+//! comes up; if it cannot, they are bounced to their senders. Idle links close.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::stanza::{Condition, Stanza};
+use super::{dialback, open_stream};
+use crate::app::Shared;
+use crate::net::{Conn, tune};
+use crate::stream::{StreamIoError, XmlStream};
+use crate::xml::element::{Element, Scope};
+use crate::xml::{Frame, FrameLimits, NS_DIALBACK, NS_STREAMS, NS_TLS};
+
+/// A link with nothing to send for this long closes.
+pub const IDLE: Duration = Duration::from_secs(300);
+/// Connecting, TLS and dialback together.
+pub const SETUP: Duration = Duration::from_secs(30);
+const CONNECT: Duration = Duration::from_secs(5);
+/// Bytes gathered from the queue before one write.
+const BATCH: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dest {
+    /// The `to` domain's own servers.
+    Remote,
+    /// One of dealer's backends, at its s2s address.
+    Backend { name: String, addr: SocketAddr },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LinkKey {
+    pub from: String,
+    pub to: String,
+    pub dest: Dest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("no server found: {0}")]
+    NotFound(String),
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("stream: {0}")]
+    Stream(#[from] StreamIoError),
+    #[error("peer sent {0}")]
+    Protocol(String),
+    #[error("dialback refused")]
+    Refused,
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(e: std::io::Error) -> Self {
+        LinkError::Stream(StreamIoError::Io(e))
+    }
+}
+
+impl LinkError {
+    /// The condition a stanza that could not be delivered is bounced with.
+    pub fn condition(&self) -> Condition {
+        match self {
+            LinkError::NotFound(_) | LinkError::Connect(_) | LinkError::Refused => {
+                Condition::RemoteServerNotFound
+            }
+            _ => Condition::RemoteServerTimeout,
+        }
+    }
+}
+
+/// The queues of the live links.
+#[derive(Default)]
+pub struct Links {
+    map: Mutex<HashMap<LinkKey, mpsc::UnboundedSender<Stanza>>>,
+}
+
+impl Links {
+    /// Queue `st` on the link for `key`, starting the link if there is none.
+    pub fn send(&self, shared: &Arc<Shared>, key: LinkKey, st: Stanza) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let st = match map.get(&key) {
+            Some(tx) => match tx.send(st) {
+                Ok(()) => return,
+                // The link ended between our lookup and its cleanup: start a new one.
+                Err(e) => e.0,
+            },
+            None => st,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // `rx` is alive here, so this send cannot fail.
+        let _ = tx.send(st);
+        map.insert(key.clone(), tx.clone());
+        drop(map);
+        let shared = shared.clone();
+        let span =
+            info_span!("s2s_link", link.from = %key.from, link.to = %key.to, link.dest = ?key.dest);
+        tokio::spawn(run(shared, key, tx, rx).instrument(span));
+    }
+
+    /// Live links (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget `key` if it still maps to `tx` (a newer link may have replaced it).
+    fn remove(&self, key: &LinkKey, tx: &mpsc::UnboundedSender<Stanza>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(key).is_some_and(|t| t.same_channel(tx)) {
+            map.remove(key);
+        }
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    key: LinkKey,
+    tx: mpsc::UnboundedSender<Stanza>,
+    mut rx: mpsc::UnboundedReceiver<Stanza>,
+) {
+    let gauge = shared.metrics.s2s_streams.with_label_values(&["out"]);
+    gauge.inc();
+    let setup = tokio::time::timeout(SETUP, establish(&shared, &key)).await;
+    let mut s = match setup {
+        Ok(Ok(s)) => s,
+        failed => {
+            let e = match failed {
+                Ok(Err(e)) => e,
+                _ => LinkError::Timeout,
+            };
+            warn!(error = %e, "s2s link failed");
+            shared.s2s.links.remove(&key, &tx);
+            drop(tx);
+            rx.close();
+            let cond = e.condition();
+            while let Ok(st) = rx.try_recv() {
+                super::bounce(&shared, &st, cond);
+            }
+            gauge.dec();
+            return;
+        }
+    };
+    info!("s2s link up");
+    let mut batch = Vec::with_capacity(4096);
+    let mut idle_until = Instant::now() + IDLE;
+    let ended: Option<Stanza> = loop {
+        tokio::select! {
+            st = rx.recv() => {
+                let Some(st) = st else { break None };
+                batch.clear();
+                batch.extend_from_slice(&st.bytes);
+                let mut n = 1u64;
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => {
+                            batch.extend_from_slice(&more.bytes);
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = s.conn.write_all(&batch).await {
+                    debug!(error = %e, "s2s link write failed");
+                    break Some(st);
+                }
+                shared.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(n);
+                idle_until = Instant::now() + IDLE;
+            }
+            f = s.next_frame() => {
+                match f {
+                    Ok(Frame::Element { len }) => {
+                        let is_error = Element::parse(&s.buf[..len], &Scope::default())
+                            .map(|e| e.is("error", NS_STREAMS))
+                            .unwrap_or(true);
+                        s.consume(len);
+                        if is_error {
+                            break None;
+                        }
+                    }
+                    Ok(Frame::Whitespace { len }) => s.consume(len),
+                    _ => break None,
+                }
+            }
+            _ = tokio::time::sleep_until(idle_until) => {
+                let _ = s.send(b"</stream:stream>").await;
+                break None;
+            }
+        }
+    };
+    debug!("s2s link down");
+    shared.s2s.links.remove(&key, &tx);
+    drop(tx);
+    // Anything still queued goes out on a fresh link (or bounces if that fails).
+    rx.close();
+    let mut pending: Vec<Stanza> = ended.into_iter().collect();
+    while let Ok(st) = rx.try_recv() {
+        pending.push(st);
+    }
+    for st in pending {
+        shared.s2s.links.send(&shared, key.clone(), st);
+    }
+    gauge.dec();
+}
+
+fn out_label(key: &LinkKey) -> &'static str {
+    match key.dest {
+        Dest::Remote => "out",
+        Dest::Backend { .. } => "in",
+    }
+}
+
+/// Connect, open, STARTTLS when offered, and pass dialback as `key.from`.
+async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, LinkError> {
+    let snap = shared.snapshot.load_full();
+    let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
+    let limits = FrameLimits::from_config(&snap.config.limits);
+    let addrs = match &key.dest {
+        Dest::Backend { addr, .. } => vec![*addr],
+        Dest::Remote => {
+            let route = snap.config.s2s.routes.get(&key.to);
+            shared
+                .s2s
+                .resolver(&snap)
+                .map_err(|e| LinkError::NotFound(e.to_string()))?
+                .lookup(&key.to, route)
+                .await
+                .map_err(|e| LinkError::NotFound(e.to_string()))?
+        }
+    };
+    let mut last = String::from("no address");
+    let mut tcp = None;
+    for a in &addrs {
+        match tokio::time::timeout(CONNECT, TcpStream::connect(a)).await {
+            Ok(Ok(t)) => {
+                tcp = Some(t);
+                break;
+            }
+            Ok(Err(e)) => last = format!("{a}: {e}"),
+            Err(_) => last = format!("{a}: timed out"),
+        }
+    }
+    let tcp = tcp.ok_or(LinkError::Connect(last))?;
+    tune(&tcp);
+    let mut s = XmlStream::new(Conn::Plain(tcp), limits);
+    let (mut header, mut features) = open_stream(&mut s, &key.from, &key.to).await?;
+    let want_tls = match &key.dest {
+        Dest::Remote => true,
+        Dest::Backend { name, .. } => snap
+            .config
+            .backends
+            .iter()
+            .any(|b| &b.name == name && b.tls),
+    };
+    if want_tls
+        && features
+            .as_ref()
+            .is_some_and(|f| f.child("starttls", NS_TLS).is_some())
+    {
+        s.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
+        let (e, len) = super::next_element(&mut s, &header).await?;
+        s.consume(len);
+        if !e.is("proceed", NS_TLS) {
+            return Err(LinkError::Protocol(format!("<{}/> to STARTTLS", e.name)));
+        }
+        let Conn::Plain(tcp) = s.take_conn() else {
+            return Err(LinkError::Protocol("STARTTLS twice".into()));
+        };
+        let name = rustls::pki_types::ServerName::try_from(key.to.clone())
+            .map_err(|_| LinkError::Protocol("domain is not a DNS name".into()))?;
+        let tls = tokio_rustls::TlsConnector::from(shared.s2s_tls.clone())
+            .connect(name, tcp)
+            .await?;
+        s.conn = Conn::Tls(Box::new(tls.into()));
+        s.buf.clear();
+        (header, features) = open_stream(&mut s, &key.from, &key.to).await?;
+    }
+    let _ = features;
+    let id = header
+        .id
+        .clone()
+        .ok_or_else(|| LinkError::Protocol("a stream header without id".into()))?;
+    let k = dialback::key(&secret, &key.to, &key.from, &id);
+    let req = format!(
+        "<db:result from='{}' to='{}'>{k}</db:result>",
+        crate::xml::escape::attr(&key.from),
+        crate::xml::escape::attr(&key.to)
+    );
+    s.send(req.as_bytes()).await?;
+    loop {
+        let (e, len) = super::next_element(&mut s, &header).await?;
+        s.consume(len);
+        if e.is("result", NS_DIALBACK) {
+            return match e.attr("type") {
+                Some("valid") => Ok(s),
+                _ => Err(LinkError::Refused),
+            };
+        }
+        if e.is("error", NS_STREAMS) {
+            let cond = e
+                .elements()
+                .next()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            return Err(LinkError::Protocol(format!("stream error <{cond}/>")));
+        }
+        // Anything else before the verdict (a db:verify piggybacked by the peer is
+        // answered on dealer's listeners, not here) is ignored.
+    }
+}

@@ -1,0 +1,195 @@
+//! The federation face (DESIGN.md §4). dealer is the public domain's only s2s peer:
+//!
+//! - `accept`: streams remote servers open to `listen.s2s` (dialback as receiving and
+//!   authoritative server), and streams the backends open to `listen.s2s_internal`
+//!   (their outbound traffic, and their `<db:verify/>` checks of dealer's links).
+//! - `link`: streams dealer opens — to remote servers as the public domain, and to
+//!   backends as a stanza's origin domain.
+//! - `dispatch`: where a stanza goes: a user of the public domain to its owner's
+//!   backend (the bare domain to `s2s.domain_backend`), anything else to its domain.
+//! - `dialback`: stateless keys from the shared secret; `resolve`: routes and SRV.
+
+pub mod accept;
+pub mod dialback;
+pub mod link;
+pub mod resolve;
+pub mod stanza;
+
+use std::sync::{Arc, Mutex};
+
+use crate::app::Shared;
+use crate::config::Domains;
+use crate::jid::{Jid, domain_key};
+use crate::snapshot::Snapshot;
+use crate::stream::{StreamIoError, XmlStream};
+use crate::xml::element::{Element, Scope};
+use crate::xml::{Frame, NS_SERVER, StreamHeader};
+use link::{Dest, LinkError, LinkKey, Links};
+use resolve::{ResolveError, Resolver};
+use stanza::{Condition, Stanza};
+
+/// s2s state shared by every stream of one dealer instance.
+#[derive(Default)]
+pub struct S2s {
+    pub links: Links,
+    /// Built on first use and again when `s2s.resolver` changes.
+    resolver: Mutex<Option<Resolver>>,
+}
+
+impl S2s {
+    pub fn resolver(&self, snap: &Snapshot) -> Result<Resolver, ResolveError> {
+        let want = snap.config.s2s.resolver;
+        let mut r = self.resolver.lock().unwrap_or_else(|p| p.into_inner());
+        match r.as_ref() {
+            Some(x) if x.server == want => Ok(x.clone()),
+            _ => {
+                let x = Resolver::new(want)?;
+                *r = Some(x.clone());
+                Ok(x)
+            }
+        }
+    }
+}
+
+/// Send our stream header (`jabber:server`, dialback namespace declared) and read the
+/// peer's header and, for an XMPP 1.0 peer, its features.
+pub async fn open_stream(
+    s: &mut XmlStream,
+    from: &str,
+    to: &str,
+) -> Result<(StreamHeader, Option<Element>), LinkError> {
+    s.restart();
+    let h = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='{}' to='{}' version='1.0'>",
+        crate::xml::escape::attr(from),
+        crate::xml::escape::attr(to)
+    );
+    s.send(h.as_bytes()).await?;
+    let header = match s.next_frame().await? {
+        Frame::Header { len, header } => {
+            s.consume(len);
+            header
+        }
+        other => {
+            return Err(LinkError::Protocol(format!(
+                "{other:?} before a stream header"
+            )));
+        }
+    };
+    if !header.is_stream() || header.default_ns.as_deref() != Some(NS_SERVER) {
+        return Err(LinkError::Protocol(
+            "a header that is not a jabber:server stream".into(),
+        ));
+    }
+    let features = if header.version.is_some() {
+        let (e, len) = next_element(s, &header).await?;
+        s.consume(len);
+        Some(e)
+    } else {
+        None
+    };
+    Ok((header, features))
+}
+
+/// The next element, parsed in the stream's scope; the caller consumes `len`.
+pub async fn next_element(
+    s: &mut XmlStream,
+    header: &StreamHeader,
+) -> Result<(Element, usize), LinkError> {
+    loop {
+        match s.next_frame().await? {
+            Frame::Whitespace { len } => s.consume(len),
+            Frame::Element { len } => {
+                let e = Element::parse(&s.buf[..len], &Scope::from_header(header))
+                    .map_err(StreamIoError::Xml)?;
+                return Ok((e, len));
+            }
+            Frame::Close { .. } => return Err(LinkError::Protocol("stream close".into())),
+            Frame::Header { .. } => return Err(LinkError::Protocol("a second header".into())),
+        }
+    }
+}
+
+/// Send a stanza on its way: to the owner's backend when it is for a user of the
+/// public domain, else to its domain's servers. Undeliverable stanzas are bounced.
+pub fn dispatch(shared: &Arc<Shared>, st: Stanza) {
+    let snap = shared.snapshot.load_full();
+    match target(&snap, &st) {
+        Ok(key) => shared.s2s.links.send(shared, key, st),
+        Err(cond) => bounce(shared, &st, cond),
+    }
+}
+
+/// Where `st` goes, as a link key.
+pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
+    let c = &snap.config;
+    let to = Jid::parse(&st.to).ok_or(Condition::ItemNotFound)?;
+    let from = Jid::parse(&st.from).ok_or(Condition::ItemNotFound)?;
+    if to.domain_is(&c.domain) {
+        let id = match to.local {
+            Some(local) => snap.route(local).map_err(|e| match e {
+                crate::routing::RouteError::Name(_) => Condition::ItemNotFound,
+                _ => Condition::ServiceUnavailable,
+            })?,
+            None => {
+                let b = c.s2s.domain_backend.ok_or(Condition::ServiceUnavailable)?;
+                if !snap.is_up(b) {
+                    return Err(Condition::ServiceUnavailable);
+                }
+                crate::routing::Decision {
+                    backend: b,
+                    reason: crate::routing::Reason::Default,
+                }
+            }
+        }
+        .backend;
+        let b = &c.backends[id];
+        let addr = b.s2s.ok_or(Condition::ServiceUnavailable)?;
+        let to_domain = match (c.domains, &b.domain) {
+            (Domains::Masked, Some(d)) => d.clone(),
+            _ => c.domain.clone(),
+        };
+        Ok(LinkKey {
+            from: domain_key(from.domain),
+            to: to_domain,
+            dest: Dest::Backend {
+                name: b.name.clone(),
+                addr,
+            },
+        })
+    } else {
+        // dealer originates to the federation only as the public domain.
+        if !from.domain_is(&c.domain) {
+            return Err(Condition::ServiceUnavailable);
+        }
+        Ok(LinkKey {
+            from: c.domain.clone(),
+            to: domain_key(to.domain),
+            dest: Dest::Remote,
+        })
+    }
+}
+
+/// Return an undeliverable stanza to its sender with `cond` (never for errors).
+pub fn bounce(shared: &Arc<Shared>, st: &Stanza, cond: Condition) {
+    let snap = shared.snapshot.load_full();
+    let inbound = Jid::parse(&st.to).is_some_and(|j| j.domain_is(&snap.config.domain));
+    let dir = if inbound { "in" } else { "out" };
+    if let Some(b) = st.bounce(cond) {
+        shared
+            .metrics
+            .s2s_stanzas
+            .with_label_values(&[dir, "bounced"])
+            .inc();
+        // A bounce that cannot be delivered either is dropped, not bounced again.
+        if let Ok(key) = target(&snap, &b) {
+            shared.s2s.links.send(shared, key, b);
+        }
+    } else {
+        shared
+            .metrics
+            .s2s_stanzas
+            .with_label_values(&[dir, "dropped"])
+            .inc();
+    }
+}
