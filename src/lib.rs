@@ -12,7 +12,8 @@
 //! - [`xml`]: the one incremental framer, stream headers, stream errors.
 //! - [`c2s`]: client sessions: pre-auth, auth peek, redirect, forward.
 //! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
-//! - [`relay`]: splice (plain legs) and copy (TLS legs) after hand-over.
+//! - [`relay`]: splice (plain legs), copy (TLS legs) and rewrite (masked domains).
+//! - [`rewrite`]: JID rewriting for masked domains, by byte range, without a DOM.
 //! - [`health`]: backend health checks.
 //! - [`s2s`]: the federation face: inbound, internal, links out, dialback.
 //! - [`jid`]: JID splitting for routing.
@@ -33,6 +34,7 @@ pub mod net;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
+pub mod rewrite;
 pub mod routing;
 pub mod s2s;
 pub mod shutdown;

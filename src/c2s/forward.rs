@@ -33,6 +33,11 @@ pub enum Outcome {
 pub struct HandOver {
     pub backend: BackendStream,
     pub backend_name: String,
+    /// Set with `domains: masked`: who the user is on each side.
+    pub masking: Option<crate::relay::rewrite::Masking>,
+    /// Whether both sides restart their streams (SASL) or go on (XEP-0078).
+    pub start: crate::relay::rewrite::Start,
+    pub limits: FrameLimits,
 }
 
 /// Open the backend leg and watch authentication through.
@@ -104,6 +109,19 @@ pub async fn authenticate(
         close_backend(&mut bs).await;
         return Ok(Outcome::Retry);
     }
+    let masking = match (cfg.domains, &b.domain) {
+        (Domains::Masked, Some(internal)) => Some(crate::relay::rewrite::Masking {
+            public: cfg.domain.clone(),
+            internal: internal.clone(),
+            own_local: login
+                .username
+                .as_deref()
+                .and_then(|u| snap.router.normalise(u).ok())
+                .map(|u| u.into_owned())
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    };
     if let Err(e) = bs.stream.send(&login.first).await {
         result_metric("unreachable");
         return Err(backend_failed(e.into()));
@@ -134,7 +152,16 @@ pub async fn authenticate(
                     Verdict::Success => {
                         result_metric("success");
                         debug!("authenticated; handing over");
-                        return Ok(Outcome::HandOver(Box::new(HandOver { backend: bs, backend_name: b.name.clone() })));
+                        return Ok(Outcome::HandOver(Box::new(HandOver {
+                            backend: bs,
+                            backend_name: b.name.clone(),
+                            masking: masking.clone(),
+                            start: match login.kind {
+                                LoginKind::IqAuth { .. } => crate::relay::rewrite::Start::InStream,
+                                _ => crate::relay::rewrite::Start::NewStreams,
+                            },
+                            limits,
+                        })));
                     }
                     Verdict::Failure => {
                         result_metric("failure");
@@ -226,16 +253,34 @@ pub async fn relay(client: Client, h: Box<HandOver>, shared: &Shared) {
     let HandOver {
         backend,
         backend_name,
+        masking,
+        start,
+        limits,
     } = *h;
     let started = Instant::now();
-    let r = crate::relay::run(
-        client.stream.conn,
-        client.stream.buf,
-        backend.stream.conn,
-        backend.stream.buf,
-        &shared.metrics,
-    )
-    .await;
+    let r = match masking {
+        None => {
+            crate::relay::run(
+                client.stream.conn,
+                client.stream.buf,
+                backend.stream.conn,
+                backend.stream.buf,
+                &shared.metrics,
+            )
+            .await
+        }
+        Some(m) => {
+            crate::relay::rewrite::relay(
+                (client.stream.conn, client.stream.buf),
+                (backend.stream.conn, backend.stream.buf),
+                m,
+                start,
+                limits,
+                crate::relay::Counters::new(&shared.metrics, "rewrite"),
+            )
+            .await
+        }
+    };
     match r {
         Ok(t) => info!(
             backend.name = %backend_name,

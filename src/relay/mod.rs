@@ -1,10 +1,12 @@
-//! After hand-over, bytes flow between client and backend without being parsed
-//! (`domains: shared`): `splice` when both legs are plain TCP (zero copy through
-//! pooled pipes), `copy` when a leg is TLS (pooled buffers, held only while data is in
-//! flight). Both handle half-close, count bytes per direction as they go, and end the
-//! session when either leg fails.
+//! After hand-over, bytes flow between client and backend. With `domains: shared`
+//! nothing is parsed: `splice` when both legs are plain TCP (zero copy through pooled
+//! pipes), `copy` when a leg is TLS (pooled buffers, held only while data is in
+//! flight). With `domains: masked`, `rewrite` runs both directions through the framer
+//! and rewrites JIDs. All handle half-close, count bytes per direction as they go, and
+//! end the session when either leg fails.
 
 pub mod copy;
+pub mod rewrite;
 pub mod splice;
 
 use bytes::BytesMut;

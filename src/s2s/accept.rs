@@ -424,6 +424,21 @@ fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError
         };
         return Err(reject(cond, "to a domain this stream is not for"));
     }
+    let snap = shared.snapshot.load_full();
+    let st = if p.internal && snap.config.domains == crate::config::Domains::Masked {
+        // The backend whose internal domain authenticated this stream speaks for it.
+        if !snap
+            .config
+            .backends
+            .iter()
+            .any(|b| b.domain.as_deref() == Some(fd.as_str()))
+        {
+            return Err(reject(StreamError::InvalidFrom, "not a backend's domain"));
+        }
+        super::mask(&snap, &fd, st)?
+    } else {
+        st
+    };
     dispatch(shared, st);
     Ok(())
 }

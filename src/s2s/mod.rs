@@ -115,9 +115,50 @@ pub async fn next_element(
 pub fn dispatch(shared: &Arc<Shared>, st: Stanza) {
     let snap = shared.snapshot.load_full();
     match target(&snap, &st) {
-        Ok(key) => shared.s2s.links.send(shared, key, st),
+        Ok(key) => deliver(shared, &snap, key, st),
         Err(cond) => bounce(shared, &st, cond),
     }
+}
+
+/// Queue `st` on its link. With masked domains, a stanza for a backend has its `to`
+/// rewritten to the backend's internal domain; only the bytes change, so the
+/// stanza's fields (used for bounces) keep the public addresses.
+fn deliver(shared: &Arc<Shared>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
+    if snap.config.domains == Domains::Masked && matches!(key.dest, Dest::Backend { .. }) {
+        let mut out = Vec::with_capacity(st.bytes.len() + 16);
+        let rule = crate::rewrite::Rule::To {
+            public: &snap.config.domain,
+            internal: &key.to,
+        };
+        match crate::rewrite::rewrite(&st.bytes, rule, &mut out) {
+            Ok(true) => st.bytes = out.into(),
+            Ok(false) => {}
+            Err(_) => return bounce(shared, &st, Condition::ServiceUnavailable),
+        }
+    }
+    shared.s2s.links.send(shared, key, st);
+}
+
+/// A stanza a backend sent out, with masked domains: every JID at the backend's
+/// internal domain becomes the public domain, in the bytes and in the fields.
+pub fn mask(
+    snap: &Snapshot,
+    internal: &str,
+    mut st: Stanza,
+) -> Result<Stanza, crate::xml::XmlError> {
+    let rule = crate::rewrite::Rule::Mask {
+        internal,
+        public: &snap.config.domain,
+    };
+    let mut out = Vec::with_capacity(st.bytes.len());
+    if crate::rewrite::rewrite(&st.bytes, rule, &mut out)? {
+        let scope = Scope {
+            default_ns: Some(NS_SERVER.into()),
+            prefixes: Vec::new(),
+        };
+        st = Stanza::parse(&out, &scope)?.unwrap_or(st);
+    }
+    Ok(st)
 }
 
 /// Where `st` goes, as a link key.
@@ -183,7 +224,7 @@ pub fn bounce(shared: &Arc<Shared>, st: &Stanza, cond: Condition) {
             .inc();
         // A bounce that cannot be delivered either is dropped, not bounced again.
         if let Ok(key) = target(&snap, &b) {
-            shared.s2s.links.send(shared, key, b);
+            deliver(shared, &snap, key, b);
         }
     } else {
         shared

@@ -19,7 +19,8 @@ A JOB is one of
   session  {"op": "session", "accounts": [ACCOUNT, ...], "actions": [ACTION, ...]}
            ACCOUNT = the login fields plus "presence": true (send initial presence after
            login), "connect": true (false: log in later with a "login" action)
-           -> {"ok", "accounts": [LOGIN, ...], "actions": [{"ok", "action", ...}, ...]}
+           -> {"ok", "accounts": [LOGIN, ...], "actions": [{"ok", "action", ...}, ...],
+               "raw": [every byte each account received, after TLS, as text]}
 
 ACTIONs (accounts are referred to by their index in "accounts"):
 
@@ -125,7 +126,9 @@ def parse_host_port(text):
 class Client(ClientXMPP):
     """One account's connection, recording everything the tests ask about."""
 
-    def __init__(self, acct):
+    def __init__(self, acct, raw_sink=None):
+        # Every byte received (after TLS), for tests that inspect what reached the client.
+        self.raw_sink = raw_sink if raw_sink is not None else bytearray()
         for key in ("jid", "password", "host", "port"):
             if key not in acct:
                 raise JobError(f"account is missing {key!r}")
@@ -250,6 +253,10 @@ class Client(ClientXMPP):
             self._run_out_filters.cancel()
 
     # ---- slixmpp overrides -------------------------------------------------------
+
+    def data_received(self, data):
+        self.raw_sink.extend(data)
+        super().data_received(data)
 
     async def get_dns_records(self, domain, port=None):
         # Never ask DNS: the address from the job (or a followed redirect) is the only
@@ -435,7 +442,8 @@ class Session:
         accounts = job.get("accounts")
         if not isinstance(accounts, list) or not accounts:
             raise JobError("session needs a non-empty accounts list")
-        self.clients = [Client(a) for a in accounts]
+        self.raw = [bytearray() for _ in accounts]
+        self.clients = [Client(a, self.raw[i]) for i, a in enumerate(accounts)]
         self.logins = [None] * len(self.clients)
 
     def client(self, index, need_connected=True):
@@ -452,7 +460,7 @@ class Session:
             await old.close()
         # A fresh client per login: a slixmpp 1.8.3 ClientXMPP reused after a disconnect
         # authenticates but never finishes binding. The new one starts with empty inboxes.
-        c = Client(old.acct) if self.logins[index] is not None else old
+        c = Client(old.acct, self.raw[index]) if self.logins[index] is not None else old
         self.clients[index] = c
         result = await c.login(bounded(c.acct.get("timeout"), 10.0))
         if result["ok"] and c.acct.get("presence", True):
@@ -596,7 +604,8 @@ class Session:
         # An account the job never connected is reported but does not fail the session.
         ok = all(r["ok"] for r in self.logins if r is not None) and all(r["ok"] for r in results)
         logins = [r or {"ok": False, "error": "never connected"} for r in self.logins]
-        return {"ok": ok, "accounts": logins, "actions": results}
+        raw = [r.decode("utf-8", "replace") for r in self.raw]
+        return {"ok": ok, "accounts": logins, "actions": results, "raw": raw}
 
 
 async def op_session(job):

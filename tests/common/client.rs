@@ -357,6 +357,11 @@ impl SessionResult {
         }
     }
 
+    /// Every byte account `i` received, after TLS, over all its logins.
+    pub fn received(&self, i: usize) -> String {
+        self.raw["raw"][i].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Panic with the whole answer unless every login and every action succeeded.
     pub fn assert_ok(&self) {
         assert!(

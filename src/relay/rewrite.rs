@@ -1,0 +1,193 @@
+//! The stanza-aware relay of `domains: masked`: both directions run through the one
+//! framer, and each frame is rewritten by `crate::rewrite` before it is passed on —
+//! client → backend unmasks the user's own JID and the bare public domain, backend →
+//! client masks every JID at the backend's internal domain. Because dealer still
+//! parses here, it can end a session between stanzas with a stream error. Writes to
+//! the client go through one lock, so the two directions never interleave inside a
+//! stanza.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use super::{Counters, Totals};
+use crate::net::Conn;
+use crate::rewrite::{Rule, rewrite};
+use crate::xml::{Frame, FrameLimits, Framer, StreamError};
+
+/// Who is masked as whom in one session.
+#[derive(Debug, Clone)]
+pub struct Masking {
+    pub public: String,
+    pub internal: String,
+    /// The user's normalised localpart.
+    pub own_local: String,
+}
+
+/// Where each stream stands at hand-over.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// After SASL success: both sides open a new stream first.
+    NewStreams,
+    /// After XEP-0078: the streams go on, inside headers with these names.
+    InStream,
+}
+
+const READ: usize = 4096;
+
+pub async fn relay(
+    (client, client_pending): (Conn, BytesMut),
+    (backend, backend_pending): (Conn, BytesMut),
+    m: Masking,
+    start: Start,
+    limits: FrameLimits,
+    counters: Counters,
+) -> io::Result<Totals> {
+    let (client_r, client_w) = tokio::io::split(client);
+    let (backend_r, backend_w) = tokio::io::split(backend);
+    let client_w = Arc::new(Mutex::new(client_w));
+    let framer = || match start {
+        Start::NewStreams => Framer::new(limits),
+        Start::InStream => Framer::in_stream(limits, "stream:stream"),
+    };
+    let up_rule = Rule::Unmask {
+        public: &m.public,
+        internal: &m.internal,
+        own_local: &m.own_local,
+    };
+    let down_rule = Rule::Mask {
+        internal: &m.internal,
+        public: &m.public,
+    };
+    let up = direction(
+        client_r,
+        client_pending,
+        framer(),
+        up_rule,
+        Out::Backend(backend_w),
+        &client_w,
+        &counters.client_to_backend,
+        Side::Client,
+    );
+    let down = direction(
+        backend_r,
+        backend_pending,
+        framer(),
+        down_rule,
+        Out::Client(client_w.clone()),
+        &client_w,
+        &counters.backend_to_client,
+        Side::Backend,
+    );
+    let (a, b) = tokio::join!(up, down);
+    Ok(Totals {
+        client_to_backend: a?,
+        backend_to_client: b?,
+    })
+}
+
+enum Out {
+    Backend(WriteHalf<Conn>),
+    Client(Arc<Mutex<WriteHalf<Conn>>>),
+}
+
+impl Out {
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Out::Backend(w) => {
+                w.write_all(bytes).await?;
+                w.flush().await
+            }
+            Out::Client(w) => {
+                let mut w = w.lock().await;
+                w.write_all(bytes).await?;
+                w.flush().await
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Out::Backend(w) => w.shutdown().await,
+            Out::Client(w) => w.lock().await.shutdown().await,
+        };
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Backend,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn direction<R: AsyncRead + Unpin>(
+    mut src: R,
+    mut buf: BytesMut,
+    mut framer: Framer,
+    rule: Rule<'_>,
+    mut out: Out,
+    client_w: &Mutex<WriteHalf<Conn>>,
+    counter: &prometheus::IntCounter,
+    side: Side,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut rewritten = Vec::with_capacity(1024);
+    loop {
+        loop {
+            let frame = match framer.parse(&buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, side = if side == Side::Client { "client" } else { "backend" }, "masked relay: bad stream");
+                    // dealer parses here, so it can tell the client why, between stanzas.
+                    let cond = if side == Side::Client {
+                        e.condition()
+                    } else {
+                        StreamError::InternalServerError
+                    };
+                    let mut w = client_w.lock().await;
+                    let _ = w.write_all(cond.to_xml(None, None).as_bytes()).await;
+                    let _ = w.shutdown().await;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                }
+            };
+            let len = frame.len();
+            match frame {
+                Frame::Header { .. } | Frame::Element { .. } => {
+                    rewrite(&buf[..len], rule, &mut rewritten)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                    out.write(&rewritten).await?;
+                    total += rewritten.len() as u64;
+                    counter.inc_by(rewritten.len() as u64);
+                }
+                Frame::Whitespace { .. } | Frame::Close { .. } => {
+                    out.write(&buf[..len]).await?;
+                    total += len as u64;
+                    counter.inc_by(len as u64);
+                }
+            }
+            let closed = matches!(frame, Frame::Close { .. });
+            bytes::Buf::advance(&mut buf, len);
+            if closed {
+                out.shutdown().await;
+                return Ok(total);
+            }
+        }
+        if buf.capacity() - buf.len() < READ / 4 {
+            buf.reserve(READ);
+        }
+        if src.read_buf(&mut buf).await? == 0 {
+            out.shutdown().await;
+            return Ok(total);
+        }
+        // Let an idle session's buffer go once it is drained.
+        if buf.is_empty() && buf.capacity() > 64 * 1024 {
+            buf = BytesMut::new();
+        }
+    }
+}
