@@ -38,6 +38,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Cancelled when sessions must end now (grace period over, or SIGINT).
     pub sessions_stop: CancellationToken,
+    /// Relayed sessions, for shutdown and re-dealing.
+    pub sessions: crate::sessions::Sessions,
     /// Reloads run one at a time, so generations are handed out in order.
     pub(crate) reload_lock: Mutex<()>,
     phase: tokio::sync::watch::Sender<Phase>,
@@ -68,6 +70,7 @@ impl Shared {
             conn_limits: ConnLimits::new(max),
             tracker: TaskTracker::new(),
             sessions_stop: CancellationToken::new(),
+            sessions: crate::sessions::Sessions::default(),
             reload_lock: Mutex::new(()),
             phase: tokio::sync::watch::Sender::new(Phase::Running),
         });

@@ -15,6 +15,7 @@
 //! - [`relay`]: splice (plain legs), copy (TLS legs) and rewrite (masked domains).
 //! - [`rewrite`]: JID rewriting for masked domains, by byte range, without a DOM.
 //! - [`health`]: backend health checks.
+//! - [`sessions`]: live relayed sessions, for shutdown and re-dealing.
 //! - [`s2s`]: the federation face: inbound, internal, links out, dialback.
 //! - [`jid`]: JID splitting for routing.
 //! - [`metrics`]: metric names, the registry, the HTTP endpoint.
@@ -37,6 +38,7 @@ pub mod reload;
 pub mod rewrite;
 pub mod routing;
 pub mod s2s;
+pub mod sessions;
 pub mod shutdown;
 pub mod snapshot;
 pub mod stream;

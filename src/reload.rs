@@ -57,6 +57,12 @@ pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
                 .with_label_values(&["ok"])
                 .inc();
             info!(config.generation = generation, "configuration reloaded");
+            let live = shared.snapshot.load_full();
+            if live.config.routing.redeal_on_reload {
+                let n = shared.sessions.redeal(&live);
+                shared.metrics.redeal_closed.inc_by(n as u64);
+                info!(sessions = n, "re-deal: closed sessions whose user moved");
+            }
             Ok(generation)
         }
         Err(e) => {

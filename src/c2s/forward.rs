@@ -37,6 +37,8 @@ pub struct HandOver {
     pub masking: Option<crate::relay::rewrite::Masking>,
     /// Whether both sides restart their streams (SASL) or go on (XEP-0078).
     pub start: crate::relay::rewrite::Start,
+    /// The user's normalised name ("" for ANONYMOUS), for re-dealing.
+    pub user: String,
     pub limits: FrameLimits,
 }
 
@@ -109,16 +111,17 @@ pub async fn authenticate(
         close_backend(&mut bs).await;
         return Ok(Outcome::Retry);
     }
+    let user = login
+        .username
+        .as_deref()
+        .and_then(|u| snap.router.normalise(u).ok())
+        .map(|u| u.into_owned())
+        .unwrap_or_default();
     let masking = match (cfg.domains, &b.domain) {
         (Domains::Masked, Some(internal)) => Some(crate::relay::rewrite::Masking {
             public: cfg.domain.clone(),
             internal: internal.clone(),
-            own_local: login
-                .username
-                .as_deref()
-                .and_then(|u| snap.router.normalise(u).ok())
-                .map(|u| u.into_owned())
-                .unwrap_or_default(),
+            own_local: user.clone(),
         }),
         _ => None,
     };
@@ -161,6 +164,7 @@ pub async fn authenticate(
                                 _ => crate::relay::rewrite::Start::NewStreams,
                             },
                             limits,
+                            user: user.clone(),
                         })));
                     }
                     Verdict::Failure => {
@@ -256,31 +260,44 @@ pub async fn relay(client: Client, h: Box<HandOver>, shared: &Shared) {
         masking,
         start,
         limits,
+        user,
     } = *h;
     let started = Instant::now();
-    let r = match masking {
-        None => {
-            crate::relay::run(
-                client.stream.conn,
-                client.stream.buf,
-                backend.stream.conn,
-                backend.stream.buf,
-                &shared.metrics,
-            )
-            .await
-        }
-        Some(m) => {
-            crate::relay::rewrite::relay(
-                (client.stream.conn, client.stream.buf),
-                (backend.stream.conn, backend.stream.buf),
-                m,
-                start,
-                limits,
-                crate::relay::Counters::new(&shared.metrics, "rewrite"),
-            )
-            .await
+    let live = shared
+        .sessions
+        .register(&user, &backend_name, &shared.sessions_stop);
+    let stop = live.token.clone();
+    let relayed = async {
+        match masking {
+            None => {
+                tokio::select! {
+                    r = crate::relay::run(
+                        client.stream.conn,
+                        client.stream.buf,
+                        backend.stream.conn,
+                        backend.stream.buf,
+                        &shared.metrics,
+                    ) => r,
+                    // Unparsed bytes: the only way to end it is to close the sockets.
+                    _ = stop.cancelled() => Err(std::io::Error::other("closed by dealer")),
+                }
+            }
+            Some(m) => {
+                crate::relay::rewrite::relay(
+                    (client.stream.conn, client.stream.buf),
+                    (backend.stream.conn, backend.stream.buf),
+                    m,
+                    start,
+                    limits,
+                    crate::relay::Counters::new(&shared.metrics, "rewrite"),
+                    stop.clone(),
+                )
+                .await
+            }
         }
     };
+    let r = relayed.await;
+    drop(live);
     match r {
         Ok(t) => info!(
             backend.name = %backend_name,

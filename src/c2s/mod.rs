@@ -246,14 +246,27 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
             }
         }
     };
-    let result = tokio::time::timeout_at(deadline, handshake).await;
+    let result = tokio::select! {
+        r = tokio::time::timeout_at(deadline, handshake) => Some(r),
+        // dealer still parses this stream: it can say why it ends.
+        _ = shared.sessions_stop.cancelled() => None,
+    };
     match result {
-        Ok(Ok((handover, _slot))) => {
+        None => {
+            client
+                .stream_error(
+                    &shared,
+                    StreamError::SystemShutdown,
+                    Some("dealer is shutting down"),
+                )
+                .await;
+        }
+        Some(Ok(Ok((handover, _slot)))) => {
             gauge.set("relaying");
             forward::relay(client, handover, &shared).await;
         }
-        Ok(Err(e)) => report(&mut client, &shared, e).await,
-        Err(_) => {
+        Some(Ok(Err(e))) => report(&mut client, &shared, e).await,
+        Some(Err(_)) => {
             shared.metrics.limit("handshake_timeout");
             debug!("handshake deadline passed");
             client
@@ -342,7 +355,13 @@ async fn route(
         client.span_recorded = true;
         tracing::Span::current().record("backend.name", name.as_str());
         if let Some(u) = &login.username {
-            tracing::Span::current().record("user", u.as_str());
+            // The normalised name: the one routing used, and the one logs should group by.
+            let n = snap
+                .router
+                .normalise(u)
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| u.clone());
+            tracing::Span::current().record("user", n.as_str());
         }
     } else {
         info!(user = login.username.as_deref().unwrap_or(""), backend.name = %name, "another login on this stream");

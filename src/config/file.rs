@@ -119,6 +119,7 @@ pub struct RawRouting {
     #[serde(default)]
     pub ranges: Vec<RawRange>,
     pub default: Option<String>,
+    pub redeal_on_reload: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

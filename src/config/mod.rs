@@ -173,6 +173,9 @@ pub struct Routing {
     /// Bounds already normalised; sorted by `from`, validated not to overlap.
     pub ranges: Vec<RangeRow>,
     pub default: Option<BackendId>,
+    /// On a reload that moves users, close their relayed sessions so their clients
+    /// reconnect to the new owner (hash strategy, shared domains only).
+    pub redeal_on_reload: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -330,11 +330,19 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
+    let redeal_on_reload = raw.routing.redeal_on_reload.unwrap_or(false);
+    if redeal_on_reload && (strategy != Strategy::Hash || domains != Domains::Shared) {
+        v.err(
+            "routing.redeal_on_reload",
+            "only with `strategy: hash` and `domains: shared`, where a user's data can follow it",
+        );
+    }
     let routing = Routing {
         strategy,
         normalise: normalise_as,
         ranges: rows.into_iter().map(|(_, r)| r).collect(),
         default,
+        redeal_on_reload,
     };
 
     // Health and shutdown.

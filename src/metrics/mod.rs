@@ -90,6 +90,8 @@ pub struct Metrics {
     /// s2s stanzas: `direction` (in: to backends, out: to the federation), `result`
     /// (routed | bounced | dropped | rejected).
     pub s2s_stanzas: IntCounterVec,
+    /// Sessions closed by a re-deal because their user moved to another backend.
+    pub redeal_closed: prometheus::IntCounter,
 }
 
 pub const S2S_DIRECTIONS: [&str; 3] = ["in", "out", "internal"];
@@ -239,6 +241,16 @@ impl Metrics {
                 "s2s stanzas by direction (in: to backends, out: to the federation) and result.",
                 &["direction", "result"],
             ),
+            redeal_closed: {
+                let c = prometheus::IntCounter::new(
+                    names::REDEAL_CLOSED,
+                    "Relayed sessions closed by a reload's re-deal because their user now belongs to another backend.",
+                )
+                .expect("static metric definition");
+                r.register(Box::new(c.clone()))
+                    .expect("metric names are unique");
+                c
+            },
             registry: r,
         };
         for d in S2S_DIRECTIONS {

@@ -46,6 +46,7 @@ pub async fn relay(
     start: Start,
     limits: FrameLimits,
     counters: Counters,
+    stop: tokio_util::sync::CancellationToken,
 ) -> io::Result<Totals> {
     let (client_r, client_w) = tokio::io::split(client);
     let (backend_r, backend_w) = tokio::io::split(backend);
@@ -83,11 +84,20 @@ pub async fn relay(
         &counters.backend_to_client,
         Side::Backend,
     );
-    let (a, b) = tokio::join!(up, down);
-    Ok(Totals {
-        client_to_backend: a?,
-        backend_to_client: b?,
-    })
+    tokio::select! {
+        (a, b) = async { tokio::join!(up, down) } => Ok(Totals {
+            client_to_backend: a?,
+            backend_to_client: b?,
+        }),
+        _ = stop.cancelled() => {
+            // Between stanzas (writes to the client hold the lock), so the client
+            // learns why.
+            let mut w = client_w.lock().await;
+            let _ = w.write_all(StreamError::SystemShutdown.to_xml(None, None).as_bytes()).await;
+            let _ = w.shutdown().await;
+            Err(io::Error::other("closed by dealer"))
+        }
+    }
 }
 
 enum Out {

@@ -125,7 +125,13 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         };
         drop(snap);
         match shared.conn_limits.admit(a.peer.ip(), max) {
-            Some(_slot) => run(&mut p, &shared, deadline).await,
+            Some(_slot) => {
+                let stop = shared.sessions_stop.clone();
+                tokio::select! {
+                    r = run(&mut p, &shared, deadline) => r,
+                    _ = stop.cancelled() => Err(err(StreamError::SystemShutdown, "dealer is shutting down")),
+                }
+            }
             None => {
                 shared.metrics.limit("connections_per_source");
                 Err(err(

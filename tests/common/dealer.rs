@@ -49,9 +49,18 @@ impl Dealer {
         Dealer::start_with(body, "")
     }
 
+    /// Like `start`, logging at `level` (DEALER_LOG).
+    pub fn start_logging(body: &str, level: &str) -> Dealer {
+        Dealer::start_inner(body, "", level)
+    }
+
     /// Like `start`, with more `listen:` entries (indented lines such as
     /// `  s2s: ["127.0.0.1:5269"]\n`).
     pub fn start_with(body: &str, extra_listen: &str) -> Dealer {
+        Dealer::start_inner(body, extra_listen, "debug")
+    }
+
+    fn start_inner(body: &str, extra_listen: &str, level: &str) -> Dealer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (c2s, c2s_plain, c2s_tls, http) = (
             addr(free_port()),
@@ -68,7 +77,12 @@ impl Dealer {
             extra: extra_listen.to_owned(),
         };
         write_config(&config, &ports, body);
-        let process = DealerProcess::start(&config, Some(http), dir.path().join("dealer.log"));
+        let process = DealerProcess::start_at_level(
+            &config,
+            Some(http),
+            dir.path().join("dealer.log"),
+            level,
+        );
         Dealer {
             process,
             c2s,

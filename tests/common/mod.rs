@@ -99,11 +99,21 @@ pub struct DealerProcess {
 impl DealerProcess {
     /// Start `dealer --config path`; waits until `/healthz` answers when `http` is given.
     pub fn start(config: &Path, http: Option<SocketAddr>, log: PathBuf) -> DealerProcess {
+        DealerProcess::start_at_level(config, http, log, "debug")
+    }
+
+    /// `start` with `DEALER_LOG` set to `level`.
+    pub fn start_at_level(
+        config: &Path,
+        http: Option<SocketAddr>,
+        log: PathBuf,
+        level: &str,
+    ) -> DealerProcess {
         let logfile = std::fs::File::create(&log).expect("creating the dealer log file");
         let child = Command::new(dealer_bin())
             .arg("--config")
             .arg(config)
-            .env("DEALER_LOG", "debug")
+            .env("DEALER_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logfile)

@@ -1,0 +1,97 @@
+//! The relayed sessions alive now, each with the user it belongs to, the backend it
+//! runs on, and a token that ends it. Shutdown ends them all after the grace period;
+//! a reload with `routing.redeal_on_reload` ends those whose user the new routing
+//! table gives to another backend, so their clients reconnect through dealer and
+//! land on the new owner.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::snapshot::Snapshot;
+
+struct Live {
+    user: String,
+    backend: String,
+    token: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Live>>,
+}
+
+/// A session's place in the registry; leaves it when dropped.
+pub struct Registered<'a> {
+    sessions: &'a Sessions,
+    id: u64,
+    pub token: CancellationToken,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.sessions
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Sessions {
+    /// Register a relayed session of `user` (normalised) on `backend`; its token is a
+    /// child of `parent`, so shutting down ends it too.
+    pub fn register(
+        &self,
+        user: &str,
+        backend: &str,
+        parent: &CancellationToken,
+    ) -> Registered<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = parent.child_token();
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id,
+            Live {
+                user: user.to_owned(),
+                backend: backend.to_owned(),
+                token: token.clone(),
+            },
+        );
+        Registered {
+            sessions: self,
+            id,
+            token,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// End the sessions whose user `snap` routes to another backend; returns how many.
+    pub fn redeal(&self, snap: &Snapshot) -> usize {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for live in map.values() {
+            if live.user.is_empty() {
+                continue;
+            }
+            let owner = snap
+                .router
+                .route_normalised(&live.user, |id| snap.is_up(id))
+                .map(|d| snap.router.backend_name(d.backend).to_owned());
+            if owner.as_deref().is_ok_and(|o| o != live.backend) {
+                live.token.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+}
