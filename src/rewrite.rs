@@ -39,46 +39,51 @@ pub enum Rule<'a> {
     },
 }
 
-impl Rule<'_> {
-    /// A fast "cannot need rewriting" check: the domain to replace does not occur.
-    fn may_apply(&self, bytes: &[u8]) -> bool {
-        match self {
-            // Backends write their own domain in lower case.
-            Rule::Mask { internal, .. } => {
-                memchr::memmem::find(bytes, internal.as_bytes()).is_some()
-            }
-            // Clients may write the public domain in any case.
-            Rule::Unmask { public, .. } | Rule::To { public, .. } => {
-                memchr::memmem::find(bytes, public.as_bytes()).is_some()
-                    || contains_ignore_case(bytes, public.as_bytes())
-            }
-        }
-    }
-
+impl<'a> Rule<'a> {
     /// The replacement for a raw JID-valued string, if it needs one: the new text for
     /// the domain part, and that part's byte range in `raw`.
-    fn map(&self, raw: &str) -> Option<(std::ops::Range<usize>, String)> {
-        let (bare_end, _) = raw
-            .split_once('/')
-            .map_or((raw.len(), ""), |(b, r)| (b.len(), r));
+    fn map(&self, raw: &str) -> Option<(std::ops::Range<usize>, Replacement<'a>)> {
+        let bare_end = memchr::memchr(b'/', raw.as_bytes()).unwrap_or(raw.len());
         let bare = &raw[..bare_end];
-        if bare.is_empty() || bare.len() > 3071 || !looks_like_jid(bare) {
+        // Most values (ids, types, bodies) do not end in the domain: reject them
+        // before any closer look.
+        let needle = match *self {
+            Rule::Mask { internal, .. } => internal,
+            Rule::Unmask { public, .. } | Rule::To { public, .. } => public,
+        };
+        if bare.len() < needle.len()
+            || !bare.as_bytes()[bare.len() - needle.len()..].eq_ignore_ascii_case(needle.as_bytes())
+        {
             return None;
         }
-        let (local, domain, dstart) = match bare.split_once('@') {
-            Some((l, d)) => (Some(l), d, l.len() + 1),
+        if bare.len() > 3071 || !looks_like_jid(bare) {
+            return None;
+        }
+        let (local, domain, dstart) = match memchr::memchr(b'@', bare.as_bytes()) {
+            Some(i) => (Some(&bare[..i]), &bare[i + 1..], i + 1),
             None => (None, bare, 0),
         };
         let range = dstart..dstart + domain.len();
         match *self {
             Rule::Mask { internal, public } => {
-                if same_domain(domain, internal) {
-                    return Some((range, public.to_owned()));
-                }
-                // A subdomain: `conference.node1.internal` → `conference.example.com`.
-                let d = domain.to_ascii_lowercase();
-                let sub = d.strip_suffix(internal)?.strip_suffix('.')?;
-                (!sub.is_empty()).then(|| (range, format!("{sub}.{public}")))
+                let keep = if same_domain(domain, internal) {
+                    0
+                } else {
+                    // A subdomain: `conference.node1.internal` → `conference.example.com`.
+                    let cut = domain.len().checked_sub(internal.len())?;
+                    let (sub, rest) = domain.split_at(cut);
+                    if cut < 2 || !sub.ends_with('.') || !rest.eq_ignore_ascii_case(internal) {
+                        return None;
+                    }
+                    cut
+                };
+                Some((
+                    range,
+                    Replacement {
+                        keep,
+                        domain: public,
+                    },
+                ))
             }
             Rule::Unmask {
                 public,
@@ -88,15 +93,23 @@ impl Rule<'_> {
                 if !same_domain(domain, public) {
                     return None;
                 }
+                let swap = Replacement {
+                    keep: 0,
+                    domain: internal,
+                };
                 match local {
-                    None => Some((range, internal.to_owned())),
-                    Some(l) if same_user(l, own_local) => Some((range, internal.to_owned())),
+                    None => Some((range, swap)),
+                    Some(l) if same_user(l, own_local) => Some((range, swap)),
                     Some(_) => None,
                 }
             }
-            Rule::To { public, internal } => {
-                same_domain(domain, public).then(|| (range, internal.to_owned()))
-            }
+            Rule::To { public, internal } => same_domain(domain, public).then_some((
+                range,
+                Replacement {
+                    keep: 0,
+                    domain: internal,
+                },
+            )),
         }
     }
 }
@@ -134,60 +147,157 @@ fn looks_like_jid(bare: &str) -> bool {
 /// Returns whether anything changed; when nothing did, `out` holds a plain copy.
 pub fn rewrite(input: &[u8], rule: Rule<'_>, out: &mut Vec<u8>) -> Result<bool, XmlError> {
     out.clear();
-    if !rule.may_apply(input) {
-        out.extend_from_slice(input);
-        return Ok(false);
-    }
-    let mut edits: Vec<(usize, usize, String)> = Vec::new();
-    let base = input.as_ptr() as usize;
-    let offset = |s: &str| s.as_ptr() as usize - base;
-    let mut reader = Reader::from_reader(input);
-    reader.config_mut().trim_text(false);
-    let only_top_to = matches!(rule, Rule::To { .. });
-    let bad = |e: quick_xml::Error| XmlError::NotWellFormed(e.to_string());
-    loop {
-        match reader.read_event().map_err(bad)? {
-            Event::Start(e) | Event::Empty(e) => {
-                attributes(&e, rule, only_top_to, &offset, &mut edits)?;
-                if only_top_to {
-                    break;
-                }
-            }
-            Event::Text(t) if !only_top_to => {
-                let s: &str = &t;
-                let trimmed = s.trim();
-                if !trimmed.is_empty()
-                    && let Some((r, new)) = rule.map(trimmed)
-                {
-                    let at = offset(trimmed);
-                    edits.push((at + r.start, at + r.end, new));
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if edits.is_empty() {
-        out.extend_from_slice(input);
-        return Ok(false);
-    }
-    edits.sort_by_key(|e| e.0);
-    let mut at = 0;
-    for (start, end, new) in &edits {
-        out.extend_from_slice(&input[at..*start]);
-        out.extend_from_slice(new.as_bytes());
-        at = *end;
-    }
-    out.extend_from_slice(&input[at..]);
-    Ok(true)
+    Rewriter::new(rule).append(input, out)
 }
 
-fn attributes(
+/// A rule prepared for many elements: the substring search is built once and the
+/// edit list is reused, so rewriting a stream allocates nothing per stanza.
+pub struct Rewriter<'a> {
+    rule: Rule<'a>,
+    finder: memchr::memmem::Finder<'a>,
+    edits: Vec<(usize, usize, Replacement<'a>)>,
+}
+
+/// What replaces a domain part: the new domain, after an optional kept prefix.
+#[derive(Debug, Clone, Copy)]
+struct Replacement<'a> {
+    /// `conference.` of `conference.node1.internal`, borrowed from the input.
+    keep: usize,
+    domain: &'a str,
+}
+
+impl<'a> Rewriter<'a> {
+    pub fn new(rule: Rule<'a>) -> Rewriter<'a> {
+        let needle: &'a str = match rule {
+            Rule::Mask { internal, .. } => internal,
+            Rule::Unmask { public, .. } | Rule::To { public, .. } => public,
+        };
+        Rewriter {
+            rule,
+            finder: memchr::memmem::Finder::new(needle.as_bytes()),
+            edits: Vec::new(),
+        }
+    }
+
+    fn may_apply(&self, bytes: &[u8]) -> bool {
+        self.finder.find(bytes).is_some()
+            || (!matches!(self.rule, Rule::Mask { .. })
+                && contains_ignore_case(bytes, self.finder.needle()))
+    }
+
+    /// Append `input`, rewritten, to `out`; whether anything changed.
+    pub fn append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, XmlError> {
+        if !self.may_apply(input) {
+            out.extend_from_slice(input);
+            return Ok(false);
+        }
+        self.edits.clear();
+        let rule = self.rule;
+        let base = input.as_ptr() as usize;
+        let offset = |s: &str| s.as_ptr() as usize - base;
+        let mut reader = Reader::from_reader(input);
+        reader.config_mut().trim_text(false);
+        let only_top_to = matches!(rule, Rule::To { .. });
+        let bad = |e: quick_xml::Error| XmlError::NotWellFormed(e.to_string());
+        loop {
+            match reader.read_event().map_err(bad)? {
+                Event::Start(e) | Event::Empty(e) => {
+                    attributes(&e, rule, only_top_to, &offset, &mut self.edits)?;
+                    if only_top_to {
+                        break;
+                    }
+                }
+                Event::Text(t) if !only_top_to => {
+                    let s: &str = &t;
+                    let trimmed = s.trim();
+                    if !trimmed.is_empty()
+                        && let Some((r, new)) = rule.map(trimmed)
+                    {
+                        let at = offset(trimmed);
+                        self.edits.push((at + r.start, at + r.end, new));
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        if self.edits.is_empty() {
+            out.extend_from_slice(input);
+            return Ok(false);
+        }
+        self.edits.sort_unstable_by_key(|e| e.0);
+        let mut at = 0;
+        for (start, end, new) in &self.edits {
+            out.extend_from_slice(&input[at..start + new.keep]);
+            out.extend_from_slice(new.domain.as_bytes());
+            at = *end;
+        }
+        out.extend_from_slice(&input[at..]);
+        Ok(true)
+    }
+}
+
+impl crate::xml::framer::Visit for Rewriter<'_> {
+    fn attribute(&mut self, key: &str, value: &str, at: usize) {
+        let only_to = matches!(self.rule, Rule::To { .. });
+        if key == "xmlns" || key.starts_with("xmlns:") || (only_to && key != "to") {
+            return;
+        }
+        if let Some((r, new)) = self.rule.map(value) {
+            self.edits.push((at + r.start, at + r.end, new));
+        }
+    }
+
+    fn text(&mut self, value: &str, at: usize) {
+        if matches!(self.rule, Rule::To { .. }) {
+            return;
+        }
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return;
+        }
+        let at = at + (trimmed.as_ptr() as usize - value.as_ptr() as usize);
+        if let Some((r, new)) = self.rule.map(trimmed) {
+            self.edits.push((at + r.start, at + r.end, new));
+        }
+    }
+}
+
+impl Rewriter<'_> {
+    /// After the framer visited a whole frame (`Framer::parse_with(buf, self)`), append
+    /// `buf[..len]` with the recorded edits applied; the edits are then forgotten.
+    /// Offsets were taken relative to `buf`, which must start with the frame.
+    pub fn emit(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        if self.edits.is_empty() {
+            out.extend_from_slice(frame);
+            return;
+        }
+        self.edits.sort_unstable_by_key(|e| e.0);
+        let mut at = 0;
+        for (start, end, new) in &self.edits {
+            if *start < at || *end > frame.len() {
+                continue; // cannot happen for edits of this frame; never corrupt output
+            }
+            out.extend_from_slice(&frame[at..start + new.keep]);
+            out.extend_from_slice(new.domain.as_bytes());
+            at = *end;
+        }
+        out.extend_from_slice(&frame[at..]);
+        self.edits.clear();
+    }
+
+    /// Forget edits recorded for a frame that will not be emitted.
+    pub fn discard(&mut self) {
+        self.edits.clear();
+    }
+}
+
+fn attributes<'a>(
     e: &BytesStart<'_>,
-    rule: Rule<'_>,
+    rule: Rule<'a>,
     only_to: bool,
     offset: &impl Fn(&str) -> usize,
-    edits: &mut Vec<(usize, usize, String)>,
+    edits: &mut Vec<(usize, usize, Replacement<'a>)>,
 ) -> Result<(), XmlError> {
     for a in e.attributes() {
         let a = a.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;

@@ -213,7 +213,14 @@ pub fn stream_id() -> String {
 
 /// Run one client connection to its end.
 pub async fn serve(a: Accepted, shared: Arc<Shared>) {
-    let span = info_span!("c2s", client.addr = %a.peer, listener = a.kind.label(), user = tracing::field::Empty, backend.name = tracing::field::Empty);
+    // Behind a PROXY-speaking balancer the socket's peer is the balancer: it is logged
+    // as `proxy.addr`, and `client.addr` waits for the header (a span field recorded
+    // twice would be printed twice).
+    let span = if a.listener.proxy_protocol {
+        info_span!("c2s", proxy.addr = %a.peer, client.addr = tracing::field::Empty, listener = a.kind.label(), user = tracing::field::Empty, backend.name = tracing::field::Empty)
+    } else {
+        info_span!("c2s", client.addr = %a.peer, listener = a.kind.label(), user = tracing::field::Empty, backend.name = tracing::field::Empty)
+    };
     session(a, shared).instrument(span).await
 }
 

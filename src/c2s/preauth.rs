@@ -37,7 +37,9 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
                 c.local = destination;
                 tracing::Span::current().record("client.addr", tracing::field::display(source));
             }
-            ProxyInfo::Local => {}
+            ProxyInfo::Local => {
+                tracing::Span::current().record("client.addr", tracing::field::display(c.peer));
+            }
         }
     }
     if c.kind == Kind::C2sTls {

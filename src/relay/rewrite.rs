@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::{Counters, Totals};
 use crate::net::Conn;
-use crate::rewrite::{Rule, rewrite};
+use crate::rewrite::{Rewriter, Rule};
 use crate::xml::{Frame, FrameLimits, Framer, StreamError};
 
 /// Who is masked as whom in one session.
@@ -134,6 +134,9 @@ enum Side {
     Backend,
 }
 
+/// Output gathered from the frames of one read before a single write.
+const BATCH: usize = 64 * 1024;
+
 #[allow(clippy::too_many_arguments)]
 async fn direction<R: AsyncRead + Unpin>(
     mut src: R,
@@ -146,54 +149,78 @@ async fn direction<R: AsyncRead + Unpin>(
     side: Side,
 ) -> io::Result<u64> {
     let mut total = 0u64;
-    let mut rewritten = Vec::with_capacity(1024);
+    let mut rewriter = Rewriter::new(rule);
+    let mut batch: Vec<u8> = Vec::new();
     loop {
+        // Every complete frame in the buffer, rewritten into one batch and written
+        // with one call: the per-stanza cost is parsing, not syscalls.
+        let mut closed = false;
+        let mut failed = None;
+        let mut need_read = false;
         loop {
-            let frame = match framer.parse(&buf) {
+            let frame = match framer.parse_with(&buf, &mut rewriter) {
                 Ok(Some(f)) => f,
-                Ok(None) => break,
+                Ok(None) => {
+                    need_read = true;
+                    break;
+                }
                 Err(e) => {
-                    debug!(error = %e, side = if side == Side::Client { "client" } else { "backend" }, "masked relay: bad stream");
-                    // dealer parses here, so it can tell the client why, between stanzas.
-                    let cond = if side == Side::Client {
-                        e.condition()
-                    } else {
-                        StreamError::InternalServerError
-                    };
-                    let mut w = client_w.lock().await;
-                    let _ = w.write_all(cond.to_xml(None, None).as_bytes()).await;
-                    let _ = w.shutdown().await;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                    failed = Some(e);
+                    break;
                 }
             };
             let len = frame.len();
             match frame {
+                // One pass: the framer showed the rewriter every value as it read it.
                 Frame::Header { .. } | Frame::Element { .. } => {
-                    rewrite(&buf[..len], rule, &mut rewritten)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                    out.write(&rewritten).await?;
-                    total += rewritten.len() as u64;
-                    counter.inc_by(rewritten.len() as u64);
+                    rewriter.emit(&buf[..len], &mut batch)
                 }
                 Frame::Whitespace { .. } | Frame::Close { .. } => {
-                    out.write(&buf[..len]).await?;
-                    total += len as u64;
-                    counter.inc_by(len as u64);
+                    rewriter.discard();
+                    batch.extend_from_slice(&buf[..len]);
                 }
             }
-            let closed = matches!(frame, Frame::Close { .. });
+            closed = matches!(frame, Frame::Close { .. });
             bytes::Buf::advance(&mut buf, len);
-            if closed {
+            if closed || batch.len() >= BATCH {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            out.write(&batch).await?;
+            total += batch.len() as u64;
+            counter.inc_by(batch.len() as u64);
+            batch.clear();
+            if batch.capacity() > 4 * BATCH {
+                batch = Vec::new();
+            }
+        }
+        if let Some(e) = failed {
+            debug!(error = %e, side = if side == Side::Client { "client" } else { "backend" }, "masked relay: bad stream");
+            // dealer parses here, so it can tell the client why, between stanzas.
+            let cond = if side == Side::Client {
+                e.condition()
+            } else {
+                StreamError::InternalServerError
+            };
+            let mut w = client_w.lock().await;
+            let _ = w.write_all(cond.to_xml(None, None).as_bytes()).await;
+            let _ = w.shutdown().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+        }
+        if closed {
+            out.shutdown().await;
+            return Ok(total);
+        }
+        // A batch that filled up may leave complete frames behind: take them first.
+        if need_read {
+            if buf.capacity() - buf.len() < READ / 4 {
+                buf.reserve(READ);
+            }
+            if src.read_buf(&mut buf).await? == 0 {
                 out.shutdown().await;
                 return Ok(total);
             }
-        }
-        if buf.capacity() - buf.len() < READ / 4 {
-            buf.reserve(READ);
-        }
-        if src.read_buf(&mut buf).await? == 0 {
-            out.shutdown().await;
-            return Ok(total);
         }
         // Let an idle session's buffer go once it is drained.
         if buf.is_empty() && buf.capacity() > 64 * 1024 {

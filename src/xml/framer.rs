@@ -134,6 +134,17 @@ impl Framer {
     /// Find the next frame at the front of `buf`, or `Ok(None)` if more bytes are
     /// needed. See the module's contract about consuming frames.
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<Frame>, XmlError> {
+        self.parse_with(buf, &mut NoVisit)
+    }
+
+    /// `parse`, showing `visit` every attribute value and text node as it is read,
+    /// with its byte offset in `buf` — so a rewriter needs no second pass. A frame
+    /// read over several calls is visited piece by piece, each piece once.
+    pub fn parse_with<V: Visit>(
+        &mut self,
+        buf: &[u8],
+        visit: &mut V,
+    ) -> Result<Option<Frame>, XmlError> {
         if self.state == State::Closed {
             return Ok(None);
         }
@@ -180,7 +191,7 @@ impl Framer {
                     if end > self.limits.max_header_bytes {
                         return Err(XmlError::HeaderTooBig(self.limits.max_header_bytes));
                     }
-                    self.check_attributes(&e)?;
+                    self.check_attributes(&e, buf, visit)?;
                     let header = StreamHeader::from_start(&e)?;
                     self.stream_qname.clone_from(&header.qname);
                     self.state = State::Stream;
@@ -202,7 +213,7 @@ impl Framer {
                     if self.depth + 1 > self.limits.max_depth {
                         return Err(XmlError::TooDeep(self.limits.max_depth));
                     }
-                    self.check_attributes(&e)?;
+                    self.check_attributes(&e, buf, visit)?;
                     self.depth += 1;
                     self.name_starts.push(self.names.len());
                     self.names.push_str(e.name().as_ref());
@@ -211,7 +222,7 @@ impl Framer {
                     if self.depth + 1 > self.limits.max_depth {
                         return Err(XmlError::TooDeep(self.limits.max_depth));
                     }
-                    self.check_attributes(&e)?;
+                    self.check_attributes(&e, buf, visit)?;
                     if self.depth == 0 {
                         self.check_size(end)?;
                         return Ok(Some(self.emit(Frame::Element { len: end })));
@@ -243,7 +254,11 @@ impl Framer {
                     }
                 }
                 (State::Stream, Event::GeneralRef(r)) => check_reference(&r)?,
-                (State::Stream, Event::Text(_) | Event::CData(_)) => {}
+                (State::Stream, Event::Text(t)) => {
+                    let text: &str = &t;
+                    visit.text(text, text.as_ptr() as usize - buf.as_ptr() as usize);
+                }
+                (State::Stream, Event::CData(_)) => {}
                 (State::Closed, _) => return Ok(None),
             }
             self.scanned = end;
@@ -279,17 +294,50 @@ impl Framer {
         }
     }
 
-    fn check_attributes(&self, e: &BytesStart<'_>) -> Result<(), XmlError> {
+    fn check_attributes<V: Visit>(
+        &self,
+        e: &BytesStart<'_>,
+        buf: &[u8],
+        visit: &mut V,
+    ) -> Result<(), XmlError> {
         let mut n = 0;
-        for a in e.attributes().with_checks(true) {
+        // Names seen so far, for the duplicate check: on the stack for the usual few
+        // attributes, so checking a stanza allocates nothing.
+        let mut seen: [&str; 16] = [""; 16];
+        // quick-xml's own duplicate check allocates per element; this one does not.
+        for a in e.attributes().with_checks(false) {
             let a = a.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
             n += 1;
             if n > self.limits.max_attributes {
                 return Err(XmlError::TooManyAttributes(self.limits.max_attributes));
             }
+            let key: &str = a.key.0;
+            if n <= seen.len() {
+                if seen[..n - 1].contains(&key) {
+                    return Err(XmlError::NotWellFormed(format!(
+                        "duplicate attribute `{key}`"
+                    )));
+                }
+                seen[n - 1] = key;
+            } else if e
+                .attributes()
+                .with_checks(false)
+                .flatten()
+                .take(n - 1)
+                .any(|b| b.key.0 == key)
+            {
+                return Err(XmlError::NotWellFormed(format!(
+                    "duplicate attribute `{key}`"
+                )));
+            }
             let v = a.value.as_bytes();
             if v.contains(&b'<') {
                 return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
+            }
+            if V::WANTS
+                && let std::borrow::Cow::Borrowed(value) = a.value
+            {
+                visit.attribute(key, value, value.as_ptr() as usize - buf.as_ptr() as usize);
             }
             if v.contains(&b'&') {
                 quick_xml::escape::unescape(&a.value).map_err(|e| match e {
@@ -356,6 +404,23 @@ impl Framer {
             e => Err(XmlError::NotWellFormed(e.to_string())),
         }
     }
+}
+
+/// Sees the values the framer reads (see `Framer::parse_with`).
+pub trait Visit {
+    /// Whether the visitor wants anything (lets `NoVisit` cost nothing).
+    const WANTS: bool = true;
+    /// An attribute value as written (escaped), at byte `at` of the buffer.
+    fn attribute(&mut self, _key: &str, _value: &str, _at: usize) {}
+    /// Character data as written, at byte `at` of the buffer.
+    fn text(&mut self, _value: &str, _at: usize) {}
+}
+
+/// The visitor of plain `parse`.
+pub struct NoVisit;
+
+impl Visit for NoVisit {
+    const WANTS: bool = false;
 }
 
 /// Only the five predefined entities and character references to legal characters.
