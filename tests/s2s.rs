@@ -50,7 +50,8 @@ fn world(evil: Option<(&str, u16)>) -> World {
         public_records.push(e);
     }
     let public_dns = Dnsmasq::start(&public_records);
-    let internal_dns = Dnsmasq::start(&[("remote.test", a_internal)]);
+    // The backends resolve every foreign domain to dealer (here: the two the tests use).
+    let internal_dns = Dnsmasq::start(&[("remote.test", a_internal), ("nowhere.test", a_internal)]);
     let node1 = ProsodySpec::new("example.com")
         .user("alice", PW)
         .user("heidi", PW)
@@ -168,6 +169,22 @@ fn a_stanza_for_a_user_whose_backend_is_down_bounces() {
     s.assert_ok();
     assert!(w.b.metric("dealer_s2s_stanzas_total{direction=\"in\",result=\"bounced\"}") >= 1.0);
     drop(w.node1);
+}
+
+#[test]
+fn a_stanza_for_an_unreachable_domain_bounces_to_its_sender() {
+    let w = world(None);
+    // The backend hands nowhere.test to dealer, but nowhere.test has no SRV and no
+    // address in the federation's DNS: dealer bounces it.
+    let s = session(
+        &[local("alice", &w)],
+        vec![
+            act::send_message(0, "ghost@nowhere.test", "anyone?"),
+            serde_json::json!({ "expect_message": { "to": 0, "from": "ghost@nowhere.test", "type": "error", "error": "remote-server-not-found", "timeout": 15 } }),
+        ],
+    );
+    s.assert_ok();
+    assert!(w.a.metric("dealer_s2s_stanzas_total{direction=\"out\",result=\"bounced\"}") >= 1.0);
 }
 
 /// A fake authoritative server for a domain the test controls: it vouches for any key.

@@ -141,6 +141,23 @@ impl Raw {
         self.closed
     }
 
+    /// The certificate the server presented (DER), on a TLS stream.
+    pub fn peer_certificate(&mut self) -> Option<Vec<u8>> {
+        match &mut self.io {
+            Io::Tls(t) => {
+                // The handshake completes on first use; make sure it has.
+                while t.conn.is_handshaking() {
+                    t.conn.complete_io(&mut t.sock).ok()?;
+                }
+                t.conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec())
+            }
+            _ => None,
+        }
+    }
+
     /// After `<proceed/>`: the TLS handshake on this connection.
     pub fn upgrade_tls(&mut self) {
         let Io::Plain(tcp) = std::mem::replace(&mut self.io, Io::Moved) else {

@@ -1,0 +1,126 @@
+//! TLS on both of dealer's legs: the certificate clients see follows a SIGHUP reload
+//! (it lives in the config snapshot, served by a resolver that reads the live one),
+//! and `backends.X.tls` runs STARTTLS to a backend that refuses plaintext logins.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::client::{LoginOpts, Transport, login};
+use common::dealer::{Dealer, backend_yaml};
+use common::prosody::ProsodySpec;
+use common::raw::{HEADER, Raw};
+use common::repo_path;
+
+const PW: &str = "s3cret";
+
+#[test]
+fn sighup_swaps_the_certificate_clients_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("new.crt"), dir.path().join("new.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=example.com",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl is missing: apt-get install openssl (.ci/test installs it)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let a = ProsodySpec::new("example.com").user("alice", PW).start();
+    let body = format!("backends:\n{}", backend_yaml("node1", &a, ""));
+    let mut d = Dealer::start(&body);
+    let served = |d: &Dealer| {
+        let mut r = Raw::direct_tls(d.c2s_tls);
+        r.send(HEADER);
+        r.expect("</stream:features>", Duration::from_secs(5));
+        r.peer_certificate().expect("a certificate")
+    };
+    let before = served(&d);
+    // The reload keeps listeners and body; only `tls` changes, through the body hook.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let swapped = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("tls:") {
+                format!(
+                    "tls: {{ cert: \"{}\", key: \"{}\" }}",
+                    crt.display(),
+                    key.display()
+                )
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&d.config, swapped).unwrap();
+    let gen_before = d.metric("dealer_config_generation");
+    d.process.signal(rustix::process::Signal::HUP);
+    let reloaded = common::wait_for(Duration::from_secs(10), || {
+        (d.metric("dealer_config_generation") > gen_before).then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", d.log());
+    let after = served(&d);
+    assert_ne!(before, after, "new connections get the new certificate");
+    // And a login still works over it.
+    let r = login(&LoginOpts::new("alice@example.com", PW, d.c2s).tls(Transport::StartTls));
+    assert!(r.ok, "{r:?}");
+}
+
+#[test]
+fn starttls_to_a_backend_that_requires_it() {
+    let cert = repo_path("conf/example.com.crt");
+    let key = repo_path("conf/example.com.key");
+    let a = ProsodySpec::new("example.com")
+        .user("alice", PW)
+        .module("tls")
+        .config(&format!(
+            "ssl = {{ certificate = \"{}\"; key = \"{}\" }}\nc2s_require_encryption = true",
+            cert.display(),
+            key.display()
+        ))
+        .start();
+    // The backend refuses to authenticate anyone in clear…
+    let direct = login(&LoginOpts::new("alice@example.com", PW, a.c2s).timeout(2.0));
+    assert!(!direct.ok, "{direct:?}");
+    // …so a login through dealer proves the leg to it is TLS.
+    let d = Dealer::start(&format!(
+        "backends:\n{}",
+        backend_yaml("node1", &a, "tls: true")
+    ));
+    for t in [Transport::StartTls, Transport::Plain] {
+        let addr = if t == Transport::Plain {
+            d.c2s_plain
+        } else {
+            d.c2s
+        };
+        let r = login(&LoginOpts::new("alice@example.com", PW, addr).tls(t));
+        assert!(r.ok, "{t:?}: {r:?}\n{}", d.log());
+    }
+    assert!(
+        d.metric("dealer_relay_bytes_total{kind=\"copy\",direction=\"backend_to_client\"}") > 0.0
+    );
+    assert_eq!(
+        d.metric("dealer_relay_bytes_total{kind=\"splice\",direction=\"backend_to_client\"}"),
+        0.0,
+        "a TLS leg is never spliced"
+    );
+}
