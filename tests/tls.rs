@@ -46,7 +46,7 @@ fn sighup_swaps_the_certificate_clients_see() {
     );
     let a = ProsodySpec::new("example.com").user("alice", PW).start();
     let body = format!("backends:\n{}", backend_yaml("node1", &a, ""));
-    let mut d = Dealer::start(&body);
+    let d = Dealer::start(&body);
     let served = |d: &Dealer| {
         let mut r = Raw::direct_tls(d.c2s_tls);
         r.send(HEADER);
