@@ -36,6 +36,8 @@ pub struct Shared {
     pub conn_limits: Arc<ConnLimits>,
     /// Every session task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Cancelled when shutdown begins: every accept loop, on every thread, stops.
+    pub accept_stop: CancellationToken,
     /// Cancelled when sessions must end now (grace period over, or SIGINT).
     pub sessions_stop: CancellationToken,
     /// Relayed sessions, for shutdown and re-dealing.
@@ -69,6 +71,7 @@ impl Shared {
             health,
             conn_limits: ConnLimits::new(max),
             tracker: TaskTracker::new(),
+            accept_stop: CancellationToken::new(),
             sessions_stop: CancellationToken::new(),
             sessions: crate::sessions::Sessions::default(),
             reload_lock: Mutex::new(()),
@@ -130,6 +133,10 @@ async fn bind(key: &str, l: &Listener) -> std::io::Result<(TcpListener, Listener
         std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     sock.set_reuseaddr(true)?;
+    // Each worker thread binds the same addresses; the kernel spreads connections.
+    sock.set_reuseport(true)?;
+    // Accepted sockets inherit these on Linux: set once here, not per connection.
+    crate::net::tune_socket(&socket2::SockRef::from(&sock));
     sock.bind(l.addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{key} {}: {e}", l.addr)))?;
     Ok((sock.listen(1024)?, *l))
@@ -138,6 +145,18 @@ async fn bind(key: &str, l: &Listener) -> std::io::Result<(TcpListener, Listener
 impl Listeners {
     /// Bind every listener the snapshot's config names.
     pub async fn bind(snap: &Snapshot) -> std::io::Result<Listeners> {
+        let mut out = Self::bind_sessions(snap).await?;
+        if let Some(addr) = snap.config.listen.http {
+            out.http =
+                Some(TcpListener::bind(addr).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("listen.http {addr}: {e}"))
+                })?);
+        }
+        Ok(out)
+    }
+
+    /// The c2s and s2s listeners only (another worker thread's copies, `SO_REUSEPORT`).
+    pub async fn bind_sessions(snap: &Snapshot) -> std::io::Result<Listeners> {
         let l = &snap.config.listen;
         let mut out = Listeners::default();
         for x in &l.c2s {
@@ -152,22 +171,15 @@ impl Listeners {
         for x in &l.s2s_internal {
             out.s2s_internal.push(bind("listen.s2s_internal", x).await?);
         }
-        if let Some(addr) = l.http {
-            out.http =
-                Some(TcpListener::bind(addr).await.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("listen.http {addr}: {e}"))
-                })?);
-        }
         Ok(out)
     }
 }
 
 /// Run until `stop` resolves, then drain and return.
-pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Output = Stop>) {
-    let accept_stop = CancellationToken::new();
+pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Output = Stop>) {
     let background_stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(l) = listeners.http {
+    if let Some(l) = listeners.http.take() {
         if let Ok(addr) = l.local_addr() {
             info!(listen.addr = %addr, "http endpoint up");
         }
@@ -177,43 +189,7 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Ou
             background_stop.clone(),
         ));
     }
-    let log = |kind: Kind, l: &TcpListener| {
-        if let Ok(addr) = l.local_addr() {
-            info!(listener = kind.label(), listen.addr = %addr, "listening");
-        }
-    };
-    for (kind, list) in [
-        (Kind::C2s, listeners.c2s),
-        (Kind::C2sTls, listeners.c2s_tls),
-    ] {
-        for (l, cfg) in list {
-            log(kind, &l);
-            tasks.spawn(accept_loop(
-                l,
-                kind,
-                cfg,
-                shared.clone(),
-                accept_stop.clone(),
-                crate::c2s::serve,
-            ));
-        }
-    }
-    for (kind, list) in [
-        (Kind::S2s, listeners.s2s),
-        (Kind::S2sInternal, listeners.s2s_internal),
-    ] {
-        for (l, cfg) in list {
-            log(kind, &l);
-            tasks.spawn(accept_loop(
-                l,
-                kind,
-                cfg,
-                shared.clone(),
-                accept_stop.clone(),
-                crate::s2s::accept::serve,
-            ));
-        }
-    }
+    spawn_accept_loops(listeners, &shared, &mut tasks);
     tasks.spawn(crate::reload::on_sighup(
         shared.clone(),
         background_stop.clone(),
@@ -223,7 +199,7 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Ou
     let how = stop.await;
     info!(?how, "stopping: no new connections");
     shared.phase.send_replace(Phase::Draining);
-    accept_stop.cancel();
+    shared.accept_stop.cancel();
     shared.tracker.close();
     let grace = shared.snapshot.load().config.shutdown.grace;
     if how == Stop::Graceful && !shared.tracker.is_empty() {
@@ -244,4 +220,81 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Ou
     shared.phase.send_replace(Phase::Stopped);
     background_stop.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+/// Start an accept loop for every c2s and s2s listener in `listeners` on the current
+/// runtime; they stop with `shared.accept_stop`.
+fn spawn_accept_loops(
+    listeners: Listeners,
+    shared: &Arc<Shared>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let log = |kind: Kind, l: &TcpListener| {
+        if let Ok(addr) = l.local_addr() {
+            info!(listener = kind.label(), listen.addr = %addr, "listening");
+        }
+    };
+    for (kind, list) in [
+        (Kind::C2s, listeners.c2s),
+        (Kind::C2sTls, listeners.c2s_tls),
+    ] {
+        for (l, cfg) in list {
+            log(kind, &l);
+            tasks.spawn(accept_loop(
+                l,
+                kind,
+                cfg,
+                shared.clone(),
+                shared.accept_stop.clone(),
+                crate::c2s::serve,
+            ));
+        }
+    }
+    for (kind, list) in [
+        (Kind::S2s, listeners.s2s),
+        (Kind::S2sInternal, listeners.s2s_internal),
+    ] {
+        for (l, cfg) in list {
+            log(kind, &l);
+            tasks.spawn(accept_loop(
+                l,
+                kind,
+                cfg,
+                shared.clone(),
+                shared.accept_stop.clone(),
+                crate::s2s::accept::serve,
+            ));
+        }
+    }
+}
+
+/// One more worker thread: its own single-threaded runtime, its own copies of the
+/// listeners (`SO_REUSEPORT`: the kernel spreads new connections over the threads),
+/// and the sessions it accepts, until dealer has stopped. A session stays on the
+/// thread that accepted it, so its wake-ups never cross threads.
+pub fn spawn_worker(
+    shared: Arc<Shared>,
+    index: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let snap = shared.snapshot.load_full();
+    let listeners = rt.block_on(Listeners::bind_sessions(&snap))?;
+    drop(snap);
+    std::thread::Builder::new()
+        .name(format!("dealer-worker-{index}"))
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                spawn_accept_loops(listeners, &shared, &mut tasks);
+                let mut phase = shared.phase();
+                while *phase.borrow_and_update() != Phase::Stopped {
+                    if phase.changed().await.is_err() {
+                        break;
+                    }
+                }
+                while tasks.join_next().await.is_some() {}
+            })
+        })
 }

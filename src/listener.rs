@@ -201,7 +201,7 @@ pub async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        crate::net::tune(&tcp);
+        // Socket options come from the listening socket (see `app::bind`).
         shared
             .metrics
             .connections_accepted

@@ -171,12 +171,27 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         max_connections = dealer::limits::max_connections(snap.config.limits.max_connections, fds),
         "descriptor budget"
     );
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async move {
+    // Thread per core: this thread and each worker run a single-threaded runtime with
+    // their own copies of the listeners, so a session's wake-ups stay on one thread.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (listeners, shared) = rt.block_on(async {
         let listeners = Listeners::bind(&snap).await.context("binding listeners")?;
         let shared = Shared::new(snap, health, Some(path));
         // Learn the backends' mechanisms before the first client asks for features.
         dealer::health::check_all(&shared).await;
+        Ok::<_, anyhow::Error>((listeners, shared))
+    })?;
+    let mut workers = Vec::new();
+    for i in 1..threads {
+        workers.push(app::spawn_worker(shared.clone(), i).context("starting a worker thread")?);
+    }
+    let r = rt.block_on(async move {
         let stop = async {
             match dealer::shutdown::signals().await {
                 Ok(s) => s,
@@ -186,8 +201,12 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
                 }
             }
         };
-        info!("dealer running");
+        info!(threads, "dealer running");
         app::run(listeners, shared, stop).await;
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    });
+    for w in workers {
+        let _ = w.join();
+    }
+    r
 }

@@ -106,14 +106,19 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Socket options for every connection dealer handles: no Nagle delay (XMPP is
-/// request/response at login), and TCP keepalive so dead peers of idle relayed
-/// sessions are found.
+/// Socket options for connections dealer opens: no Nagle delay (XMPP is
+/// request/response at login).
 pub fn tune(s: &TcpStream) {
+    // Connections dealer opens (to backends, to peers) are short-haul: no Nagle delay.
+    // Dead peers show as resets or failed writes; keepalive is for the accepted side.
     let _ = s.set_nodelay(true);
-    let sock = socket2::SockRef::from(s);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(120))
-        .with_interval(std::time::Duration::from_secs(30));
+}
+
+/// Options for listening sockets, which accepted connections inherit (Linux), saving
+/// the system calls per connection: no Nagle delay, and TCP keepalive so the dead
+/// clients of idle relayed sessions are found.
+pub fn tune_socket(sock: &socket2::SockRef<'_>) {
+    let _ = sock.set_tcp_nodelay(true);
+    let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(120));
     let _ = sock.set_tcp_keepalive(&ka);
 }

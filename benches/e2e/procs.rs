@@ -249,8 +249,11 @@ pub fn dealer(dir: &Path, name: &str, sink_port: u16) -> Dealer {
     );
     std::fs::write(&config, yaml).expect("writing the dealer config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealer"));
+    // Like for like: HAProxy runs without logging, so dealer logs warnings only (no
+    // line per session).
     cmd.arg("--config")
         .arg(&config)
+        .env("DEALER_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));

@@ -252,8 +252,16 @@ async fn close_backend(bs: &mut BackendStream) {
     .await;
 }
 
-/// Relay an authenticated session until either side ends it.
-pub async fn relay(client: Client, h: Box<HandOver>, shared: &Shared) {
+/// What a relayed session keeps holding: its connection slot, its per-source slot,
+/// its place in the connections gauge.
+pub struct Held {
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub slot: crate::listener::SourceSlot,
+    pub gauge: crate::metrics::ConnGauge,
+}
+
+/// Start the relay of an authenticated session as a task of its own.
+pub fn spawn_relay(client: Client, h: Box<HandOver>, shared: Arc<Shared>, held: Held) {
     let HandOver {
         backend,
         backend_name,
@@ -262,52 +270,73 @@ pub async fn relay(client: Client, h: Box<HandOver>, shared: &Shared) {
         limits,
         user,
     } = *h;
-    let started = Instant::now();
-    let live = shared
-        .sessions
-        .register(&user, &backend_name, &shared.sessions_stop);
-    let stop = live.token.clone();
-    let relayed = async {
-        match masking {
-            None => {
-                tokio::select! {
-                    r = crate::relay::run(
-                        client.stream.conn,
-                        client.stream.buf,
-                        backend.stream.conn,
-                        backend.stream.buf,
-                        &shared.metrics,
-                    ) => r,
+    let peer = client.peer;
+    let client = (client.stream.conn, client.stream.buf);
+    let backend = (backend.stream.conn, backend.stream.buf);
+    // The relay runs without the connection's span: entering a span on every wake-up
+    // costs more than the relay's own work on a busy session. Its last line names
+    // the session instead.
+    let who = (peer, user.clone());
+    let tracker = shared.tracker.clone();
+    // Two different futures: a plain session never carries the rewriting relay's state.
+    match masking {
+        None => tracker.spawn(
+            async move {
+                let _held = held;
+                let live = shared.sessions.register(&user, &backend_name, &shared.sessions_stop);
+                let started = Instant::now();
+                let r = tokio::select! {
+                    r = crate::relay::run(client.0, client.1, backend.0, backend.1, &shared.metrics) => r,
                     // Unparsed bytes: the only way to end it is to close the sockets.
-                    _ = stop.cancelled() => Err(std::io::Error::other("closed by dealer")),
-                }
-            }
-            Some(m) => {
-                crate::relay::rewrite::relay(
-                    (client.stream.conn, client.stream.buf),
-                    (backend.stream.conn, backend.stream.buf),
+                    _ = live.token.cancelled() => Err(std::io::Error::other("closed by dealer")),
+                };
+                log_end(&who, &backend_name, started, r);
+            },
+        ),
+        Some(m) => tracker.spawn(
+            async move {
+                let _held = held;
+                let live = shared.sessions.register(&user, &backend_name, &shared.sessions_stop);
+                let started = Instant::now();
+                let r = crate::relay::rewrite::relay(
+                    client,
+                    backend,
                     m,
                     start,
                     limits,
                     crate::relay::Counters::new(&shared.metrics, "rewrite"),
-                    stop.clone(),
+                    live.token.clone(),
                 )
-                .await
-            }
-        }
+                .await;
+                log_end(&who, &backend_name, started, r);
+            },
+        ),
     };
-    let r = relayed.await;
-    drop(live);
+}
+
+fn log_end(
+    (peer, user): &(std::net::SocketAddr, String),
+    backend_name: &str,
+    started: Instant,
+    r: std::io::Result<crate::relay::Totals>,
+) {
     match r {
         Ok(t) => info!(
+            client.addr = %peer,
+            user = %user,
             backend.name = %backend_name,
             bytes.up = t.client_to_backend,
             bytes.down = t.backend_to_client,
             secs = started.elapsed().as_secs(),
             "session ended"
         ),
-        Err(e) => {
-            info!(backend.name = %backend_name, error = %e, secs = started.elapsed().as_secs(), "session ended by an error")
-        }
+        Err(e) => info!(
+            client.addr = %peer,
+            user = %user,
+            backend.name = %backend_name,
+            error = %e,
+            secs = started.elapsed().as_secs(),
+            "session ended by an error"
+        ),
     }
 }

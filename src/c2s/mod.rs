@@ -203,12 +203,26 @@ pub fn decide(snap: &Snapshot, login: &Login) -> Result<Action, RouteError> {
     }
 }
 
-/// A fresh random stream id.
+/// A fresh, unpredictable stream id: a counter hashed with a per-process random key
+/// (one `getrandom` per process, not per stream).
 pub fn stream_id() -> String {
-    let mut b = [0u8; 12];
-    // The OS generator does not fail on Linux once booted; a fixed id is harmless.
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (a, b) = *KEY.get_or_init(|| {
+        let mut k = [0u8; 16];
+        // The OS generator does not fail on Linux once booted.
+        let _ = getrandom::fill(&mut k);
+        (
+            u64::from_le_bytes(k[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(k[8..].try_into().unwrap_or_default()),
+        )
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+    let hi = xxhash_rust::xxh3::xxh3_64_with_seed(&n, a);
+    let lo = xxhash_rust::xxh3::xxh3_64_with_seed(&n, b);
+    format!("{hi:016x}{lo:08x}", lo = lo as u32)
 }
 
 /// Run one client connection to its end.
@@ -230,7 +244,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
     let limits = FrameLimits::from_config(&snap.config.limits);
     let deadline = started + snap.config.limits.handshake_timeout;
     drop(snap);
-    let _permit = a.permit;
+    let permit = a.permit;
     let mut gauge = ConnGauge::new(&shared.metrics, a.kind.label());
     let mut client = Client {
         stream: XmlStream::new(Conn::Plain(a.tcp), limits),
@@ -244,10 +258,12 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         span_recorded: false,
     };
     let handshake = async {
-        let _slot = preauth::preamble(&mut client, &shared).await?;
+        // Each phase's state machine is boxed: the session task itself stays small, so
+        // spawning it and switching phases moves a few pointers, not kilobytes.
+        let _slot = Box::pin(preauth::preamble(&mut client, &shared)).await?;
         loop {
-            let login = preauth::run(&mut client, &shared).await?;
-            match route(&mut client, &shared, login, started, &mut gauge).await? {
+            let login = Box::pin(preauth::run(&mut client, &shared)).await?;
+            match Box::pin(route(&mut client, &shared, login, started, &mut gauge)).await? {
                 forward::Outcome::Retry => continue,
                 forward::Outcome::HandOver(h) => return Ok((h, _slot)),
             }
@@ -268,9 +284,17 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
                 )
                 .await;
         }
-        Some(Ok(Ok((handover, _slot)))) => {
+        Some(Ok(Ok((handover, slot)))) => {
             gauge.set("relaying");
-            forward::relay(client, handover, &shared).await;
+            // The relay gets a task of its own holding only what it needs, so that an
+            // idle session costs the relay's few hundred bytes, not this handshake's
+            // whole state machine.
+            let held = forward::Held {
+                permit,
+                slot,
+                gauge,
+            };
+            forward::spawn_relay(client, handover, shared.clone(), held);
         }
         Some(Ok(Err(e))) => report(&mut client, &shared, e).await,
         Some(Err(_)) => {

@@ -92,6 +92,9 @@ pub struct Metrics {
     pub s2s_stanzas: IntCounterVec,
     /// Sessions closed by a re-deal because their user moved to another backend.
     pub redeal_closed: prometheus::IntCounter,
+    /// Of the `splice` relay's bytes, those moved by splice(2) (bursts) rather than
+    /// through its small copy buffer (interactive traffic).
+    pub relay_spliced_bytes: prometheus::IntCounter,
 }
 
 pub const S2S_DIRECTIONS: [&str; 3] = ["in", "out", "internal"];
@@ -245,6 +248,16 @@ impl Metrics {
                 let c = prometheus::IntCounter::new(
                     names::REDEAL_CLOSED,
                     "Relayed sessions closed by a reload's re-deal because their user now belongs to another backend.",
+                )
+                .expect("static metric definition");
+                r.register(Box::new(c.clone()))
+                    .expect("metric names are unique");
+                c
+            },
+            relay_spliced_bytes: {
+                let c = prometheus::IntCounter::new(
+                    names::RELAY_SPLICED_BYTES,
+                    "Bytes of the plain-leg relay moved by splice(2), zero copy (bursts); the rest of kind=splice went through a small buffer.",
                 )
                 .expect("static metric definition");
                 r.register(Box::new(c.clone()))

@@ -1,7 +1,7 @@
 //! After hand-over, bytes flow between client and backend. With `domains: shared`
-//! nothing is parsed: `splice` when both legs are plain TCP (zero copy through pooled
-//! pipes), `copy` when a leg is TLS (pooled buffers, held only while data is in
-//! flight). With `domains: masked`, `rewrite` runs both directions through the framer
+//! nothing is parsed: `splice` when both legs are plain TCP (small chunks through a
+//! pooled buffer, bursts zero-copy through pooled pipes), `copy` when a leg is TLS
+//! (pooled buffers, held only while data is in flight). With `domains: masked`, `rewrite` runs both directions through the framer
 //! and rewrites JIDs. All handle half-close, count bytes per direction as they go, and
 //! end the session when either leg fails.
 
@@ -21,6 +21,8 @@ use crate::net::Conn;
 pub struct Counters {
     pub client_to_backend: IntCounter,
     pub backend_to_client: IntCounter,
+    /// Bytes moved by splice(2) itself (the splice relay's bursts).
+    pub spliced: IntCounter,
 }
 
 impl Counters {
@@ -32,6 +34,7 @@ impl Counters {
             backend_to_client: m
                 .relay_bytes
                 .with_label_values(&[kind, "backend_to_client"]),
+            spliced: m.relay_spliced_bytes.clone(),
         }
     }
 }
