@@ -11,11 +11,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::net::{Conn, tune};
-use crate::stream::{StreamIoError, XmlStream};
-use crate::xml::element::{Element, Scope};
+use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
+use crate::xml::element::Element;
 use crate::xml::{
-    Frame, FrameLimits, NS_CLIENT, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL, NS_STREAMS,
-    NS_TLS,
+    FrameLimits, NS_CLIENT, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL, NS_STREAMS, NS_TLS,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,15 @@ pub enum BackendError {
     Protocol(String),
     #[error("tls: {0}")]
     Tls(std::io::Error),
+}
+
+impl From<crate::stream::OpenError> for BackendError {
+    fn from(e: crate::stream::OpenError) -> Self {
+        match e {
+            crate::stream::OpenError::Io(e) => BackendError::Stream(e),
+            crate::stream::OpenError::Protocol(p) => BackendError::Protocol(p),
+        }
+    }
 }
 
 impl From<std::io::Error> for BackendError {
@@ -123,7 +131,7 @@ async fn open_inner(
         }
         s.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
             .await?;
-        let (e, len) = element(&mut s, &header).await?;
+        let (e, len) = s.next_element(&header).await?;
         s.consume(len);
         if !e.is("proceed", NS_TLS) {
             return Err(BackendError::Protocol(format!("<{}/> to STARTTLS", e.name)));
@@ -155,38 +163,18 @@ async fn restart(
     s: &mut XmlStream,
     domain: &str,
 ) -> Result<(crate::xml::StreamHeader, Features), BackendError> {
-    s.restart();
     let h = format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0'>",
         crate::xml::escape::attr(domain)
     );
-    s.send(h.as_bytes()).await?;
-    // The framer yields a header or an error before anything else.
-    let header = match s.next_frame().await? {
-        Frame::Header { len, header } => {
-            s.consume(len);
-            header
-        }
-        other => {
-            return Err(BackendError::Protocol(format!(
-                "{other:?} before the stream header"
-            )));
-        }
-    };
-    if !header.is_stream() || header.default_ns.as_deref() != Some(NS_CLIENT) {
-        return Err(BackendError::Protocol(
-            "a header that is not a jabber:client stream".into(),
-        ));
-    }
-    let (e, len) = element(s, &header).await?;
+    let header = s.open(&h, NS_CLIENT).await?;
+    let (e, len) = s.next_element(&header).await?;
     s.consume(len);
     if e.is("error", NS_STREAMS) {
-        let cond = e
-            .elements()
-            .next()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        return Err(BackendError::Protocol(format!("stream error <{cond}/>")));
+        return Err(BackendError::Protocol(format!(
+            "stream error <{}/>",
+            stream_error_condition(&e)
+        )));
     }
     if !e.is("features", NS_STREAMS) {
         return Err(BackendError::Protocol(format!(
@@ -195,25 +183,6 @@ async fn restart(
         )));
     }
     Ok((header, Features::parse(&e)))
-}
-
-/// The next element (skipping whitespace), parsed; the caller consumes `len`.
-pub async fn element(
-    s: &mut XmlStream,
-    header: &crate::xml::StreamHeader,
-) -> Result<(Element, usize), BackendError> {
-    loop {
-        match s.next_frame().await? {
-            Frame::Whitespace { len } => s.consume(len),
-            Frame::Element { len } => {
-                let e = Element::parse(&s.buf[..len], &Scope::from_header(header))
-                    .map_err(StreamIoError::Xml)?;
-                return Ok((e, len));
-            }
-            Frame::Close { .. } => return Err(BackendError::Protocol("stream close".into())),
-            Frame::Header { .. } => return Err(BackendError::Protocol("a second header".into())),
-        }
-    }
 }
 
 /// A health check: open the stream as a login would, note the features, close.

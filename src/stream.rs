@@ -102,3 +102,109 @@ impl XmlStream {
         }
     }
 }
+
+/// What went wrong while opening a stream to a peer or reading its next element.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Io(#[from] StreamIoError),
+    #[error("peer sent {0}")]
+    Protocol(String),
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(StreamIoError::Io(e))
+    }
+}
+
+impl XmlStream {
+    /// Start a new stream: send `header` (our complete start tag) and read the peer's,
+    /// which must be a stream whose content namespace is `ns`.
+    pub async fn open(
+        &mut self,
+        header: &str,
+        ns: &str,
+    ) -> Result<crate::xml::StreamHeader, OpenError> {
+        self.restart();
+        self.send(header.as_bytes()).await?;
+        // The framer yields a header or an error before anything else.
+        let h = match self.next_frame().await? {
+            Frame::Header { len, header } => {
+                self.consume(len);
+                header
+            }
+            other => {
+                return Err(OpenError::Protocol(format!(
+                    "{other:?} before a stream header"
+                )));
+            }
+        };
+        if !h.is_stream() || h.default_ns.as_deref() != Some(ns) {
+            return Err(OpenError::Protocol(format!(
+                "a header that is not a {ns} stream"
+            )));
+        }
+        Ok(h)
+    }
+
+    /// The next element (whitespace skipped), parsed in `header`'s scope; the caller
+    /// consumes `len` bytes. A stream close or a second header is a protocol error.
+    pub async fn next_element(
+        &mut self,
+        header: &crate::xml::StreamHeader,
+    ) -> Result<(crate::xml::element::Element, usize), OpenError> {
+        use crate::xml::element::{Element, Scope};
+        loop {
+            match self.next_frame().await? {
+                Frame::Whitespace { len } => self.consume(len),
+                Frame::Element { len } => {
+                    let e = Element::parse(&self.buf[..len], &Scope::from_header(header))
+                        .map_err(StreamIoError::Xml)?;
+                    return Ok((e, len));
+                }
+                Frame::Close { .. } => return Err(OpenError::Protocol("stream close".into())),
+                Frame::Header { .. } => return Err(OpenError::Protocol("a second header".into())),
+            }
+        }
+    }
+}
+
+/// The condition of a `<stream:error/>` element, for logs.
+pub fn stream_error_condition(e: &crate::xml::element::Element) -> String {
+    e.elements()
+        .next()
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
+impl XmlStream {
+    /// Write `bytes` and close the connection, giving up after a second (a peer that
+    /// does not read must not hold a task).
+    pub async fn close_with(&mut self, bytes: &[u8]) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let _ = self.send(bytes).await;
+            let _ = self.conn.shutdown().await;
+        })
+        .await;
+    }
+
+    /// End the stream with a stream error, opening it first with `our_header` when
+    /// dealer has not sent its header yet (RFC 6120 §4.9.1.2), and count it.
+    pub async fn stream_error(
+        &mut self,
+        metrics: &crate::metrics::Metrics,
+        our_header: Option<String>,
+        cond: crate::xml::StreamError,
+        content: Option<&str>,
+        text: Option<&str>,
+    ) {
+        metrics
+            .stream_errors
+            .with_label_values(&[cond.name()])
+            .inc();
+        let mut out = our_header.unwrap_or_default();
+        out.push_str(&cond.to_xml(content, text));
+        self.close_with(out.as_bytes()).await;
+    }
+}

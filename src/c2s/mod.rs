@@ -20,7 +20,6 @@ pub mod redirect;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span};
@@ -115,34 +114,19 @@ impl Client {
         content: Option<&str>,
         text: Option<&str>,
     ) {
-        shared
-            .metrics
-            .stream_errors
-            .with_label_values(&[cond.name()])
-            .inc();
-        let mut out = String::new();
-        if !self.header_sent {
+        let header = (!self.header_sent).then(|| {
             let domain = shared.snapshot.load().config.domain.clone();
-            out.push_str(&crate::xml::header::write(
-                crate::xml::NS_CLIENT,
-                &domain,
-                None,
-                &self.stream_id,
-                true,
-            ));
-            self.header_sent = true;
-        }
-        out.push_str(&cond.to_xml(content, text));
-        self.close_with(out.as_bytes()).await;
+            crate::xml::header::write(crate::xml::NS_CLIENT, &domain, None, &self.stream_id, true)
+        });
+        self.header_sent = true;
+        self.stream
+            .stream_error(&shared.metrics, header, cond, content, text)
+            .await;
     }
 
     /// Write `bytes` and close the connection, within a second.
     pub async fn close_with(&mut self, bytes: &[u8]) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = self.stream.send(bytes).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream.conn).await;
-        })
-        .await;
+        self.stream.close_with(bytes).await;
     }
 }
 

@@ -471,28 +471,8 @@ async fn iq(
             Ok(None)
         }
         ("set", Some(q), _) => {
-            login_allowed(c, shared, snap)?;
-            shared
-                .metrics
-                .auth_peeks
-                .with_label_values(&["iq-auth"])
-                .inc();
-            let user = q
-                .child("username", NS_IQ_AUTH)
-                .map(|u| u.text().trim().to_owned());
-            let first = Zeroizing::new(c.stream.buf[..len].to_vec());
-            c.stream.consume_zeroed(len);
-            match user.filter(|u| !u.is_empty()) {
-                Some(u) => Ok(Some(Login {
-                    username: Some(u),
-                    kind: LoginKind::IqAuth { id },
-                    first,
-                })),
-                None => {
-                    iq_error(c, &id, "modify", "not-acceptable", "406", NS_IQ_AUTH).await?;
-                    Ok(None)
-                }
-            }
+            let kind = LoginKind::IqAuth { id: id.clone() };
+            iq_login(c, shared, snap, q, len, NS_IQ_AUTH, kind, &id).await
         }
         ("get", _, Some(_)) => {
             c.stream.consume(len);
@@ -504,28 +484,8 @@ async fn iq(
             Ok(None)
         }
         ("set", _, Some(q)) => {
-            login_allowed(c, shared, snap)?;
-            shared
-                .metrics
-                .auth_peeks
-                .with_label_values(&["register"])
-                .inc();
-            let user = q
-                .child("username", NS_IQ_REGISTER)
-                .map(|u| u.text().trim().to_owned());
-            let first = Zeroizing::new(c.stream.buf[..len].to_vec());
-            c.stream.consume_zeroed(len);
-            match user.filter(|u| !u.is_empty()) {
-                Some(u) => Ok(Some(Login {
-                    username: Some(u),
-                    kind: LoginKind::Register { id },
-                    first,
-                })),
-                None => {
-                    iq_error(c, &id, "modify", "not-acceptable", "406", NS_IQ_REGISTER).await?;
-                    Ok(None)
-                }
-            }
+            let kind = LoginKind::Register { id: id.clone() };
+            iq_login(c, shared, snap, q, len, NS_IQ_REGISTER, kind, &id).await
         }
         _ => {
             c.stream.consume(len);
@@ -533,6 +493,45 @@ async fn iq(
                 StreamError::NotAuthorized,
                 "authenticate first",
             ))
+        }
+    }
+}
+
+/// An XEP-0078 or XEP-0077 `set`: the login is named by its `<username/>`; the iq,
+/// which carries the password, is kept (zeroed on drop) for the backend and wiped
+/// from the read buffer.
+#[allow(clippy::too_many_arguments)]
+async fn iq_login(
+    c: &mut Client,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    query: &Element,
+    len: usize,
+    ns: &str,
+    kind: LoginKind,
+    id: &str,
+) -> Result<Option<Login>, SessionError> {
+    login_allowed(c, shared, snap)?;
+    let label = if ns == NS_IQ_AUTH {
+        "iq-auth"
+    } else {
+        "register"
+    };
+    shared.metrics.auth_peeks.with_label_values(&[label]).inc();
+    let user = query
+        .child("username", ns)
+        .map(|u| u.text().trim().to_owned());
+    let first = Zeroizing::new(c.stream.buf[..len].to_vec());
+    c.stream.consume_zeroed(len);
+    match user.filter(|u| !u.is_empty()) {
+        Some(u) => Ok(Some(Login {
+            username: Some(u),
+            kind,
+            first,
+        })),
+        None => {
+            iq_error(c, id, "modify", "not-acceptable", "406", ns).await?;
+            Ok(None)
         }
     }
 }

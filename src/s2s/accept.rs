@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::stanza::Stanza;
-use super::{dialback, dispatch, link::LinkError, next_element, open_stream};
+use super::{dialback, dispatch, link::LinkError, open_stream};
 use crate::app::Shared;
 use crate::jid::{Jid, domain_key};
 use crate::listener::{Accepted, Kind};
@@ -160,23 +160,12 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
 }
 
 async fn stream_error(p: &mut Peer, shared: &Shared, cond: StreamError, text: &str) {
-    shared
-        .metrics
-        .stream_errors
-        .with_label_values(&[cond.name()])
-        .inc();
-    let mut out = String::new();
-    if !p.header_sent {
-        out.push_str(&crate::xml::header::write(
-            NS_SERVER, &p.local, None, &p.id, true,
-        ));
-    }
-    out.push_str(&cond.to_xml(None, (!text.is_empty()).then_some(text)));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = p.stream.send(out.as_bytes()).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut p.stream.conn).await;
-    })
-    .await;
+    let header =
+        (!p.header_sent).then(|| crate::xml::header::write(NS_SERVER, &p.local, None, &p.id, true));
+    let text = (!text.is_empty()).then_some(text);
+    p.stream
+        .stream_error(&shared.metrics, header, cond, None, text)
+        .await;
 }
 
 async fn run(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Result<(), S2sError> {
@@ -515,7 +504,7 @@ async fn verify_with(
     );
     s.send(req.as_bytes()).await?;
     loop {
-        let (e, len) = next_element(&mut s, &header).await?;
+        let (e, len) = s.next_element(&header).await?;
         s.consume(len);
         if e.is("verify", NS_DIALBACK) && e.attr("id") == Some(id) {
             let _ = s.send(b"</stream:stream>").await;

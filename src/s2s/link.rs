@@ -64,6 +64,15 @@ pub enum LinkError {
     Refused,
 }
 
+impl From<crate::stream::OpenError> for LinkError {
+    fn from(e: crate::stream::OpenError) -> Self {
+        match e {
+            crate::stream::OpenError::Io(e) => LinkError::Stream(e),
+            crate::stream::OpenError::Protocol(p) => LinkError::Protocol(p),
+        }
+    }
+}
+
 impl From<std::io::Error> for LinkError {
     fn from(e: std::io::Error) -> Self {
         LinkError::Stream(StreamIoError::Io(e))
@@ -275,7 +284,7 @@ async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, Lin
     {
         s.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
             .await?;
-        let (e, len) = super::next_element(&mut s, &header).await?;
+        let (e, len) = s.next_element(&header).await?;
         s.consume(len);
         if !e.is("proceed", NS_TLS) {
             return Err(LinkError::Protocol(format!("<{}/> to STARTTLS", e.name)));
@@ -305,7 +314,7 @@ async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, Lin
     );
     s.send(req.as_bytes()).await?;
     loop {
-        let (e, len) = super::next_element(&mut s, &header).await?;
+        let (e, len) = s.next_element(&header).await?;
         s.consume(len);
         if e.is("result", NS_DIALBACK) {
             return match e.attr("type") {
@@ -314,12 +323,10 @@ async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, Lin
             };
         }
         if e.is("error", NS_STREAMS) {
-            let cond = e
-                .elements()
-                .next()
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            return Err(LinkError::Protocol(format!("stream error <{cond}/>")));
+            return Err(LinkError::Protocol(format!(
+                "stream error <{}/>",
+                crate::stream::stream_error_condition(&e)
+            )));
         }
         // Anything else before the verdict (a db:verify piggybacked by the peer is
         // answered on dealer's listeners, not here) is ignored.

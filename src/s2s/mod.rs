@@ -21,9 +21,9 @@ use crate::app::Shared;
 use crate::config::Domains;
 use crate::jid::{Jid, domain_key};
 use crate::snapshot::Snapshot;
-use crate::stream::{StreamIoError, XmlStream};
+use crate::stream::XmlStream;
 use crate::xml::element::{Element, Scope};
-use crate::xml::{Frame, NS_SERVER, StreamHeader};
+use crate::xml::{NS_SERVER, StreamHeader};
 use link::{Dest, LinkError, LinkKey, Links};
 use resolve::{ResolveError, Resolver};
 use stanza::{Condition, Stanza};
@@ -58,56 +58,20 @@ pub async fn open_stream(
     from: &str,
     to: &str,
 ) -> Result<(StreamHeader, Option<Element>), LinkError> {
-    s.restart();
     let h = format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='{}' to='{}' version='1.0'>",
         crate::xml::escape::attr(from),
         crate::xml::escape::attr(to)
     );
-    s.send(h.as_bytes()).await?;
-    let header = match s.next_frame().await? {
-        Frame::Header { len, header } => {
-            s.consume(len);
-            header
-        }
-        other => {
-            return Err(LinkError::Protocol(format!(
-                "{other:?} before a stream header"
-            )));
-        }
-    };
-    if !header.is_stream() || header.default_ns.as_deref() != Some(NS_SERVER) {
-        return Err(LinkError::Protocol(
-            "a header that is not a jabber:server stream".into(),
-        ));
-    }
+    let header = s.open(&h, NS_SERVER).await?;
     let features = if header.version.is_some() {
-        let (e, len) = next_element(s, &header).await?;
+        let (e, len) = s.next_element(&header).await?;
         s.consume(len);
         Some(e)
     } else {
         None
     };
     Ok((header, features))
-}
-
-/// The next element, parsed in the stream's scope; the caller consumes `len`.
-pub async fn next_element(
-    s: &mut XmlStream,
-    header: &StreamHeader,
-) -> Result<(Element, usize), LinkError> {
-    loop {
-        match s.next_frame().await? {
-            Frame::Whitespace { len } => s.consume(len),
-            Frame::Element { len } => {
-                let e = Element::parse(&s.buf[..len], &Scope::from_header(header))
-                    .map_err(StreamIoError::Xml)?;
-                return Ok((e, len));
-            }
-            Frame::Close { .. } => return Err(LinkError::Protocol("stream close".into())),
-            Frame::Header { .. } => return Err(LinkError::Protocol("a second header".into())),
-        }
-    }
 }
 
 /// Send a stanza on its way: to the owner's backend when it is for a user of the

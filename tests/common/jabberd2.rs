@@ -9,8 +9,8 @@
 //! by pid when the handle drops.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 use tempfile::TempDir;
 
-use super::{free_port, wait_for};
+use super::{free_port, probe_features as probe, wait_for};
 
 pub const ROUTER: &str = "/usr/sbin/jabberd2-router";
 pub const SM: &str = "/usr/sbin/jabberd2-sm";
@@ -753,43 +753,4 @@ fn parse_proc_addr(s: &str, v6: bool) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, port))
-}
-
-/// Open a client stream and read until the server's features arrive (bounded: 2 s,
-/// 64 KiB).
-fn probe(addr: SocketAddr, domain: &str) -> Result<(), String> {
-    let limit = Duration::from_secs(2);
-    let mut s = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .and_then(|()| s.set_write_timeout(Some(limit)))
-        .map_err(|e| format!("socket options: {e}"))?;
-    write!(
-        s,
-        "<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' \
-         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let start = Instant::now();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < limit && got.len() < 64 * 1024 {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
-        if String::from_utf8_lossy(&got).contains("<stream:features") {
-            let _ = s.write_all(b"</stream:stream>");
-            return Ok(());
-        }
-    }
-    Err(format!(
-        "no <stream:features in {:?}",
-        String::from_utf8_lossy(&got)
-    ))
 }

@@ -40,6 +40,45 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
+/// Open a client stream to a server and read until its features arrive (bounded: 2 s,
+/// 64 KiB): the readiness check of the backend harnesses.
+pub fn probe_features(addr: SocketAddr, domain: &str) -> Result<(), String> {
+    let limit = Duration::from_secs(2);
+    let mut s = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .and_then(|()| s.set_write_timeout(Some(limit)))
+        .map_err(|e| format!("socket options: {e}"))?;
+    write!(
+        s,
+        "<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit && got.len() < 64 * 1024 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        if String::from_utf8_lossy(&got).contains("<stream:features") {
+            let _ = s.write_all(b"</stream:stream>");
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "no <stream:features in {:?}",
+        String::from_utf8_lossy(&got)
+    ))
+}
+
 /// `GET path` over a fresh connection; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;

@@ -4,8 +4,7 @@
 //! port answers a stream open with `<stream:features`, not merely that it accepts TCP.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 use tempfile::TempDir;
 
-use super::{free_port, wait_for};
+use super::{free_port, probe_features as probe, wait_for};
 
 pub const PROSODY: &str = "/usr/bin/prosody";
 pub const PROSODYCTL: &str = "/usr/bin/prosodyctl";
@@ -449,43 +448,4 @@ modules_enabled = {{ {modules} }}
     }
     let _ = writeln!(c, "\nVirtualHost {}", lua(&spec.domain));
     c
-}
-
-/// Open a client stream and read until the server's features arrive (bounded: 2 s,
-/// 64 KiB).
-fn probe(addr: SocketAddr, domain: &str) -> Result<(), String> {
-    let limit = Duration::from_secs(2);
-    let mut s = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .and_then(|()| s.set_write_timeout(Some(limit)))
-        .map_err(|e| format!("socket options: {e}"))?;
-    write!(
-        s,
-        "<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' \
-         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let start = Instant::now();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < limit && got.len() < 64 * 1024 {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
-        if String::from_utf8_lossy(&got).contains("<stream:features") {
-            let _ = s.write_all(b"</stream:stream>");
-            return Ok(());
-        }
-    }
-    Err(format!(
-        "no <stream:features in {:?}",
-        String::from_utf8_lossy(&got)
-    ))
 }
