@@ -237,33 +237,25 @@ fn spawn_accept_loops(
     for (kind, list) in [
         (Kind::C2s, listeners.c2s),
         (Kind::C2sTls, listeners.c2s_tls),
-    ] {
-        for (l, cfg) in list {
-            log(kind, &l);
-            tasks.spawn(accept_loop(
-                l,
-                kind,
-                cfg,
-                shared.clone(),
-                shared.accept_stop.clone(),
-                crate::c2s::serve,
-            ));
-        }
-    }
-    for (kind, list) in [
         (Kind::S2s, listeners.s2s),
         (Kind::S2sInternal, listeners.s2s_internal),
     ] {
         for (l, cfg) in list {
             log(kind, &l);
-            tasks.spawn(accept_loop(
-                l,
-                kind,
-                cfg,
-                shared.clone(),
-                shared.accept_stop.clone(),
-                crate::s2s::accept::serve,
-            ));
+            let (shared, stop) = (shared.clone(), shared.accept_stop.clone());
+            match kind {
+                Kind::C2s | Kind::C2sTls => {
+                    tasks.spawn(accept_loop(l, kind, cfg, shared, stop, crate::c2s::serve))
+                }
+                Kind::S2s | Kind::S2sInternal => tasks.spawn(accept_loop(
+                    l,
+                    kind,
+                    cfg,
+                    shared,
+                    stop,
+                    crate::s2s::accept::serve,
+                )),
+            };
         }
     }
 }
