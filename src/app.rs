@@ -133,8 +133,6 @@ async fn bind(key: &str, l: &Listener) -> std::io::Result<(TcpListener, Listener
         std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     sock.set_reuseaddr(true)?;
-    // Each worker thread binds the same addresses; the kernel spreads connections.
-    sock.set_reuseport(true)?;
     // Accepted sockets inherit these on Linux: set once here, not per connection.
     crate::net::tune_socket(&socket2::SockRef::from(&sock));
     sock.bind(l.addr)
@@ -155,8 +153,26 @@ impl Listeners {
         Ok(out)
     }
 
-    /// The c2s and s2s listeners only (another worker thread's copies, `SO_REUSEPORT`).
-    pub async fn bind_sessions(snap: &Snapshot) -> std::io::Result<Listeners> {
+    /// Duplicates of the c2s and s2s listening sockets (not `http`), for another
+    /// worker thread's runtime to adopt: every thread accepts on the same sockets, so
+    /// no second process can bind beside dealer and take a share of its clients (as
+    /// `SO_REUSEPORT` would allow).
+    pub fn duplicate(&self) -> std::io::Result<Duplicates> {
+        let dup = |list: &Vec<(TcpListener, Listener)>| -> std::io::Result<Vec<(std::net::TcpListener, Listener)>> {
+            list.iter()
+                .map(|(l, cfg)| Ok((socket2::SockRef::from(l).try_clone()?.into(), *cfg)))
+                .collect()
+        };
+        Ok(Duplicates {
+            c2s: dup(&self.c2s)?,
+            c2s_tls: dup(&self.c2s_tls)?,
+            s2s: dup(&self.s2s)?,
+            s2s_internal: dup(&self.s2s_internal)?,
+        })
+    }
+
+    /// The c2s and s2s listeners only.
+    async fn bind_sessions(snap: &Snapshot) -> std::io::Result<Listeners> {
         let l = &snap.config.listen;
         let mut out = Listeners::default();
         for x in &l.c2s {
@@ -172,6 +188,35 @@ impl Listeners {
             out.s2s_internal.push(bind("listen.s2s_internal", x).await?);
         }
         Ok(out)
+    }
+}
+
+/// Listening sockets duplicated for another runtime (`Listeners::duplicate`).
+pub struct Duplicates {
+    c2s: Vec<(std::net::TcpListener, Listener)>,
+    c2s_tls: Vec<(std::net::TcpListener, Listener)>,
+    s2s: Vec<(std::net::TcpListener, Listener)>,
+    s2s_internal: Vec<(std::net::TcpListener, Listener)>,
+}
+
+impl Duplicates {
+    /// Register the sockets with the current runtime.
+    fn adopt(self) -> std::io::Result<Listeners> {
+        let adopt = |list: Vec<(std::net::TcpListener, Listener)>| -> std::io::Result<Vec<(TcpListener, Listener)>> {
+            list.into_iter()
+                .map(|(l, cfg)| {
+                    l.set_nonblocking(true)?;
+                    Ok((TcpListener::from_std(l)?, cfg))
+                })
+                .collect()
+        };
+        Ok(Listeners {
+            c2s: adopt(self.c2s)?,
+            c2s_tls: adopt(self.c2s_tls)?,
+            s2s: adopt(self.s2s)?,
+            s2s_internal: adopt(self.s2s_internal)?,
+            http: None,
+        })
     }
 }
 
@@ -260,20 +305,22 @@ fn spawn_accept_loops(
     }
 }
 
-/// One more worker thread: its own single-threaded runtime, its own copies of the
-/// listeners (`SO_REUSEPORT`: the kernel spreads new connections over the threads),
-/// and the sessions it accepts, until dealer has stopped. A session stays on the
-/// thread that accepted it, so its wake-ups never cross threads.
+/// One more worker thread: its own single-threaded runtime accepting on `listeners`
+/// (duplicates of the main thread's sockets: whichever thread is free takes the next
+/// connection) and running the sessions it accepts, until dealer has stopped. A
+/// session stays on the thread that accepted it, so its wake-ups never cross threads.
 pub fn spawn_worker(
     shared: Arc<Shared>,
     index: usize,
+    listeners: Duplicates,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let snap = shared.snapshot.load_full();
-    let listeners = rt.block_on(Listeners::bind_sessions(&snap))?;
-    drop(snap);
+    let listeners = {
+        let _in_runtime = rt.enter();
+        listeners.adopt()?
+    };
     std::thread::Builder::new()
         .name(format!("dealer-worker-{index}"))
         .spawn(move || {

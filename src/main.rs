@@ -171,8 +171,8 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         max_connections = dealer::limits::max_connections(snap.config.limits.max_connections, fds),
         "descriptor budget"
     );
-    // Thread per core: this thread and each worker run a single-threaded runtime with
-    // their own copies of the listeners, so a session's wake-ups stay on one thread.
+    // Thread per core: this thread and each worker run a single-threaded runtime that
+    // accepts on the same listening sockets, so a session's wake-ups stay on one thread.
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -189,7 +189,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })?;
     let mut workers = Vec::new();
     for i in 1..threads {
-        workers.push(app::spawn_worker(shared.clone(), i).context("starting a worker thread")?);
+        let dup = listeners
+            .duplicate()
+            .context("duplicating listening sockets")?;
+        workers
+            .push(app::spawn_worker(shared.clone(), i, dup).context("starting a worker thread")?);
     }
     let r = rt.block_on(async move {
         let stop = async {
