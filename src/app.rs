@@ -92,11 +92,6 @@ impl Shared {
         }
     }
 
-    /// The `/route` and `dealer route` line for `name` against `snap`.
-    pub fn route_line(&self, snap: &Snapshot, name: &str, explain: bool) -> Result<String, String> {
-        snap.route_line(name, explain)
-    }
-
     /// Whether dealer can take clients now (for `/readyz`).
     pub fn ready(&self) -> Result<(), &'static str> {
         match *self.phase.borrow() {

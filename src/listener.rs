@@ -96,15 +96,6 @@ impl ConnLimits {
         })
     }
 
-    pub fn max_total(&self) -> usize {
-        self.max_total
-    }
-
-    /// Connections open now (all listeners).
-    pub fn open(&self) -> usize {
-        self.max_total - self.total.available_permits()
-    }
-
     /// Take a slot for `ip`, or `None` when it already has `max` (0 = unlimited).
     pub fn admit(self: &Arc<Self>, ip: IpAddr, max: u64) -> Option<SourceSlot> {
         let mut m = self.per_source.lock().unwrap_or_else(|p| p.into_inner());

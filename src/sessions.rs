@@ -67,14 +67,6 @@ impl Sessions {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// End the sessions whose user `snap` routes to another backend; returns how many.
     pub fn redeal(&self, snap: &Snapshot) -> usize {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());

@@ -94,13 +94,6 @@ impl XmlStream {
         self.conn.write_all(data).await?;
         self.conn.flush().await
     }
-
-    /// Release the buffer's memory once it is empty (before a long idle relay).
-    pub fn shrink(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
-        }
-    }
 }
 
 /// What went wrong while opening a stream to a peer or reading its next element.

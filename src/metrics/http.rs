@@ -99,7 +99,7 @@ fn route(shared: &Shared, query: &str) -> Response<Full<Bytes>> {
         );
     };
     let snap = shared.snapshot.load();
-    let mut r = match shared.route_line(&snap, &name, explain) {
+    let mut r = match snap.route_line(&name, explain) {
         Ok(line) => text(StatusCode::OK, line),
         Err(line) => text(StatusCode::UNPROCESSABLE_ENTITY, line),
     };

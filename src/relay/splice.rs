@@ -64,11 +64,6 @@ fn put_buf(b: Box<[u8]>) {
     }
 }
 
-/// Idle pipes in the pool (for tests and metrics).
-pub fn pooled() -> usize {
-    PIPES.lock().unwrap_or_else(|p| p.into_inner()).len()
-}
-
 /// Relay both directions until both have ended; an error in either ends both.
 pub async fn relay(
     client: &TcpStream,

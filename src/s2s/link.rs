@@ -120,15 +120,6 @@ impl Links {
         tokio::spawn(run(shared, key, tx, rx).instrument(span));
     }
 
-    /// Live links (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Forget `key` if it still maps to `tx` (a newer link may have replaced it).
     fn remove(&self, key: &LinkKey, tx: &mpsc::UnboundedSender<Stanza>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

@@ -126,11 +126,6 @@ impl Framer {
         &self.limits
     }
 
-    /// True between frames: nothing of a frame in progress has been tokenised.
-    pub fn at_boundary(&self) -> bool {
-        self.scanned == 0 && self.depth == 0
-    }
-
     /// Find the next frame at the front of `buf`, or `Ok(None)` if more bytes are
     /// needed. See the module's contract about consuming frames.
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<Frame>, XmlError> {
