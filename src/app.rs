@@ -244,10 +244,21 @@ pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Futur
     let grace = shared.snapshot.load().config.shutdown.grace;
     if how == Stop::Graceful && !shared.tracker.is_empty() {
         info!(sessions = shared.tracker.len(), grace = ?grace, "draining sessions");
-        if tokio::time::timeout(grace, shared.tracker.wait())
-            .await
-            .is_err()
-        {
+        // A second SIGTERM or a SIGINT during the drain ends it at once.
+        let again = async {
+            match crate::shutdown::signals().await {
+                Ok(_) => {}
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let drained = tokio::select! {
+            r = tokio::time::timeout(grace, shared.tracker.wait()) => r.is_ok(),
+            _ = again => {
+                info!("second signal: closing the rest now");
+                true
+            }
+        };
+        if !drained {
             warn!(
                 sessions = shared.tracker.len(),
                 "grace period over: closing the rest"

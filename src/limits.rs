@@ -52,7 +52,7 @@ pub fn check(configured: MaxConnections, hard: u64) -> Option<String> {
         MaxConnections::Fixed(n) if n > sessions_for(hard) => Some(format!(
             "limits.max_connections: {n} sessions need {} descriptors, but the hard limit is {hard} \
              (at most {} sessions); raise `ulimit -Hn` or lower the limit",
-            n * 2 + RESERVED_FDS,
+            n.saturating_mul(2).saturating_add(RESERVED_FDS),
             sessions_for(hard)
         )),
         _ => None,

@@ -122,3 +122,31 @@ pub fn tune_socket(sock: &socket2::SockRef<'_>) {
     let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(120));
     let _ = sock.set_tcp_keepalive(&ka);
 }
+
+/// Read exactly a PROXY protocol header from `tcp`, nothing after it: what follows may
+/// be a TLS ClientHello that a TLS acceptor must see. v1 is read a byte at a time (a
+/// short line, once per connection); v2 announces its length after 16 bytes. The
+/// outer error is the connection's, the inner one the header's.
+pub async fn read_proxy_header(
+    tcp: &mut TcpStream,
+) -> io::Result<Result<crate::proxy_protocol::ProxyInfo, crate::proxy_protocol::ProxyError>> {
+    use crate::proxy_protocol;
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(proxy_protocol::V1_MAX_LEN + 1);
+    loop {
+        match proxy_protocol::parse(&buf) {
+            Ok(Some((info, _))) => return Ok(Ok(info)),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        let want = if buf.len() >= 16 && buf[0] == b'\r' {
+            (16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]))).saturating_sub(buf.len())
+        } else {
+            1
+        }
+        .max(1);
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        tcp.read_exact(&mut buf[start..]).await?;
+    }
+}

@@ -45,13 +45,28 @@ fn world(evil: Option<(&str, u16)>) -> World {
     let (a_s2s, a_internal, b_s2s, b_internal) =
         (free_port(), free_port(), free_port(), free_port());
     let remote_s2s = free_port();
-    let mut public_records = vec![("example.com", b_s2s), ("remote.test", remote_s2s)];
+    // loop1.test points back at dealer A's own internal listener, loop2.test at
+    // dealer B's federation listener, loop3.test at B's internal listener: each would
+    // make dealer deliver to itself.
+    let mut public_records = vec![
+        ("example.com", b_s2s),
+        ("remote.test", remote_s2s),
+        ("loop1.test", a_internal),
+        ("loop2.test", b_s2s),
+        ("loop3.test", b_internal),
+    ];
     if let Some(e) = evil {
         public_records.push(e);
     }
     let public_dns = Dnsmasq::start(&public_records);
     // The backends resolve every foreign domain to dealer (here: the two the tests use).
-    let internal_dns = Dnsmasq::start(&[("remote.test", a_internal), ("nowhere.test", a_internal)]);
+    let internal_dns = Dnsmasq::start(&[
+        ("remote.test", a_internal),
+        ("nowhere.test", a_internal),
+        ("loop1.test", a_internal),
+        ("loop2.test", a_internal),
+        ("loop3.test", a_internal),
+    ]);
     let node1 = ProsodySpec::new("example.com")
         .user("alice", PW)
         .user("heidi", PW)
@@ -187,6 +202,34 @@ fn a_stanza_for_an_unreachable_domain_bounces_to_its_sender() {
     assert!(w.a.metric("dealer_s2s_stanzas_total{direction=\"out\",result=\"bounced\"}") >= 1.0);
 }
 
+#[test]
+fn domains_that_lead_back_to_dealer_bounce_instead_of_looping() {
+    let w = world(None);
+    let s = session(
+        &[local("alice", &w)],
+        vec![
+            act::send_message(0, "x@loop1.test", "round and round?"),
+            serde_json::json!({ "expect_message": { "to": 0, "from": "x@loop1.test", "type": "error", "error": "remote-server-not-found", "timeout": 15 } }),
+            act::send_message(0, "y@loop2.test", "and round?"),
+            serde_json::json!({ "expect_message": { "to": 0, "from": "y@loop2.test", "type": "error", "error": "remote-server-not-found", "timeout": 15 } }),
+            act::send_message(0, "z@loop3.test", "and round again?"),
+            serde_json::json!({ "expect_message": { "to": 0, "from": "z@loop3.test", "type": "error", "error": "remote-server-not-found", "timeout": 15 } }),
+        ],
+    );
+    s.assert_ok();
+    // B's internal listener saw a key from the shared secret: dealer talking to itself.
+    assert!(
+        w.b.log().contains("refusing a routing loop"),
+        "{}",
+        w.b.log()
+    );
+    // Nothing kept circling: a handful of routed stanzas, not thousands.
+    std::thread::sleep(Duration::from_millis(500));
+    let routed =
+        w.a.metric("dealer_s2s_stanzas_total{direction=\"out\",result=\"routed\"}");
+    assert!(routed < 10.0, "{routed} stanzas routed out");
+}
+
 /// A fake authoritative server for a domain the test controls: it vouches for any key.
 fn fake_authority() -> (u16, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding the fake authority");
@@ -266,6 +309,16 @@ fn forged_dialback_spoofed_from_and_strangers_are_rejected() {
     assert!(got.contains("<invalid-from"), "{got}");
     evil.join().expect("fake authority thread");
     assert!(w.b.metric("dealer_s2s_stanzas_total{direction=\"in\",result=\"rejected\"}") >= 1.0);
+
+    // A host the internal listener allows may still speak only for the public domain.
+    let mut r = Raw::plain(w.a_internal);
+    r.send(format!(
+        "<stream:stream from='gmail.test' to='remote.test' {SERVER_HEADER_TAIL}"
+    ));
+    r.expect("</stream:features>", SECS);
+    r.send("<db:result from='gmail.test' to='remote.test'>whatever</db:result>");
+    let (got, _) = r.read_to_close(SECS);
+    assert!(got.contains("<invalid-from"), "{got}");
 
     // The internal listener only takes backends (127.0.0.1): not 127.0.0.9.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
 use tracing::debug;
 use zeroize::Zeroizing;
 
@@ -16,7 +15,7 @@ use crate::app::Shared;
 use crate::config::{Mechanism, StartTls};
 use crate::listener::{Kind, SourceSlot};
 use crate::net::Conn;
-use crate::proxy_protocol::{self, ProxyInfo};
+use crate::proxy_protocol::ProxyInfo;
 use crate::snapshot::Snapshot;
 use crate::xml::element::{Element, Scope};
 use crate::xml::escape::{attr as esc_attr, text as esc_text};
@@ -70,31 +69,13 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
     }
 }
 
-/// Read exactly the PROXY header, nothing after it: what follows may be a TLS
-/// ClientHello that the TLS acceptor must see. v1 is read a byte at a time (it is a
-/// short line, once per connection); v2 announces its length after 16 bytes.
 async fn read_proxy_header(tcp: &mut tokio::net::TcpStream) -> Result<ProxyInfo, SessionError> {
-    let mut buf = Vec::with_capacity(proxy_protocol::V1_MAX_LEN + 1);
-    loop {
-        match proxy_protocol::parse(&buf) {
-            Ok(Some((info, _))) => return Ok(info),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(SessionError::stream(
-                    StreamError::NotWellFormed,
-                    format!("expected a PROXY protocol header: {e}"),
-                ));
-            }
-        }
-        let want = if buf.len() >= 16 && buf[0] == b'\r' {
-            (16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]))).saturating_sub(buf.len())
-        } else {
-            1
-        }
-        .max(1);
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        tcp.read_exact(&mut buf[start..]).await?;
+    match crate::net::read_proxy_header(tcp).await? {
+        Ok(info) => Ok(info),
+        Err(e) => Err(SessionError::stream(
+            StreamError::NotWellFormed,
+            format!("expected a PROXY protocol header: {e}"),
+        )),
     }
 }
 

@@ -394,6 +394,16 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         .domain_backend
         .as_deref()
         .and_then(|s| find(&mut v, "s2s.domain_backend", s));
+    if !listen.s2s.is_empty() {
+        for b in &backends {
+            if b.s2s.is_none() {
+                v.err(
+                    format!("backends.{}.s2s", b.name),
+                    "required with listen.s2s: stanzas from the federation for this backend's users are delivered there",
+                );
+            }
+        }
+    }
     if !listen.s2s.is_empty() && raw.s2s.domain_backend.is_none() {
         v.err(
             "s2s.domain_backend",

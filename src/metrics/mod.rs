@@ -38,10 +38,13 @@ pub const LIMITS: [&str; 9] = [
     "s2s_internal_allow",
 ];
 /// Stream error conditions dealer sends.
-pub const CONDITIONS: [&str; 14] = [
+pub const CONDITIONS: [&str; 17] = [
     "bad-format",
     "connection-timeout",
     "host-unknown",
+    "improper-addressing",
+    "internal-server-error",
+    "invalid-from",
     "invalid-namespace",
     "not-authorized",
     "not-well-formed",
@@ -88,7 +91,8 @@ pub struct Metrics {
     /// Open s2s streams: `direction` (in | out | internal).
     pub s2s_streams: IntGaugeVec,
     /// s2s stanzas: `direction` (in: to backends, out: to the federation), `result`
-    /// (routed | bounced | dropped | rejected).
+    /// (routed | masked | bounced | dropped | rejected; masked counts the stanzas whose
+    /// JIDs were rewritten, which are also routed).
     pub s2s_stanzas: IntCounterVec,
     /// Sessions closed by a re-deal because their user moved to another backend.
     pub redeal_closed: prometheus::IntCounter,
@@ -98,7 +102,7 @@ pub struct Metrics {
 }
 
 pub const S2S_DIRECTIONS: [&str; 3] = ["in", "out", "internal"];
-pub const S2S_RESULTS: [&str; 4] = ["routed", "bounced", "dropped", "rejected"];
+pub const S2S_RESULTS: [&str; 5] = ["routed", "masked", "bounced", "dropped", "rejected"];
 
 /// Relay kinds and directions, the labels of `dealer_relay_bytes_total`.
 pub const RELAY_KINDS: [&str; 3] = ["splice", "copy", "rewrite"];

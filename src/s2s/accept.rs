@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::stanza::Stanza;
 use super::{dialback, dispatch, link::LinkError, open_stream};
 use crate::app::Shared;
+use crate::config::StartTls;
 use crate::jid::{Jid, domain_key};
 use crate::listener::{Accepted, Kind};
 use crate::net::{Conn, tune};
@@ -76,10 +77,21 @@ struct Peer {
     local: String,
     /// (originating, receiving) domain pairs dialback has authenticated.
     authed: Vec<(String, String)>,
+    /// The peer's address (internal listener: which backend this may be).
+    peer: std::net::IpAddr,
+    /// The listener's STARTTLS policy.
+    starttls: crate::config::StartTls,
 }
 
+/// Pairs one stream may authenticate (dialback piggybacking); beyond this, refuse.
+const MAX_PAIRS: usize = 64;
+
 pub async fn serve(a: Accepted, shared: Arc<Shared>) {
-    let span = info_span!("s2s_in", peer.addr = %a.peer, listener = a.kind.label());
+    let span = if a.listener.proxy_protocol {
+        info_span!("s2s_in", proxy.addr = %a.peer, peer.addr = tracing::field::Empty, listener = a.kind.label())
+    } else {
+        info_span!("s2s_in", peer.addr = %a.peer, listener = a.kind.label())
+    };
     session(a, shared).instrument(span).await
 }
 
@@ -101,14 +113,47 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         id: crate::c2s::stream_id(),
         local: snap.config.domain.clone(),
         authed: Vec::new(),
+        peer: a.peer.ip(),
+        starttls: a.listener.starttls,
     };
+    if a.listener.proxy_protocol {
+        // Behind an L4 balancer: the header names the real peer, which the allow-list
+        // and the per-source limit must see.
+        let Conn::Plain(tcp) = &mut p.stream.conn else {
+            gauge.dec();
+            return;
+        };
+        let header = tokio::time::timeout(
+            snap.config.limits.handshake_timeout,
+            crate::net::read_proxy_header(tcp),
+        )
+        .await;
+        match header {
+            Ok(Ok(Ok(crate::proxy_protocol::ProxyInfo::Tcp { source, .. }))) => {
+                p.peer = source.ip();
+                tracing::Span::current().record("peer.addr", tracing::field::display(source));
+            }
+            Ok(Ok(Ok(crate::proxy_protocol::ProxyInfo::Local))) => {}
+            _ => {
+                stream_error(
+                    &mut p,
+                    &shared,
+                    StreamError::NotWellFormed,
+                    "expected a PROXY protocol header",
+                )
+                .await;
+                gauge.dec();
+                return;
+            }
+        }
+    }
     let result = if internal
         && !snap
             .config
             .s2s
             .internal_allow
             .iter()
-            .any(|n| n.contains(&a.peer.ip()))
+            .any(|n| n.contains(&p.peer))
     {
         shared.metrics.limit("s2s_internal_allow");
         warn!("internal s2s connection from an address outside s2s.internal_allow");
@@ -124,7 +169,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
             snap.config.limits.max_connections_per_source
         };
         drop(snap);
-        match shared.conn_limits.admit(a.peer.ip(), max) {
+        match shared.conn_limits.admit(p.peer, max) {
             Some(_slot) => {
                 let stop = shared.sessions_stop.clone();
                 tokio::select! {
@@ -235,8 +280,12 @@ async fn open(p: &mut Peer, shared: &Arc<Shared>) -> Result<(), S2sError> {
     );
     if version {
         out.push_str("<stream:features>");
-        if !p.stream.conn.is_tls() && snap.tls_key.is_some() {
-            out.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        if !p.stream.conn.is_tls() && snap.tls_key.is_some() && p.starttls != StartTls::Off {
+            out.push_str(if p.starttls == StartTls::Required {
+                "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+            } else {
+                "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+            });
         }
         out.push_str(
             "<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>",
@@ -283,7 +332,7 @@ async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Resu
         match (e.ns.as_str(), e.name.as_str()) {
             (NS_TLS, "starttls") => {
                 let snap = shared.snapshot.load_full();
-                if p.stream.conn.is_tls() || snap.tls_key.is_none() {
+                if p.stream.conn.is_tls() || snap.tls_key.is_none() || p.starttls == StartTls::Off {
                     return Err(err(StreamError::PolicyViolation, "STARTTLS is not offered"));
                 }
                 p.stream
@@ -295,11 +344,18 @@ async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Resu
                 let Conn::Plain(tcp) = p.stream.take_conn() else {
                     return Err(S2sError::Gone("STARTTLS twice".into()));
                 };
-                let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.starttls.clone())
-                    .accept(tcp)
-                    .await?;
+                // The handshake, too, runs against a clock.
+                let tls = tokio::time::timeout(
+                    snap.config.limits.handshake_timeout,
+                    tokio_rustls::TlsAcceptor::from(shared.server_tls.starttls.clone()).accept(tcp),
+                )
+                .await
+                .map_err(|_| S2sError::Gone("TLS handshake timed out".into()))??;
                 p.stream.conn = Conn::Tls(Box::new(tls.into()));
                 return Ok(Next::Restart);
+            }
+            (NS_DIALBACK, _) if p.starttls == StartTls::Required && !p.stream.conn.is_tls() => {
+                return Err(err(StreamError::PolicyViolation, "STARTTLS first"));
             }
             (NS_DIALBACK, "result") if e.attr("type").is_none() => db_result(p, shared, &e).await?,
             (NS_DIALBACK, "verify") if e.attr("type").is_none() => db_verify(p, shared, &e).await?,
@@ -330,6 +386,24 @@ async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
             esc(&from)
         )
     };
+    if p.authed.iter().any(|(f, t)| *f == from && *t == to) {
+        // Already authenticated: say so again, do not store it twice.
+        p.stream.send(answer("valid").as_bytes()).await?;
+        return Ok(());
+    }
+    if p.authed.len() >= MAX_PAIRS {
+        return Err(err(
+            StreamError::PolicyViolation,
+            "too many domains on one stream",
+        ));
+    }
+    if p.internal && !internal_may_originate(&snap.config, p.peer, &from) {
+        warn!(s2s.from = %from, "a backend claimed a domain that is not its own");
+        return Err(err(
+            StreamError::InvalidFrom,
+            format!("{from} is not yours"),
+        ));
+    }
     if !p.internal && to != snap.config.domain {
         let reply = format!(
             "<db:result from='{}' to='{}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
@@ -338,6 +412,16 @@ async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
         );
         p.stream.send(reply.as_bytes()).await?;
         return Ok(());
+    }
+    let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
+    if dialback::verify(&secret, &to, &from, &p.id, &e.text()) {
+        // A key from dealer's own secret: dealer (or another instance) is talking to
+        // itself through a domain that resolves back to it. Refuse, or it loops.
+        warn!(s2s.from = %from, s2s.to = %to, "dialback from dealer itself: refusing a routing loop");
+        return Err(err(
+            StreamError::PolicyViolation,
+            "routing loop: this is dealer",
+        ));
     }
     let valid = if p.internal {
         // The allow-list vouched for the backend.
@@ -356,7 +440,30 @@ async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
     } else {
         p.stream.send(answer("invalid").as_bytes()).await?;
         info!(s2s.from = %from, s2s.to = %to, "dialback: invalid");
+        p.stream.close_with(b"</stream:stream>").await;
         Err(S2sError::Done)
+    }
+}
+
+/// Which domains a peer of the internal listener may speak for: with shared domains
+/// the public one only; with masked domains the internal domain of a backend — and
+/// when the peer's address is a configured backend address, only that backend's.
+fn internal_may_originate(c: &crate::config::Config, peer: std::net::IpAddr, from: &str) -> bool {
+    match c.domains {
+        crate::config::Domains::Shared => from == c.domain,
+        crate::config::Domains::Masked => {
+            let at_addr: Vec<&crate::config::Backend> = c
+                .backends
+                .iter()
+                .filter(|b| [b.c2s, b.s2s].iter().flatten().any(|a| a.ip() == peer))
+                .collect();
+            let candidates: Vec<&crate::config::Backend> = if at_addr.is_empty() {
+                c.backends.iter().collect()
+            } else {
+                at_addr
+            };
+            candidates.iter().any(|b| b.domain.as_deref() == Some(from))
+        }
     }
 }
 
@@ -370,8 +477,10 @@ async fn db_verify(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
     };
     let snap = shared.snapshot.load_full();
     let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
-    // `from` is the receiving server that got our key, `to` the domain we claimed.
-    let ok = dialback::verify(&secret, &domain_key(from), &domain_key(to), id, &e.text());
+    // `from` is the receiving server that got our key, `to` the domain we claimed; on
+    // the federation listener dealer vouches only for the public domain.
+    let ours = p.internal || domain_key(to) == snap.config.domain;
+    let ok = ours && dialback::verify(&secret, &domain_key(from), &domain_key(to), id, &e.text());
     let reply = format!(
         "<db:verify from='{}' to='{}' id='{}' type='{}'/>",
         esc(to),
@@ -430,6 +539,25 @@ fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError
         {
             return Err(reject(StreamError::InvalidFrom, "not a backend's domain"));
         }
+        // A user speaks only from the backend that owns it.
+        if let Some(local) = from.local {
+            let owner = snap
+                .router
+                .route(local)
+                .ok()
+                .map(|d| &snap.config.backends[d.backend]);
+            if owner.and_then(|b| b.domain.as_deref()) != Some(fd.as_str()) {
+                return Err(reject(
+                    StreamError::InvalidFrom,
+                    "a user of another backend",
+                ));
+            }
+        }
+        shared
+            .metrics
+            .s2s_stanzas
+            .with_label_values(&["out", "masked"])
+            .inc();
         super::mask(&snap, &fd, st)?
     } else {
         st

@@ -32,6 +32,11 @@ pub const SETUP: Duration = Duration::from_secs(30);
 const CONNECT: Duration = Duration::from_secs(5);
 /// Bytes gathered from the queue before one write.
 const BATCH: usize = 64 * 1024;
+/// Stanzas a link may hold while it comes up or while its peer is slow to read;
+/// beyond that, new ones are bounced with `resource-constraint`.
+pub const QUEUE: usize = 10_000;
+/// A peer that takes longer than this to take a batch is dropped.
+const WRITE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dest {
@@ -62,6 +67,8 @@ pub enum LinkError {
     Protocol(String),
     #[error("dialback refused")]
     Refused,
+    #[error("the destination is dealer itself")]
+    Loop,
 }
 
 impl From<crate::stream::OpenError> for LinkError {
@@ -81,12 +88,13 @@ impl From<std::io::Error> for LinkError {
 
 impl LinkError {
     /// The condition a stanza that could not be delivered is bounced with.
+    /// RFC 6120 §8.3.3: a link that could not be set up is `remote-server-not-found`
+    /// ("communication cannot be established"), one that ran out of time
+    /// `remote-server-timeout`.
     pub fn condition(&self) -> Condition {
         match self {
-            LinkError::NotFound(_) | LinkError::Connect(_) | LinkError::Refused => {
-                Condition::RemoteServerNotFound
-            }
-            _ => Condition::RemoteServerTimeout,
+            LinkError::Timeout => Condition::RemoteServerTimeout,
+            _ => Condition::RemoteServerNotFound,
         }
     }
 }
@@ -94,24 +102,30 @@ impl LinkError {
 /// The queues of the live links.
 #[derive(Default)]
 pub struct Links {
-    map: Mutex<HashMap<LinkKey, mpsc::UnboundedSender<Stanza>>>,
+    map: Mutex<HashMap<LinkKey, mpsc::Sender<Stanza>>>,
 }
 
 impl Links {
-    /// Queue `st` on the link for `key`, starting the link if there is none.
+    /// Queue `st` on the link for `key`, starting the link if there is none. A full
+    /// queue (a peer that does not keep up) bounces the stanza.
     pub fn send(&self, shared: &Arc<Shared>, key: LinkKey, st: Stanza) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let st = match map.get(&key) {
-            Some(tx) => match tx.send(st) {
+            Some(tx) => match tx.try_send(st) {
                 Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(st)) => {
+                    drop(map);
+                    super::bounce(shared, &st, Condition::ResourceConstraint);
+                    return;
+                }
                 // The link ended between our lookup and its cleanup: start a new one.
-                Err(e) => e.0,
+                Err(mpsc::error::TrySendError::Closed(st)) => st,
             },
             None => st,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        // `rx` is alive here, so this send cannot fail.
-        let _ = tx.send(st);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        // A new channel has room, so this send cannot fail.
+        let _ = tx.try_send(st);
         map.insert(key.clone(), tx.clone());
         drop(map);
         let shared = shared.clone();
@@ -121,7 +135,7 @@ impl Links {
     }
 
     /// Forget `key` if it still maps to `tx` (a newer link may have replaced it).
-    fn remove(&self, key: &LinkKey, tx: &mpsc::UnboundedSender<Stanza>) {
+    fn remove(&self, key: &LinkKey, tx: &mpsc::Sender<Stanza>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(key).is_some_and(|t| t.same_channel(tx)) {
             map.remove(key);
@@ -132,8 +146,8 @@ impl Links {
 async fn run(
     shared: Arc<Shared>,
     key: LinkKey,
-    tx: mpsc::UnboundedSender<Stanza>,
-    mut rx: mpsc::UnboundedReceiver<Stanza>,
+    tx: mpsc::Sender<Stanza>,
+    mut rx: mpsc::Receiver<Stanza>,
 ) {
     let gauge = shared.metrics.s2s_streams.with_label_values(&["out"]);
     gauge.inc();
@@ -158,29 +172,42 @@ async fn run(
         }
     };
     info!("s2s link up");
-    let mut batch = Vec::with_capacity(4096);
+    let mut bytes = Vec::with_capacity(4096);
+    // The stanzas of the batch being written, so a failed write can bounce each one.
+    let mut batch: Vec<Stanza> = Vec::new();
     let mut idle_until = Instant::now() + IDLE;
-    let ended: Option<Stanza> = loop {
+    loop {
         tokio::select! {
             st = rx.recv() => {
-                let Some(st) = st else { break None };
+                let Some(st) = st else { break };
+                bytes.clear();
                 batch.clear();
-                batch.extend_from_slice(&st.bytes);
-                let mut n = 1u64;
-                while batch.len() < BATCH {
+                bytes.extend_from_slice(&st.bytes);
+                batch.push(st);
+                while bytes.len() < BATCH {
                     match rx.try_recv() {
                         Ok(more) => {
-                            batch.extend_from_slice(&more.bytes);
-                            n += 1;
+                            bytes.extend_from_slice(&more.bytes);
+                            batch.push(more);
                         }
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = s.conn.write_all(&batch).await {
-                    debug!(error = %e, "s2s link write failed");
-                    break Some(st);
+                let written = tokio::time::timeout(WRITE, async {
+                    s.conn.write_all(&bytes).await?;
+                    // TLS keeps the tail of a record buffered until flushed.
+                    s.conn.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
+                    debug!("s2s link write failed or timed out");
+                    // These may or may not have arrived: tell their senders.
+                    for st in batch.drain(..) {
+                        super::bounce(&shared, &st, Condition::RemoteServerTimeout);
+                    }
+                    break;
                 }
-                shared.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(n);
+                shared.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(batch.len() as u64);
                 idle_until = Instant::now() + IDLE;
             }
             f = s.next_frame() => {
@@ -191,32 +218,39 @@ async fn run(
                             .unwrap_or(true);
                         s.consume(len);
                         if is_error {
-                            break None;
+                            break;
                         }
                     }
                     Ok(Frame::Whitespace { len }) => s.consume(len),
-                    _ => break None,
+                    _ => break,
                 }
             }
             _ = tokio::time::sleep_until(idle_until) => {
-                let _ = s.send(b"</stream:stream>").await;
-                break None;
+                let _ = tokio::time::timeout(Duration::from_secs(1), s.send(b"</stream:stream>")).await;
+                break;
             }
         }
-    };
+    }
     debug!("s2s link down");
     shared.s2s.links.remove(&key, &tx);
     drop(tx);
-    // Anything still queued goes out on a fresh link (or bounces if that fails).
+    // Anything still queued goes out on a fresh link (which bounces it if it fails).
     rx.close();
-    let mut pending: Vec<Stanza> = ended.into_iter().collect();
     while let Ok(st) = rx.try_recv() {
-        pending.push(st);
-    }
-    for st in pending {
         shared.s2s.links.send(&shared, key.clone(), st);
     }
     gauge.dec();
+}
+
+/// Whether `a` is one of dealer's s2s listeners (a wildcard listener matches any
+/// loopback or its own port on any address dealer may hold).
+fn is_own_listener(c: &crate::config::Config, a: SocketAddr) -> bool {
+    c.listen.s2s.iter().chain(&c.listen.s2s_internal).any(|l| {
+        l.addr.port() == a.port()
+            && (l.addr.ip() == a.ip()
+                || (l.addr.ip().is_unspecified()
+                    && (a.ip().is_loopback() || a.ip().is_unspecified())))
+    })
 }
 
 fn out_label(key: &LinkKey) -> &'static str {
@@ -244,6 +278,15 @@ async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, Lin
                 .map_err(|e| LinkError::NotFound(e.to_string()))?
         }
     };
+    // A remote domain that resolves to one of dealer's own s2s listeners would make
+    // dealer deliver to itself, round and round.
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| !is_own_listener(&snap.config, *a))
+        .collect();
+    if addrs.is_empty() {
+        return Err(LinkError::Loop);
+    }
     let mut last = String::from("no address");
     let mut tcp = None;
     for a in &addrs {

@@ -95,7 +95,14 @@ fn deliver(shared: &Arc<Shared>, snap: &Snapshot, key: LinkKey, mut st: Stanza) 
             internal: &key.to,
         };
         match crate::rewrite::rewrite(&st.bytes, rule, &mut out) {
-            Ok(true) => st.bytes = out.into(),
+            Ok(true) => {
+                st.bytes = out.into();
+                shared
+                    .metrics
+                    .s2s_stanzas
+                    .with_label_values(&["in", "masked"])
+                    .inc();
+            }
             Ok(false) => {}
             Err(_) => return bounce(shared, &st, Condition::ServiceUnavailable),
         }

@@ -65,18 +65,27 @@ impl Resolver {
         }
         let fqdn = format!("_xmpp-server._tcp.{domain}.");
         let mut targets: Vec<(u16, u16, String, u16)> = Vec::new();
+        let mut refused = false;
         if let Ok(l) = self.dns.lookup(fqdn.as_str(), RecordType::SRV).await {
             for rec in l.answers() {
                 if let RData::SRV(srv) = &rec.data {
                     let target = srv.target.to_ascii();
-                    // "." means "no service here" (RFC 2782).
-                    if target != "." {
+                    // "." means "no service here" (RFC 2782, RFC 6120 §3.2.1).
+                    if target == "." {
+                        refused = true;
+                    } else {
                         targets.push((srv.priority, srv.weight, target, srv.port));
                     }
                 }
             }
         }
         if targets.is_empty() {
+            if refused {
+                return Err(ResolveError::NotFound(format!(
+                    "{domain} offers no XMPP server service"
+                )));
+            }
+            // No SRV records at all: the domain itself, on the default port.
             return self.host(domain, 5269).await;
         }
         // Lowest priority first; within one, heavier weights first (a deterministic
