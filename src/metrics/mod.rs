@@ -38,7 +38,7 @@ pub const LIMITS: [&str; 9] = [
     "s2s_internal_allow",
 ];
 /// Stream error conditions dealer sends.
-pub const CONDITIONS: [&str; 17] = [
+pub const CONDITIONS: [&str; 18] = [
     "bad-format",
     "connection-timeout",
     "host-unknown",
@@ -54,6 +54,7 @@ pub const CONDITIONS: [&str; 17] = [
     "restricted-xml",
     "see-other-host",
     "system-shutdown",
+    "unsupported-encoding",
     "unsupported-stanza-type",
     "unsupported-version",
 ];

@@ -20,6 +20,8 @@ pub enum XmlError {
     TooDeep(usize),
     #[error("more than {0} attributes on one element")]
     TooManyAttributes(usize),
+    #[error("an encoding other than UTF-8")]
+    UnsupportedEncoding,
 }
 
 impl XmlError {
@@ -28,6 +30,7 @@ impl XmlError {
             XmlError::NotWellFormed(_) => StreamError::NotWellFormed,
             XmlError::Restricted(_) => StreamError::RestrictedXml,
             XmlError::TextAtStreamLevel => StreamError::BadFormat,
+            XmlError::UnsupportedEncoding => StreamError::UnsupportedEncoding,
             XmlError::HeaderTooBig(_)
             | XmlError::StanzaTooBig(_)
             | XmlError::TooDeep(_)
@@ -66,6 +69,7 @@ pub enum StreamError {
     SeeOtherHost,
     SystemShutdown,
     UndefinedCondition,
+    UnsupportedEncoding,
     UnsupportedStanzaType,
     UnsupportedVersion,
 }
@@ -89,6 +93,7 @@ impl StreamError {
             StreamError::SeeOtherHost => "see-other-host",
             StreamError::SystemShutdown => "system-shutdown",
             StreamError::UndefinedCondition => "undefined-condition",
+            StreamError::UnsupportedEncoding => "unsupported-encoding",
             StreamError::UnsupportedStanzaType => "unsupported-stanza-type",
             StreamError::UnsupportedVersion => "unsupported-version",
         }

@@ -144,8 +144,17 @@ impl Framer {
             return Ok(None);
         }
         debug_assert!(self.scanned <= buf.len(), "caller dropped unconsumed bytes");
-        let base = self.scanned;
-        let mut reader = Reader::from_reader(&buf[base..]);
+        // quick-xml drops a UTF-8 byte order mark at the start of its input without
+        // counting it in `buffer_position`, and each call starts a reader mid-document:
+        // account for the three bytes here. A BOM is legal at the very start of the
+        // stream and as a character (U+FEFF) inside text, never between stanzas.
+        let bom = buf[self.scanned..].starts_with(UTF8_BOM);
+        if bom && self.state == State::Stream && self.depth == 0 {
+            return Err(XmlError::TextAtStreamLevel);
+        }
+        // quick-xml strips (exactly one) BOM itself; positions are counted after it.
+        let base = self.scanned + if bom { UTF8_BOM.len() } else { 0 };
+        let mut reader = Reader::from_reader(&buf[self.scanned..]);
         {
             let c = reader.config_mut();
             c.check_end_names = false; // we check, across calls
@@ -171,7 +180,15 @@ impl Framer {
                 (_, Event::Comment(_)) => return Err(XmlError::Restricted("comment")),
                 (_, Event::PI(_)) => return Err(XmlError::Restricted("processing instruction")),
                 (_, Event::DocType(_)) => return Err(XmlError::Restricted("DTD")),
-                (State::Prolog, Event::Decl(_)) if committed == 0 => {}
+                (State::Prolog, Event::Decl(d)) if committed == 0 => {
+                    // RFC 6120 §11.6: UTF-8 only.
+                    if let Some(enc) = d.encoding() {
+                        let enc = enc.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
+                        if !enc.eq_ignore_ascii_case("utf-8") {
+                            return Err(XmlError::UnsupportedEncoding);
+                        }
+                    }
+                }
                 (_, Event::Decl(_)) => {
                     return Err(XmlError::Restricted("processing instruction"));
                 }
@@ -248,9 +265,18 @@ impl Framer {
                         return Ok(Some(self.emit(Frame::Element { len: end })));
                     }
                 }
-                (State::Stream, Event::GeneralRef(r)) => check_reference(&r)?,
+                (State::Stream, Event::GeneralRef(r)) => {
+                    check_reference(&r)?;
+                    // The reference is part of the text node around it.
+                    let text: &str = &r;
+                    visit.reference(
+                        text.as_ptr() as usize - buf.as_ptr() as usize - 1,
+                        text.len() + 2,
+                    );
+                }
                 (State::Stream, Event::Text(t)) => {
                     let text: &str = &t;
+                    check_chars(text)?;
                     visit.text(text, text.as_ptr() as usize - buf.as_ptr() as usize);
                 }
                 (State::Stream, Event::CData(_)) => {}
@@ -334,13 +360,17 @@ impl Framer {
             {
                 visit.attribute(key, value, value.as_ptr() as usize - buf.as_ptr() as usize);
             }
+            check_chars(&a.value)?;
             if v.contains(&b'&') {
-                quick_xml::escape::unescape(&a.value).map_err(|e| match e {
-                    quick_xml::escape::EscapeError::UnrecognizedEntity(..) => {
-                        XmlError::Restricted("entity reference")
-                    }
-                    e => XmlError::NotWellFormed(format!("attribute value: {e}")),
-                })?;
+                // Every reference in the value, by the same rules as in text.
+                let mut rest: &str = &a.value;
+                while let Some(i) = rest.find('&') {
+                    let Some(j) = rest[i..].find(';') else {
+                        return Err(XmlError::NotWellFormed("`&` without a reference".into()));
+                    };
+                    check_reference(&rest[i + 1..i + j])?;
+                    rest = &rest[i + j + 1..];
+                }
             }
         }
         Ok(())
@@ -356,6 +386,7 @@ impl Framer {
             QxError::Syntax(SyntaxError::UnclosedPI) => {
                 // `<?`, `<?x` … may still become the XML declaration at the very start.
                 let decl_start = self.state == State::Prolog && self.scanned == 0;
+                let rest = rest.strip_prefix(UTF8_BOM).unwrap_or(rest);
                 if decl_start && b"<?xml".starts_with(rest) {
                     Ok(())
                 } else {
@@ -409,6 +440,8 @@ pub trait Visit {
     fn attribute(&mut self, _key: &str, _value: &str, _at: usize) {}
     /// Character data as written, at byte `at` of the buffer.
     fn text(&mut self, _value: &str, _at: usize) {}
+    /// A character or entity reference of `len` bytes at byte `at`, inside text.
+    fn reference(&mut self, _at: usize, _len: usize) {}
 }
 
 /// The visitor of plain `parse`.
@@ -423,10 +456,16 @@ fn check_reference(r: &str) -> Result<(), XmlError> {
     match r {
         "lt" | "gt" | "amp" | "apos" | "quot" => Ok(()),
         _ if r.starts_with('#') => {
+            // Digits only: `u32::from_str` would also take a sign.
             let n = if let Some(hex) = r.strip_prefix("#x") {
-                u32::from_str_radix(hex, 16).ok()
+                (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| u32::from_str_radix(hex, 16).ok())
+                    .flatten()
             } else {
-                r[1..].parse::<u32>().ok()
+                let dec = &r[1..];
+                (!dec.is_empty() && dec.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| dec.parse::<u32>().ok())
+                    .flatten()
             };
             match n.and_then(char::from_u32) {
                 Some(c) if is_xml_char(c) => Ok(()),
@@ -438,6 +477,19 @@ fn check_reference(r: &str) -> Result<(), XmlError> {
         _ => Err(XmlError::Restricted("entity reference")),
     }
 }
+
+/// Raw characters XML forbids: C0 controls other than tab, line feed and carriage
+/// return (the other forbidden code points cannot be encoded in valid UTF-8 text here).
+fn check_chars(s: &str) -> Result<(), XmlError> {
+    if s.bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(XmlError::NotWellFormed("a control character".into()));
+    }
+    Ok(())
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)

@@ -38,12 +38,18 @@ impl<'a> Head<'a> {
                 _ => return Err(XmlError::NotWellFormed("expected an element".into())),
             }
         };
-        let start_len = r.buffer_position() as usize;
-        // The tag borrows from `bytes`: re-slice so the names outlive `start`.
-        let text = std::str::from_utf8(&bytes[..start_len]).map_err(|e| bad(&e))?;
-        let qname_len = start.name().as_ref().len();
-        let qname_at = text.find('<').map(|i| i + 1).unwrap_or(1);
-        let qname: &'a str = &text[qname_at..qname_at + qname_len];
+        // The tag borrows from `bytes`: find the name there so it outlives `start`
+        // (by position, since quick-xml may have skipped a byte order mark).
+        let qname_str: &str = start.name().0;
+        let qname_at = qname_str.as_ptr() as usize - bytes.as_ptr() as usize;
+        let skipped_bom = if bytes.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
+        let start_len = r.buffer_position() as usize + skipped_bom;
+        let qname: &'a str = std::str::from_utf8(&bytes[qname_at..qname_at + qname_str.len()])
+            .map_err(|e| bad(&e))?;
         let (prefix, name) = match qname.split_once(':') {
             Some((p, l)) => (Some(p), l),
             None => (None, qname),

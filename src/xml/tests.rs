@@ -113,6 +113,12 @@ fn well_formed_streams() {
             format!("{HEADER}<a><a><a/></a></a>"),
             vec![header(), el("<a><a><a/></a></a>")],
         ),
+        // A byte order mark at the start, and U+FEFF characters inside text, wherever
+        // the reads split them.
+        (
+            format!("\u{feff}{HEADER}<message><body>\u{feff}hi\u{feff}\u{feff}</body><a></a></message>"),
+            vec![header(), el("<message><body>\u{feff}hi\u{feff}\u{feff}</body><a></a></message>")],
+        ),
         // A header without declaration and with whitespace around.
         (
             "\n <stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='example.com'>  ".into(),
@@ -154,6 +160,16 @@ fn hostile_streams_fail_with_the_right_error() {
             matches!(r, Err(Restricted(_)))
         }),
         (format!("{HEADER}<a>&#0;</a>"), nwf),
+        (format!("{HEADER}<a>&#+65;</a>"), nwf),
+        (format!("{HEADER}<a>&#x+41;</a>"), nwf),
+        (format!("{HEADER}<a b='&#1;'/>"), nwf),
+        (format!("{HEADER}<a>\u{1}</a>"), nwf),
+        (format!("{HEADER}<a b='x\u{2}'/>"), nwf),
+        (format!("{HEADER}\u{feff}<a/>"), |r| r == Err(TextAtStreamLevel)),
+        (
+            "<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>".into(),
+            |r| r == Err(UnsupportedEncoding),
+        ),
         (format!("{HEADER}<a>& b</a>"), nwf),
         (format!("{HEADER}<a></b>"), nwf),
         (format!("{HEADER}<a b='1' b='2'/>"), nwf),
