@@ -79,8 +79,12 @@ async fn round(kind: Kind, payload: &[u8], expect: usize) -> Duration {
                     public: "example.com".into(),
                     internal: "node1.internal".into(),
                     own_local: "alice".into(),
+                    normalise: dealer::config::Normalise::Nodeprep,
                 },
-                Start::InStream,
+                Start::InStream {
+                    client: "stream:stream".into(),
+                    backend: "stream:stream".into(),
+                },
                 FrameLimits::default(),
                 Counters::new(&metrics, "rewrite"),
                 tokio_util::sync::CancellationToken::new(),

@@ -6,8 +6,9 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use crate::config::MaxConnections;
 
-/// Descriptors kept back from sessions.
-pub const RESERVED_FDS: u64 = 64;
+/// Descriptors kept back from sessions: listeners, logs, the HTTP endpoint, and the
+/// splice relay's pooled pipes (two descriptors each).
+pub const RESERVED_FDS: u64 = 64 + 2 * crate::relay::splice::POOL_MAX as u64;
 
 /// Raise the soft descriptor limit to the hard one; returns the soft limit in force.
 pub fn raise_nofile() -> u64 {
@@ -65,7 +66,7 @@ mod tests {
 
     #[test]
     fn budget() {
-        assert_eq!(max_connections(MaxConnections::Auto, 20_000), 9_968);
+        assert_eq!(max_connections(MaxConnections::Auto, 20_000), 9_904);
         assert_eq!(max_connections(MaxConnections::Auto, 10), 1);
         assert_eq!(max_connections(MaxConnections::Fixed(5), 10), 5);
         assert!(check(MaxConnections::Fixed(20_000), 20_000).is_some());

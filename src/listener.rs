@@ -98,6 +98,7 @@ impl ConnLimits {
 
     /// Take a slot for `ip`, or `None` when it already has `max` (0 = unlimited).
     pub fn admit(self: &Arc<Self>, ip: IpAddr, max: u64) -> Option<SourceSlot> {
+        let ip = source(ip);
         let mut m = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);
         if max > 0 && u64::from(*n) >= max {
@@ -119,6 +120,7 @@ impl ConnLimits {
         if per_second == 0 {
             return true;
         }
+        let ip = source(ip);
         let rate = per_second as f64;
         let now = Instant::now();
         let mut m = self.logins.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,6 +140,16 @@ impl ConnLimits {
         } else {
             false
         }
+    }
+}
+
+/// The source a per-source limit counts: an IPv4 address (also when it arrives
+/// IPv4-mapped on a dual-stack socket), or an IPv6 /64 — one host's share, since a
+/// single machine can take any address of its /64 at will.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -226,6 +238,19 @@ mod tests {
         drop(a);
         assert!(l.admit(ip, 2).is_some());
         assert!(l.admit(ip, 0).is_some(), "0 is unlimited");
+    }
+
+    #[test]
+    fn sources_are_v4_hosts_and_v6_slash_64s() {
+        let l = ConnLimits::new(100);
+        let _a = l.admit("192.0.2.1".parse().unwrap(), 1).unwrap();
+        assert!(l.admit("::ffff:192.0.2.1".parse().unwrap(), 1).is_none());
+        let _b = l.admit("2001:db8:1:2::1".parse().unwrap(), 1).unwrap();
+        assert!(
+            l.admit("2001:db8:1:2:ffff::9".parse().unwrap(), 1)
+                .is_none()
+        );
+        assert!(l.admit("2001:db8:1:3::1".parse().unwrap(), 1).is_some());
     }
 
     #[test]

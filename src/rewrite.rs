@@ -15,12 +15,15 @@
 //! - [`Rule::To`] (s2s into a backend): only the top-level `to`.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
 
+use crate::config::Normalise;
 use crate::jid::same_domain;
 use crate::xml::XmlError;
+use crate::xml::framer::Visit;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Rule<'a> {
@@ -32,6 +35,8 @@ pub enum Rule<'a> {
         public: &'a str,
         internal: &'a str,
         own_local: &'a str,
+        /// How `own_local` was normalised, to recognise it however it is written.
+        normalise: Normalise,
     },
     To {
         public: &'a str,
@@ -40,17 +45,22 @@ pub enum Rule<'a> {
 }
 
 impl<'a> Rule<'a> {
-    /// The replacement for a raw JID-valued string, if it needs one: the new text for
-    /// the domain part, and that part's byte range in `raw`.
-    fn map(&self, raw: &str) -> Option<(std::ops::Range<usize>, Replacement<'a>)> {
+    fn needle(&self) -> &'a str {
+        match *self {
+            Rule::Mask { internal, .. } => internal,
+            Rule::Unmask { public, .. } | Rule::To { public, .. } => public,
+        }
+    }
+
+    /// The replacement for a raw JID-valued string, if it needs one: the byte range
+    /// of `raw` to replace (the domain part, or the part of it that changes) and the
+    /// new text.
+    fn map(&self, raw: &str) -> Option<(Range<usize>, &'a str)> {
         let bare_end = memchr::memchr(b'/', raw.as_bytes()).unwrap_or(raw.len());
         let bare = &raw[..bare_end];
         // Most values (ids, types, bodies) do not end in the domain: reject them
         // before any closer look.
-        let needle = match *self {
-            Rule::Mask { internal, .. } => internal,
-            Rule::Unmask { public, .. } | Rule::To { public, .. } => public,
-        };
+        let needle = self.needle();
         if bare.len() < needle.len()
             || !bare.as_bytes()[bare.len() - needle.len()..].eq_ignore_ascii_case(needle.as_bytes())
         {
@@ -77,48 +87,34 @@ impl<'a> Rule<'a> {
                     }
                     cut
                 };
-                Some((
-                    range,
-                    Replacement {
-                        keep,
-                        domain: public,
-                    },
-                ))
+                Some((range.start + keep..range.end, public))
             }
             Rule::Unmask {
                 public,
                 internal,
                 own_local,
+                normalise,
             } => {
                 if !same_domain(domain, public) {
                     return None;
                 }
-                let swap = Replacement {
-                    keep: 0,
-                    domain: internal,
-                };
                 match local {
-                    None => Some((range, swap)),
-                    Some(l) if same_user(l, own_local) => Some((range, swap)),
+                    None => Some((range, internal)),
+                    Some(l) if same_user(l, own_local, normalise) => Some((range, internal)),
                     Some(_) => None,
                 }
             }
-            Rule::To { public, internal } => same_domain(domain, public).then_some((
-                range,
-                Replacement {
-                    keep: 0,
-                    domain: internal,
-                },
-            )),
+            Rule::To { public, internal } => {
+                same_domain(domain, public).then_some((range, internal))
+            }
         }
     }
 }
 
 /// Compare a localpart as written with the session's normalised one.
-fn same_user(written: &str, normalised: &str) -> bool {
+fn same_user(written: &str, normalised: &str, how: Normalise) -> bool {
     written == normalised
-        || crate::routing::normalise::normalise(crate::config::Normalise::Nodeprep, written)
-            .is_ok_and(|n| n == normalised)
+        || crate::routing::normalise::normalise(how, written).is_ok_and(|n| n == normalised)
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -151,169 +147,233 @@ pub fn rewrite(input: &[u8], rule: Rule<'_>, out: &mut Vec<u8>) -> Result<bool, 
 }
 
 /// A rule prepared for many elements: the substring search is built once and the
-/// edit list is reused, so rewriting a stream allocates nothing per stanza.
+/// edit lists are reused, so rewriting a stream allocates nothing per stanza.
+///
+/// It is fed as a [`Visit`]or: attribute values come whole, but a text node may come
+/// in pieces — split by character references, or by the reads a frame arrived in —
+/// so text is only gathered into runs while visiting and judged whole at `emit`.
 pub struct Rewriter<'a> {
     rule: Rule<'a>,
     finder: memchr::memmem::Finder<'a>,
-    edits: Vec<(usize, usize, Replacement<'a>)>,
+    edits: Vec<Edit<'a>>,
+    /// Text of the frame being visited: adjacent pieces merged, with whether a run
+    /// holds a reference (and so must be unescaped to be read).
+    runs: Vec<(usize, usize, bool)>,
+    /// Replacement text for runs written with references.
+    owned: String,
 }
 
-/// What replaces a domain part: the new domain, after an optional kept prefix.
-#[derive(Debug, Clone, Copy)]
-struct Replacement<'a> {
-    /// `conference.` of `conference.node1.internal`, borrowed from the input.
-    keep: usize,
-    domain: &'a str,
+/// Replace `frame[start..end]`.
+#[derive(Debug, Clone)]
+struct Edit<'a> {
+    start: usize,
+    end: usize,
+    with: With<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum With<'a> {
+    Domain(&'a str),
+    /// A range of `Rewriter::owned`.
+    Owned(Range<usize>),
 }
 
 impl<'a> Rewriter<'a> {
     pub fn new(rule: Rule<'a>) -> Rewriter<'a> {
-        let needle: &'a str = match rule {
-            Rule::Mask { internal, .. } => internal,
-            Rule::Unmask { public, .. } | Rule::To { public, .. } => public,
-        };
         Rewriter {
             rule,
-            finder: memchr::memmem::Finder::new(needle.as_bytes()),
+            finder: memchr::memmem::Finder::new(rule.needle().as_bytes()),
             edits: Vec::new(),
+            runs: Vec::new(),
+            owned: String::new(),
         }
     }
 
+    /// Whether `bytes` may hold the domain at all, in any letter case or written
+    /// with character references.
     fn may_apply(&self, bytes: &[u8]) -> bool {
         self.finder.find(bytes).is_some()
-            || (!matches!(self.rule, Rule::Mask { .. })
-                && contains_ignore_case(bytes, self.finder.needle()))
+            || contains_ignore_case(bytes, self.finder.needle())
+            || memchr::memmem::find(bytes, b"&#").is_some()
     }
 
-    /// Append `input`, rewritten, to `out`; whether anything changed.
+    /// Append `input`, one complete element or a stream header, rewritten, to `out`;
+    /// whether anything changed. For values outside a framed stream (s2s stanzas).
     pub fn append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, XmlError> {
+        self.discard();
         if !self.may_apply(input) {
             out.extend_from_slice(input);
             return Ok(false);
         }
-        self.edits.clear();
-        let rule = self.rule;
         let base = input.as_ptr() as usize;
         let offset = |s: &str| s.as_ptr() as usize - base;
         let mut reader = Reader::from_reader(input);
         reader.config_mut().trim_text(false);
-        let only_top_to = matches!(rule, Rule::To { .. });
+        let only_top_to = matches!(self.rule, Rule::To { .. });
         let bad = |e: quick_xml::Error| XmlError::NotWellFormed(e.to_string());
         loop {
             match reader.read_event().map_err(bad)? {
                 Event::Start(e) | Event::Empty(e) => {
-                    attributes(&e, rule, only_top_to, &offset, &mut self.edits)?;
+                    for a in e.attributes() {
+                        let a = a.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
+                        // A value quick-xml had to transform has no place in the
+                        // input; it is one written with references, never a plain JID.
+                        if let Cow::Borrowed(v) = a.value {
+                            self.attribute(a.key.as_ref(), v, offset(v));
+                        }
+                    }
                     if only_top_to {
                         break;
                     }
                 }
-                Event::Text(t) if !only_top_to => {
+                Event::Text(t) => {
                     let s: &str = &t;
-                    let trimmed = s.trim();
-                    if !trimmed.is_empty()
-                        && let Some((r, new)) = rule.map(trimmed)
-                    {
-                        let at = offset(trimmed);
-                        self.edits.push((at + r.start, at + r.end, new));
-                    }
+                    self.text(s, offset(s));
+                }
+                Event::GeneralRef(r) => {
+                    let s: &str = &r;
+                    self.reference(offset(s) - 1, s.len() + 2);
                 }
                 Event::Eof => break,
                 _ => {}
             }
         }
-        if self.edits.is_empty() {
-            out.extend_from_slice(input);
-            return Ok(false);
+        Ok(self.apply(input, out))
+    }
+
+    /// After the framer visited a whole frame (`Framer::parse_with(buf, self)`), append
+    /// `buf[..len]` with the recorded edits applied; the edits are then forgotten.
+    /// Offsets were taken relative to `buf`, which must start with the frame.
+    pub fn emit(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        self.apply(frame, out);
+    }
+
+    /// Forget what was recorded for a frame that will not be emitted.
+    pub fn discard(&mut self) {
+        self.edits.clear();
+        self.runs.clear();
+        self.owned.clear();
+    }
+
+    fn apply(&mut self, frame: &[u8], out: &mut Vec<u8>) -> bool {
+        self.judge_text(frame);
+        let changed = !self.edits.is_empty();
+        if changed {
+            self.edits.sort_unstable_by_key(|e| e.start);
+            let mut at = 0;
+            for e in &self.edits {
+                if e.start < at || e.end > frame.len() {
+                    continue; // cannot happen for edits of this frame; never corrupt output
+                }
+                out.extend_from_slice(&frame[at..e.start]);
+                out.extend_from_slice(match &e.with {
+                    With::Domain(d) => d.as_bytes(),
+                    With::Owned(r) => self.owned[r.clone()].as_bytes(),
+                });
+                at = e.end;
+            }
+            out.extend_from_slice(&frame[at..]);
+        } else {
+            out.extend_from_slice(frame);
         }
-        self.edits.sort_unstable_by_key(|e| e.0);
-        let mut at = 0;
-        for (start, end, new) in &self.edits {
-            out.extend_from_slice(&input[at..start + new.keep]);
-            out.extend_from_slice(new.domain.as_bytes());
-            at = *end;
+        self.discard();
+        changed
+    }
+
+    /// Turn the gathered text runs into edits.
+    fn judge_text(&mut self, frame: &[u8]) {
+        for i in 0..self.runs.len() {
+            let (start, end, has_ref) = self.runs[i];
+            let Some(raw) = frame
+                .get(start..end)
+                .and_then(|b| std::str::from_utf8(b).ok())
+            else {
+                continue;
+            };
+            let raw_t = raw.trim();
+            if raw_t.is_empty() {
+                continue;
+            }
+            let at = start + (raw_t.as_ptr() as usize - raw.as_ptr() as usize);
+            if has_ref {
+                self.judge_escaped(raw_t, at, false);
+            } else if let Some((r, domain)) = self.rule.map(raw_t) {
+                self.edits.push(Edit {
+                    start: at + r.start,
+                    end: at + r.end,
+                    with: With::Domain(domain),
+                });
+            }
         }
-        out.extend_from_slice(&input[at..]);
-        Ok(true)
+    }
+
+    /// A value written with references (`raw`, at byte `at`): read it unescaped, and
+    /// when it changes, write all of it anew, escaped.
+    fn judge_escaped(&mut self, raw: &str, at: usize, in_attribute: bool) {
+        let Ok(u) = quick_xml::escape::unescape(raw) else {
+            return;
+        };
+        let ut = u.trim();
+        let lead = ut.as_ptr() as usize - u.as_ptr() as usize;
+        let Some((r, domain)) = self.rule.map(ut) else {
+            return;
+        };
+        let mut changed = String::with_capacity(u.len() + domain.len());
+        changed.push_str(&u[..lead + r.start]);
+        changed.push_str(domain);
+        changed.push_str(&u[lead + r.end..]);
+        let from = self.owned.len();
+        self.owned.push_str(&if in_attribute {
+            crate::xml::escape::attr(&changed)
+        } else {
+            crate::xml::escape::text(&changed)
+        });
+        self.edits.push(Edit {
+            start: at,
+            end: at + raw.len(),
+            with: With::Owned(from..self.owned.len()),
+        });
+    }
+
+    fn push_run(&mut self, at: usize, len: usize, is_ref: bool) {
+        match self.runs.last_mut() {
+            Some(last) if last.1 == at => {
+                last.1 = at + len;
+                last.2 |= is_ref;
+            }
+            _ => self.runs.push((at, at + len, is_ref)),
+        }
     }
 }
 
-impl crate::xml::framer::Visit for Rewriter<'_> {
+impl Visit for Rewriter<'_> {
     fn attribute(&mut self, key: &str, value: &str, at: usize) {
         let only_to = matches!(self.rule, Rule::To { .. });
         if key == "xmlns" || key.starts_with("xmlns:") || (only_to && key != "to") {
             return;
         }
-        if let Some((r, new)) = self.rule.map(value) {
-            self.edits.push((at + r.start, at + r.end, new));
+        if value.contains('&') {
+            self.judge_escaped(value, at, true);
+        } else if let Some((r, domain)) = self.rule.map(value) {
+            self.edits.push(Edit {
+                start: at + r.start,
+                end: at + r.end,
+                with: With::Domain(domain),
+            });
         }
     }
 
     fn text(&mut self, value: &str, at: usize) {
-        if matches!(self.rule, Rule::To { .. }) {
-            return;
+        if !matches!(self.rule, Rule::To { .. }) {
+            self.push_run(at, value.len(), false);
         }
-        let trimmed = value.trim();
-        if trimmed.is_empty() {
-            return;
-        }
-        let at = at + (trimmed.as_ptr() as usize - value.as_ptr() as usize);
-        if let Some((r, new)) = self.rule.map(trimmed) {
-            self.edits.push((at + r.start, at + r.end, new));
-        }
-    }
-}
-
-impl Rewriter<'_> {
-    /// After the framer visited a whole frame (`Framer::parse_with(buf, self)`), append
-    /// `buf[..len]` with the recorded edits applied; the edits are then forgotten.
-    /// Offsets were taken relative to `buf`, which must start with the frame.
-    pub fn emit(&mut self, frame: &[u8], out: &mut Vec<u8>) {
-        if self.edits.is_empty() {
-            out.extend_from_slice(frame);
-            return;
-        }
-        self.edits.sort_unstable_by_key(|e| e.0);
-        let mut at = 0;
-        for (start, end, new) in &self.edits {
-            if *start < at || *end > frame.len() {
-                continue; // cannot happen for edits of this frame; never corrupt output
-            }
-            out.extend_from_slice(&frame[at..start + new.keep]);
-            out.extend_from_slice(new.domain.as_bytes());
-            at = *end;
-        }
-        out.extend_from_slice(&frame[at..]);
-        self.edits.clear();
     }
 
-    /// Forget edits recorded for a frame that will not be emitted.
-    pub fn discard(&mut self) {
-        self.edits.clear();
-    }
-}
-
-fn attributes<'a>(
-    e: &BytesStart<'_>,
-    rule: Rule<'a>,
-    only_to: bool,
-    offset: &impl Fn(&str) -> usize,
-    edits: &mut Vec<(usize, usize, Replacement<'a>)>,
-) -> Result<(), XmlError> {
-    for a in e.attributes() {
-        let a = a.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-        let key = a.key.as_ref();
-        if key == "xmlns" || key.starts_with("xmlns:") || (only_to && key != "to") {
-            continue;
-        }
-        // Values borrowed from the input have a position there; an owned value (only
-        // when quick-xml had to transform it) cannot be a plain JID anyway.
-        let Cow::Borrowed(v) = a.value else { continue };
-        if let Some((r, new)) = rule.map(v) {
-            let at = offset(v);
-            edits.push((at + r.start, at + r.end, new));
+    fn reference(&mut self, at: usize, len: usize) {
+        if !matches!(self.rule, Rule::To { .. }) {
+            self.push_run(at, len, true);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -328,6 +388,7 @@ mod tests {
         public: "example.com",
         internal: "node1.internal",
         own_local: "alice",
+        normalise: Normalise::Nodeprep,
     };
 
     fn run(input: &str, rule: Rule) -> String {
@@ -423,6 +484,95 @@ mod tests {
                 rule
             ),
             "<message from='r@remote.test' to='bob@node2.internal/x'><x jid='bob@example.com'/></message>"
+        );
+    }
+
+    /// Feed `input` to a framer in every pair of pieces, as a relay reads it, and
+    /// rewrite each frame as the relay does.
+    fn framed_all_splits(input: &str, rule: Rule) -> Vec<String> {
+        use crate::xml::{Frame, FrameLimits, Framer};
+        let bytes = input.as_bytes();
+        (1..bytes.len())
+            .map(|cut| {
+                let mut framer = Framer::in_stream(FrameLimits::default(), "stream:stream");
+                let mut rw = Rewriter::new(rule);
+                let mut buf: Vec<u8> = Vec::new();
+                let mut out = Vec::new();
+                for piece in [&bytes[..cut], &bytes[cut..]] {
+                    buf.extend_from_slice(piece);
+                    while let Some(f) = framer.parse_with(&buf, &mut rw).unwrap() {
+                        let len = f.len();
+                        match f {
+                            Frame::Element { .. } => rw.emit(&buf[..len], &mut out),
+                            _ => panic!("unexpected {f:?}"),
+                        }
+                        buf.drain(..len);
+                    }
+                }
+                assert!(buf.is_empty());
+                String::from_utf8(out).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_split_across_reads_is_still_masked() {
+        let input = "<iq type='result' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@node1.internal/r&amp;s</jid></bind></iq>";
+        let want = "<iq type='result' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.com/r&amp;s</jid></bind></iq>";
+        for got in framed_all_splits(input, MASK) {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn text_written_with_references_is_read_unescaped() {
+        // `&#64;` is `@`, `&#x6E;` is `n`: the JID is alice@node1.internal.
+        let input =
+            "<iq type='result' id='b'><jid> alice&#64;&#x6E;ode1.internal/a&lt;b </jid></iq>";
+        let want = "<iq type='result' id='b'><jid> alice@example.com/a&lt;b </jid></iq>";
+        assert_eq!(run(input, MASK), want);
+        for got in framed_all_splits(input, MASK) {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn attributes_written_with_references_are_read_unescaped() {
+        assert_eq!(
+            run(
+                "<message from='a&#64;node1.internal/&apos;x' to='b@remote.test'/>",
+                MASK
+            ),
+            "<message from='a@example.com/&apos;x' to='b@remote.test'/>"
+        );
+    }
+
+    #[test]
+    fn mask_ignores_letter_case_of_the_domain() {
+        assert_eq!(
+            run(
+                "<message from='a@NODE1.Internal/x' to='b@remote.test'/>",
+                MASK
+            ),
+            "<message from='a@example.com/x' to='b@remote.test'/>"
+        );
+    }
+
+    #[test]
+    fn unmask_knows_the_user_however_written() {
+        let precis = Rule::Unmask {
+            public: "example.com",
+            internal: "node1.internal",
+            own_local: "\u{e9}mile",
+            normalise: Normalise::Precis,
+        };
+        assert_eq!(
+            run("<presence to='\u{c9}MILE@example.com'/>", precis),
+            "<presence to='\u{c9}MILE@node1.internal'/>"
+        );
+        assert_eq!(
+            run("<presence to='emile@example.com'/>", precis),
+            "<presence to='emile@example.com'/>"
         );
     }
 

@@ -146,6 +146,19 @@ fn users_of_two_backends_log_in_and_talk_through_dealer() {
     let got = r.expect("</iq>", SECS);
     assert!(got.contains("<jid>zoe@example.com/raw</jid>"), "{got}");
     assert!(d.metric("dealer_auth_results_total{backend=\"node1\",result=\"failure\"}") >= 2.0);
+
+    // In the middle of alice's SCRAM exchange, a fresh <auth/> for another user would
+    // reach alice's backend unrouted: dealer ends the stream instead.
+    let (mut r, _) = Raw::starttls(d.c2s);
+    let first = base64::engine::general_purpose::STANDARD.encode("n,,n=alice,r=0123456789abcdef");
+    r.send(format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>{first}</auth>"
+    ));
+    r.expect("</challenge>", SECS);
+    r.send(plain_auth("heidi", PW));
+    let (got, _) = r.read_to_close(SECS);
+    assert!(got.contains("<policy-violation"), "{got}");
+    assert!(!got.contains("<success"), "{got}");
 }
 
 #[test]

@@ -8,13 +8,18 @@
 
 mod common;
 
+use std::time::Duration;
+
+use base64::Engine;
 use common::client::{LoginOpts, Transport, act, session};
 use common::dealer::Dealer;
 use common::dns::Dnsmasq;
-use common::free_port;
 use common::prosody::{Prosody, ProsodySpec};
+use common::raw::{HEADER, Raw};
+use common::{free_port, wait_for};
 
 const PW: &str = "s3cret";
+const SECS: Duration = Duration::from_secs(5);
 
 fn backend_line(name: &str, p: &Prosody, redirect: Option<&str>) -> String {
     format!(
@@ -174,6 +179,35 @@ fn masked_cluster_looks_like_one_domain() {
     assert!(
         d.metric("dealer_relay_bytes_total{kind=\"rewrite\",direction=\"backend_to_client\"}")
             > 0.0
+    );
+
+    // A client that breaks its stream mid-session gets the error, and the whole
+    // session ends: the backend leg too, not only the client's.
+    let relaying = "dealer_connections{listener=\"c2s\",state=\"relaying\"}";
+    assert!(
+        wait_for(Duration::from_secs(5), || (d.metric(relaying) == 0.0)
+            .then_some(()))
+        .is_some(),
+        "sessions before the raw one"
+    );
+    let (mut r, _) = Raw::starttls(d.c2s);
+    r.send(format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{PW}"))
+    ));
+    r.expect("<success", SECS);
+    r.send(HEADER);
+    r.expect("</stream:features>", SECS);
+    r.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>raw</resource></bind></iq>");
+    let got = r.expect("</iq>", SECS);
+    assert!(got.contains("<jid>alice@example.com/raw</jid>"), "{got}");
+    assert_eq!(d.metric(relaying), 1.0);
+    r.send("<message to='nora@example.com'><body>x</wrong></message>");
+    let (got, _) = r.read_to_close(SECS);
+    assert!(got.contains("<not-well-formed"), "{got}");
+    assert!(
+        wait_for(SECS, || (d.metric(relaying) == 0.0).then_some(())).is_some(),
+        "the session's backend leg is still open"
     );
 }
 

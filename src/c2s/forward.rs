@@ -19,9 +19,6 @@ use crate::stream::StreamIoError;
 use crate::xml::element::{Element, Scope};
 use crate::xml::{Frame, FrameLimits, NS_CLIENT, NS_SASL, NS_STREAMS, StreamError};
 
-/// How long dealer waits for a backend to accept a connection and open its stream.
-const BACKEND_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub enum Outcome {
     /// Authentication failed or registration finished: the client stays in
     /// pre-auth on its current stream.
@@ -81,7 +78,7 @@ pub async fn authenticate(
         &target,
         limits,
         &shared.backend_tls,
-        started + BACKEND_OPEN_TIMEOUT,
+        started + cfg.limits.backend_connect_timeout,
     )
     .await
     {
@@ -122,6 +119,7 @@ pub async fn authenticate(
             public: cfg.domain.clone(),
             internal: internal.clone(),
             own_local: user.clone(),
+            normalise: cfg.routing.normalise,
         }),
         _ => None,
     };
@@ -155,14 +153,18 @@ pub async fn authenticate(
                     Verdict::Success => {
                         result_metric("success");
                         debug!("authenticated; handing over");
+                        let start = match login.kind {
+                            LoginKind::IqAuth { .. } => crate::relay::rewrite::Start::InStream {
+                                client: c.header.qname.clone(),
+                                backend: bs.header.qname.clone(),
+                            },
+                            _ => crate::relay::rewrite::Start::NewStreams,
+                        };
                         return Ok(Outcome::HandOver(Box::new(HandOver {
                             backend: bs,
                             backend_name: b.name.clone(),
                             masking: masking.clone(),
-                            start: match login.kind {
-                                LoginKind::IqAuth { .. } => crate::relay::rewrite::Start::InStream,
-                                _ => crate::relay::rewrite::Start::NewStreams,
-                            },
+                            start,
                             limits,
                             user: user.clone(),
                         })));
@@ -189,6 +191,17 @@ pub async fn authenticate(
                 let len = frame.len();
                 match frame {
                     Frame::Element { .. } => {
+                        // Only the next step of this exchange goes to the backend: an
+                        // element that starts another (a second <auth/>, another iq)
+                        // would authenticate someone dealer did not route.
+                        if !expected_from_client(&login.kind, &c.stream.buf[..len], &c.header) {
+                            c.stream.consume_zeroed(len);
+                            close_backend(&mut bs).await;
+                            return Err(SessionError::stream(
+                                StreamError::PolicyViolation,
+                                "wait for the outcome of authentication",
+                            ));
+                        }
                         // SASL responses carry proofs: wipe them once passed on.
                         let sent = bs.stream.send(&c.stream.buf[..len]).await;
                         c.stream.consume_zeroed(len);
@@ -205,6 +218,17 @@ pub async fn authenticate(
             }
         }
     }
+}
+
+/// Whether a client's element during forwarded authentication belongs to it: a SASL
+/// `<response/>` or `<abort/>`. The iq flows (XEP-0078, XEP-0077) are one request
+/// and one answer, so nothing else belongs to them.
+fn expected_from_client(kind: &LoginKind, bytes: &[u8], header: &crate::xml::StreamHeader) -> bool {
+    let LoginKind::Sasl(_) = kind else {
+        return false;
+    };
+    crate::xml::head::Head::parse(bytes, &Scope::from_header(header))
+        .is_ok_and(|h| h.ns == NS_SASL && matches!(h.name, "response" | "abort"))
 }
 
 enum Verdict {

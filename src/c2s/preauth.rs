@@ -41,23 +41,39 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
             }
         }
     }
-    if c.kind == Kind::C2sTls {
-        let Conn::Plain(tcp) = c.stream.take_conn() else {
-            return Err(SessionError::Gone("not a TCP connection".into()));
-        };
-        let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone())
-            .accept(tcp)
-            .await
-            .map_err(SessionError::Tls)?;
-        c.stream.conn = Conn::Tls(Box::new(tls.into()));
-    }
+    // Counted before any TLS work, so one source cannot make dealer do handshakes
+    // past its limit.
     let max = shared
         .snapshot
         .load()
         .config
         .limits
         .max_connections_per_source;
-    match shared.conn_limits.admit(c.peer.ip(), max) {
+    let slot = shared.conn_limits.admit(c.peer.ip(), max);
+    if c.kind == Kind::C2sTls {
+        let Conn::Plain(tcp) = c.stream.take_conn() else {
+            return Err(SessionError::Gone("not a TCP connection".into()));
+        };
+        let accept =
+            tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone()).accept(tcp);
+        let tls = if slot.is_some() {
+            accept.await.map_err(SessionError::Tls)?
+        } else {
+            // A refused Direct TLS client still gets its stream error through TLS,
+            // which is all it can read, but only if the handshake is quick.
+            match tokio::time::timeout(std::time::Duration::from_secs(2), accept).await {
+                Ok(r) => r.map_err(SessionError::Tls)?,
+                Err(_) => {
+                    shared.metrics.limit("connections_per_source");
+                    return Err(SessionError::Gone(
+                        "too many connections from the source".into(),
+                    ));
+                }
+            }
+        };
+        c.stream.conn = Conn::Tls(Box::new(tls.into()));
+    }
+    match slot {
         Some(slot) => Ok(slot),
         None => {
             shared.metrics.limit("connections_per_source");
@@ -352,7 +368,7 @@ async fn sasl(
     let text = e.text();
     let initial = decode_sasl(&text);
     // The element carried the credentials: keep a copy for the backend, wipe the buffer.
-    let mut first = Zeroizing::new(c.stream.buf[..len].to_vec());
+    let first = Zeroizing::new(c.stream.buf[..len].to_vec());
     c.stream.consume_zeroed(len);
     let (data, first) = match initial {
         Err(_) => {
@@ -381,15 +397,19 @@ async fn sasl(
                 sasl_failure(c, "incorrect-encoding", "").await?;
                 return Ok(None);
             };
-            first.clear();
-            first.extend_from_slice(
-                format!(
-                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
-                    mech.name(),
-                    text.trim()
-                )
-                .as_bytes(),
-            );
+            // Written straight into a zeroed-on-drop buffer of the final size, so no
+            // other copy of the response is left behind. Base64 needs no escaping.
+            const FIXED: &[u8] =
+                b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism=''></auth>";
+            let b64 = text.trim().as_bytes();
+            let mut first = Zeroizing::new(Vec::with_capacity(
+                FIXED.len() + mech.name().len() + b64.len(),
+            ));
+            first.extend_from_slice(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='");
+            first.extend_from_slice(mech.name().as_bytes());
+            first.extend_from_slice(b"'>");
+            first.extend_from_slice(b64);
+            first.extend_from_slice(b"</auth>");
             (d, first)
         }
     };

@@ -196,6 +196,7 @@ pub enum RawCount {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub handshake_timeout: Option<String>,
+    pub backend_connect_timeout: Option<String>,
     pub max_header_bytes: Option<u64>,
     pub max_stanza_bytes: Option<u64>,
     pub max_depth: Option<u64>,

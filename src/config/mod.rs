@@ -246,6 +246,8 @@ pub enum MaxConnections {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub handshake_timeout: Duration,
+    /// For a backend to accept a forwarded client's connection and open its stream.
+    pub backend_connect_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_stanza_bytes: usize,
     pub max_depth: usize,

@@ -653,6 +653,11 @@ fn limits(v: &mut Check, raw: &RawConfig) -> Limits {
             &l.handshake_timeout,
             Duration::from_secs(30),
         ),
+        backend_connect_timeout: v.duration(
+            "limits.backend_connect_timeout",
+            &l.backend_connect_timeout,
+            Duration::from_secs(10),
+        ),
         max_header_bytes,
         max_stanza_bytes,
         max_depth,

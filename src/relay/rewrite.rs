@@ -6,15 +6,19 @@
 //! the client go through one lock, so the two directions never interleave inside a
 //! stanza.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{Counters, Totals};
+use crate::config::Normalise;
 use crate::net::Conn;
 use crate::rewrite::{Rewriter, Rule};
 use crate::xml::{Frame, FrameLimits, Framer, StreamError};
@@ -26,18 +30,25 @@ pub struct Masking {
     pub internal: String,
     /// The user's normalised localpart.
     pub own_local: String,
+    /// How it was normalised.
+    pub normalise: Normalise,
 }
 
 /// Where each stream stands at hand-over.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Start {
     /// After SASL success: both sides open a new stream first.
     NewStreams,
-    /// After XEP-0078: the streams go on, inside headers with these names.
-    InStream,
+    /// After XEP-0078: the streams go on, inside headers with these qualified names
+    /// (which their closing tags must repeat).
+    InStream { client: String, backend: String },
 }
 
 const READ: usize = 4096;
+/// After one side closed its stream cleanly, how long the other has to close its own.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long a stream error dealer writes to the client may take.
+const ERROR_WRITE: Duration = Duration::from_secs(1);
 
 pub async fn relay(
     (client, client_pending): (Conn, BytesMut),
@@ -46,19 +57,23 @@ pub async fn relay(
     start: Start,
     limits: FrameLimits,
     counters: Counters,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 ) -> io::Result<Totals> {
     let (client_r, client_w) = tokio::io::split(client);
     let (backend_r, backend_w) = tokio::io::split(backend);
     let client_w = Arc::new(Mutex::new(client_w));
-    let framer = || match start {
-        Start::NewStreams => Framer::new(limits),
-        Start::InStream => Framer::in_stream(limits, "stream:stream"),
+    let (client_framer, backend_framer) = match &start {
+        Start::NewStreams => (Framer::new(limits), Framer::new(limits)),
+        Start::InStream { client, backend } => (
+            Framer::in_stream(limits, client),
+            Framer::in_stream(limits, backend),
+        ),
     };
     let up_rule = Rule::Unmask {
         public: &m.public,
         internal: &m.internal,
         own_local: &m.own_local,
+        normalise: m.normalise,
     };
     let down_rule = Rule::Mask {
         internal: &m.internal,
@@ -67,36 +82,59 @@ pub async fn relay(
     let up = direction(
         client_r,
         client_pending,
-        framer(),
+        client_framer,
         up_rule,
         Out::Backend(backend_w),
         &client_w,
         &counters.client_to_backend,
         Side::Client,
+        &stop,
     );
     let down = direction(
         backend_r,
         backend_pending,
-        framer(),
+        backend_framer,
         down_rule,
         Out::Client(client_w.clone()),
         &client_w,
         &counters.backend_to_client,
         Side::Backend,
+        &stop,
     );
+    tokio::pin!(up, down);
+    // The backend → client direction tells the client about a stop between stanzas;
+    // this is the backstop for a client too slow to take even that.
+    let stopped = async {
+        stop.cancelled().await;
+        tokio::time::sleep(2 * ERROR_WRITE).await;
+    };
     tokio::select! {
-        (a, b) = async { tokio::join!(up, down) } => Ok(Totals {
-            client_to_backend: a?,
-            backend_to_client: b?,
-        }),
-        _ = stop.cancelled() => {
-            // Between stanzas (writes to the client hold the lock), so the client
-            // learns why.
-            let mut w = client_w.lock().await;
-            let _ = w.write_all(StreamError::SystemShutdown.to_xml(None, None).as_bytes()).await;
-            let _ = w.shutdown().await;
-            Err(io::Error::other("closed by dealer"))
+        // An error on either side ends the session: returning drops both halves of
+        // both connections, which closes them.
+        r = &mut up => {
+            let a = r?;
+            let b = finish(down, &stop).await?;
+            Ok(Totals { client_to_backend: a, backend_to_client: b })
         }
+        r = &mut down => {
+            let b = r?;
+            let a = finish(up, &stop).await?;
+            Ok(Totals { client_to_backend: a, backend_to_client: b })
+        }
+        _ = stopped => Err(io::Error::other("closed by dealer")),
+    }
+}
+
+/// The other direction, after one closed cleanly: it gets a while to close too.
+async fn finish(
+    other: impl Future<Output = io::Result<u64>>,
+    stop: &CancellationToken,
+) -> io::Result<u64> {
+    tokio::select! {
+        r = tokio::time::timeout(CLOSE_GRACE, other) => r.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "one side closed its stream; the other did not")
+        })?,
+        _ = stop.cancelled() => Err(io::Error::other("closed by dealer")),
     }
 }
 
@@ -128,6 +166,16 @@ impl Out {
     }
 }
 
+/// Write a stream error to the client, between stanzas (the writer lock), and close.
+async fn tell_client(client_w: &Mutex<WriteHalf<Conn>>, cond: StreamError) {
+    let _ = tokio::time::timeout(ERROR_WRITE, async {
+        let mut w = client_w.lock().await;
+        let _ = w.write_all(cond.to_xml(None, None).as_bytes()).await;
+        let _ = w.shutdown().await;
+    })
+    .await;
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Client,
@@ -147,6 +195,7 @@ async fn direction<R: AsyncRead + Unpin>(
     client_w: &Mutex<WriteHalf<Conn>>,
     counter: &prometheus::IntCounter,
     side: Side,
+    stop: &CancellationToken,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     let mut rewriter = Rewriter::new(rule);
@@ -203,9 +252,7 @@ async fn direction<R: AsyncRead + Unpin>(
             } else {
                 StreamError::InternalServerError
             };
-            let mut w = client_w.lock().await;
-            let _ = w.write_all(cond.to_xml(None, None).as_bytes()).await;
-            let _ = w.shutdown().await;
+            tell_client(client_w, cond).await;
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
         }
         if closed {
@@ -217,7 +264,20 @@ async fn direction<R: AsyncRead + Unpin>(
             if buf.capacity() - buf.len() < READ / 4 {
                 buf.reserve(READ);
             }
-            if src.read_buf(&mut buf).await? == 0 {
+            let n = tokio::select! {
+                r = src.read_buf(&mut buf) => r?,
+                _ = stop.cancelled() => {
+                    // Only one direction speaks for the session: the one that writes
+                    // to the client, so the error lands between stanzas.
+                    if side == Side::Backend {
+                        tell_client(client_w, StreamError::SystemShutdown).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                    return Err(io::Error::other("closed by dealer"));
+                }
+            };
+            if n == 0 {
                 out.shutdown().await;
                 return Ok(total);
             }

@@ -110,7 +110,11 @@ async fn direction(
     loop {
         src.readable().await?;
         let moved = if bulk {
-            let pipe = take_pipe()?;
+            let Ok(pipe) = take_pipe() else {
+                // Out of descriptors for a pipe: copy this chunk instead.
+                bulk = false;
+                continue;
+            };
             let r = src.try_io(Interest::READABLE, || {
                 splice(
                     src,
