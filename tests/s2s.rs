@@ -356,7 +356,12 @@ fn traffic_flows_again_after_dealer_restarts() {
         )
     };
     round(&w, "before").assert_ok();
-    w.a.restart();
+    // One stopped politely: the remote server is told why dealer's link to it ended.
+    w.a.restart_after_sigint();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = w.remote.log();
+    assert!(log.contains("system-shutdown"), "{log}");
+    // One killed.
     w.b.restart();
     round(&w, "after").assert_ok();
 }

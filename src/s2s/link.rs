@@ -23,7 +23,7 @@ use crate::app::Shared;
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
-use crate::xml::{Frame, FrameLimits, NS_DIALBACK, NS_STREAMS, NS_TLS};
+use crate::xml::{Frame, FrameLimits, NS_DIALBACK, NS_STREAMS, NS_TLS, StreamError};
 
 /// A link with nothing to send for this long closes.
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -229,15 +229,38 @@ async fn run(
                 let _ = tokio::time::timeout(Duration::from_secs(1), s.send(b"</stream:stream>")).await;
                 break;
             }
+            // dealer is stopping: the inbound streams that fed this link are closing
+            // too; close the stream politely instead of having the process exit cut it.
+            _ = shared.sessions_stop.cancelled() => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    s.send(StreamError::SystemShutdown.to_xml(None, None).as_bytes()),
+                )
+                .await;
+                break;
+            }
         }
     }
     debug!("s2s link down");
     shared.s2s.links.remove(&key, &tx);
     drop(tx);
-    // Anything still queued goes out on a fresh link (which bounces it if it fails).
     rx.close();
-    while let Ok(st) = rx.try_recv() {
-        shared.s2s.links.send(&shared, key.clone(), st);
+    if shared.sessions_stop.is_cancelled() {
+        // Nowhere left to send them, nor their bounces.
+        let mut dropped = 0;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        shared
+            .metrics
+            .s2s_stanzas
+            .with_label_values(&[out_label(&key), "dropped"])
+            .inc_by(dropped);
+    } else {
+        // Anything still queued goes out on a fresh link (which bounces it if it fails).
+        while let Ok(st) = rx.try_recv() {
+            shared.s2s.links.send(&shared, key.clone(), st);
+        }
     }
     gauge.dec();
 }

@@ -107,6 +107,21 @@ impl Dealer {
     }
 
     /// Kill the process and start it again with the same config and ports.
+    /// Stop with SIGINT (sessions and links closed at once, politely), then start again.
+    pub fn restart_after_sigint(&mut self) {
+        self.process.signal(rustix::process::Signal::INT);
+        let status = self
+            .process
+            .wait_exit(std::time::Duration::from_secs(10))
+            .expect("dealer exits on SIGINT");
+        assert!(status.success(), "{status:?}");
+        self.process = DealerProcess::start(
+            &self.config,
+            Some(self.http),
+            self.dir.path().join("dealer.log"),
+        );
+    }
+
     pub fn restart(&mut self) {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
