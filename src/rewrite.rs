@@ -52,20 +52,24 @@ impl<'a> Rule<'a> {
         }
     }
 
+    /// Whether `raw` can be a JID this rule maps: its bare part ends with the domain.
+    fn may_map(&self, raw: &[u8]) -> bool {
+        let bare = &raw[..memchr::memchr(b'/', raw).unwrap_or(raw.len())];
+        let needle = self.needle().as_bytes();
+        bare.len() >= needle.len() && bare[bare.len() - needle.len()..].eq_ignore_ascii_case(needle)
+    }
+
     /// The replacement for a raw JID-valued string, if it needs one: the byte range
     /// of `raw` to replace (the domain part, or the part of it that changes) and the
     /// new text.
     fn map(&self, raw: &str) -> Option<(Range<usize>, &'a str)> {
-        let bare_end = memchr::memchr(b'/', raw.as_bytes()).unwrap_or(raw.len());
-        let bare = &raw[..bare_end];
         // Most values (ids, types, bodies) do not end in the domain: reject them
         // before any closer look.
-        let needle = self.needle();
-        if bare.len() < needle.len()
-            || !bare.as_bytes()[bare.len() - needle.len()..].eq_ignore_ascii_case(needle.as_bytes())
-        {
+        if !self.may_map(raw.as_bytes()) {
             return None;
         }
+        let bare_end = memchr::memchr(b'/', raw.as_bytes()).unwrap_or(raw.len());
+        let bare = &raw[..bare_end];
         if bare.len() > 3071 || !looks_like_jid(bare) {
             return None;
         }
@@ -284,10 +288,15 @@ impl<'a> Rewriter<'a> {
     fn judge_text(&mut self, frame: &[u8]) {
         for i in 0..self.runs.len() {
             let (start, end, has_ref) = self.runs[i];
-            let Some(raw) = frame
-                .get(start..end)
-                .and_then(|b| std::str::from_utf8(b).ok())
-            else {
+            let Some(bytes) = frame.get(start..end) else {
+                continue;
+            };
+            // Most text (message bodies) is no JID at the domain: tell that from the
+            // bytes before validating them as text.
+            if !has_ref && !self.rule.may_map(bytes.trim_ascii()) {
+                continue;
+            }
+            let Ok(raw) = std::str::from_utf8(bytes) else {
                 continue;
             };
             let raw_t = raw.trim();
@@ -352,7 +361,7 @@ impl Visit for Rewriter<'_> {
         if key == "xmlns" || key.starts_with("xmlns:") || (only_to && key != "to") {
             return;
         }
-        if value.contains('&') {
+        if memchr::memchr(b'&', value.as_bytes()).is_some() {
             self.judge_escaped(value, at, true);
         } else if let Some((r, domain)) = self.rule.map(value) {
             self.edits.push(Edit {

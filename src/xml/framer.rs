@@ -481,8 +481,12 @@ fn check_reference(r: &str) -> Result<(), XmlError> {
 /// Raw characters XML forbids: C0 controls other than tab, line feed and carriage
 /// return (the other forbidden code points cannot be encoded in valid UTF-8 text here).
 fn check_chars(s: &str) -> Result<(), XmlError> {
-    if s.bytes()
-        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    // Branch-free within each chunk, so the compiler vectorises it: this runs over
+    // every byte of text the masked relay passes on.
+    let bad = |b: u8| (b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r');
+    if s.as_bytes()
+        .chunks(64)
+        .any(|c| c.iter().fold(false, |acc, &b| acc | bad(b)))
     {
         return Err(XmlError::NotWellFormed("a control character".into()));
     }
