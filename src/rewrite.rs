@@ -21,7 +21,6 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 
 use crate::config::Normalise;
-use crate::jid::same_domain;
 use crate::xml::XmlError;
 use crate::xml::framer::Visit;
 
@@ -52,65 +51,82 @@ impl<'a> Rule<'a> {
         }
     }
 
-    /// Whether `raw` can be a JID this rule maps: its bare part ends with the domain.
-    fn may_map(&self, raw: &[u8]) -> bool {
-        let bare = &raw[..memchr::memchr(b'/', raw).unwrap_or(raw.len())];
-        let needle = self.needle().as_bytes();
-        bare.len() >= needle.len() && bare[bare.len() - needle.len()..].eq_ignore_ascii_case(needle)
-    }
-
     /// The replacement for a raw JID-valued string, if it needs one: the byte range
     /// of `raw` to replace (the domain part, or the part of it that changes) and the
-    /// new text.
-    fn map(&self, raw: &str) -> Option<(Range<usize>, &'a str)> {
-        // Most values (ids, types, bodies) do not end in the domain: reject them
-        // before any closer look.
-        if !self.may_map(raw.as_bytes()) {
+    /// new text. One pass over the bare JID, since this runs on every attribute value
+    /// and text node the masked relay passes on.
+    fn map(&self, raw: &[u8]) -> Option<(Range<usize>, &'a str)> {
+        let needle = self.needle().as_bytes();
+        if raw.len() < needle.len() {
             return None;
         }
-        let bare_end = memchr::memchr(b'/', raw.as_bytes()).unwrap_or(raw.len());
+        let bare_end = memchr::memchr(b'/', raw).unwrap_or(raw.len());
         let bare = &raw[..bare_end];
-        if bare.len() > 3071 || !looks_like_jid(bare) {
+        // A fully qualified domain may end in a dot.
+        let dom_end = bare_end - usize::from(bare.last() == Some(&b'.'));
+        // Most values (ids, types, bodies) do not end in the domain: reject them by
+        // their last letter before any closer look.
+        if dom_end < needle.len()
+            || !raw[dom_end - 1].eq_ignore_ascii_case(&needle[needle.len() - 1])
+            || (raw[dom_end - needle.len()..dom_end] != *needle
+                && !raw[dom_end - needle.len()..dom_end].eq_ignore_ascii_case(needle))
+            || bare_end > 3071
+        {
             return None;
         }
-        let (local, domain, dstart) = match memchr::memchr(b'@', bare.as_bytes()) {
-            Some(i) => (Some(&bare[..i]), &bare[i + 1..], i + 1),
-            None => (None, bare, 0),
+        // A plausible JID: no whitespace or markup characters, at most one `@`, a
+        // domain of DNS-ish characters. The part matched by the needle (a configured
+        // domain) is known to be fine, so only what stands before it is looked at.
+        let head = &raw[..dom_end - needle.len()];
+        let at_sign = match memchr::memrchr(b'@', head) {
+            Some(i) if memchr::memchr(b'@', &head[..i]).is_some() => return None,
+            found => found,
         };
-        let range = dstart..dstart + domain.len();
+        if head
+            .iter()
+            .any(|&c| c <= b' ' || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'&'))
+        {
+            return None;
+        }
+        let dstart = at_sign.map_or(0, |i| i + 1);
+        let domain = &raw[dstart..dom_end];
+        let sub = &domain[..domain.len() - needle.len()];
+        if !sub
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_') || c >= 0x80)
+        {
+            return None;
+        }
+        // The domain ends with the needle; it is the needle when the lengths agree.
+        let whole = domain.len() == needle.len();
         match *self {
-            Rule::Mask { internal, public } => {
-                let keep = if same_domain(domain, internal) {
-                    0
-                } else {
-                    // A subdomain: `conference.node1.internal` → `conference.example.com`.
-                    let cut = domain.len().checked_sub(internal.len())?;
-                    let (sub, rest) = domain.split_at(cut);
-                    if cut < 2 || !sub.ends_with('.') || !rest.eq_ignore_ascii_case(internal) {
-                        return None;
-                    }
-                    cut
-                };
-                Some((range.start + keep..range.end, public))
+            Rule::Mask { public, .. } => {
+                if whole {
+                    return Some((dstart..dom_end, public));
+                }
+                // A subdomain: `conference.node1.internal` → `conference.example.com`.
+                let cut = domain.len() - needle.len();
+                (cut >= 2 && domain[cut - 1] == b'.').then_some((dstart + cut..dom_end, public))
             }
             Rule::Unmask {
-                public,
                 internal,
                 own_local,
                 normalise,
+                ..
             } => {
-                if !same_domain(domain, public) {
+                if !whole {
                     return None;
                 }
-                match local {
-                    None => Some((range, internal)),
-                    Some(l) if same_user(l, own_local, normalise) => Some((range, internal)),
-                    Some(_) => None,
+                match at_sign {
+                    None => Some((dstart..dom_end, internal)),
+                    Some(i) => {
+                        let local = std::str::from_utf8(&raw[..i]).ok()?;
+                        same_user(local, own_local, normalise)
+                            .then_some((dstart..dom_end, internal))
+                    }
                 }
             }
-            Rule::To { public, internal } => {
-                same_domain(domain, public).then_some((range, internal))
-            }
+            Rule::To { internal, .. } => whole.then_some((dstart..dom_end, internal)),
         }
     }
 }
@@ -126,21 +142,6 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
         && hay
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
-/// A plausible JID: no whitespace or markup characters, at most one `@` before the
-/// domain, and a domain of DNS-ish characters.
-fn looks_like_jid(bare: &str) -> bool {
-    let domain = bare
-        .rsplit_once('@')
-        .map_or(bare, |(l, d)| if l.contains('@') { "" } else { d });
-    !domain.is_empty()
-        && !bare
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || matches!(b, b'<' | b'>' | b'"' | b'\'' | b'&'))
-        && domain
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') || b >= 0x80)
 }
 
 /// Rewrite `input` (one complete element, or a stream header) into `out` by `rule`.
@@ -223,7 +224,9 @@ impl<'a> Rewriter<'a> {
                         // A value quick-xml had to transform has no place in the
                         // input; it is one written with references, never a plain JID.
                         if let Cow::Borrowed(v) = a.value {
-                            self.attribute(a.key.as_ref(), v, offset(v));
+                            let refs = memchr::memchr(b'&', v.as_bytes()).is_some();
+                            let key: &str = a.key.as_ref();
+                            self.attribute(key.as_bytes(), v.as_bytes(), offset(v), refs);
                         }
                     }
                     if only_top_to {
@@ -291,22 +294,16 @@ impl<'a> Rewriter<'a> {
             let Some(bytes) = frame.get(start..end) else {
                 continue;
             };
-            // Most text (message bodies) is no JID at the domain: tell that from the
-            // bytes before validating them as text.
-            if !has_ref && !self.rule.may_map(bytes.trim_ascii()) {
+            let trimmed = bytes.trim_ascii();
+            if trimmed.is_empty() {
                 continue;
             }
-            let Ok(raw) = std::str::from_utf8(bytes) else {
-                continue;
-            };
-            let raw_t = raw.trim();
-            if raw_t.is_empty() {
-                continue;
-            }
-            let at = start + (raw_t.as_ptr() as usize - raw.as_ptr() as usize);
+            let at = start + (trimmed.as_ptr() as usize - bytes.as_ptr() as usize);
             if has_ref {
-                self.judge_escaped(raw_t, at, false);
-            } else if let Some((r, domain)) = self.rule.map(raw_t) {
+                if let Ok(raw) = std::str::from_utf8(trimmed) {
+                    self.judge_escaped(raw, at, false);
+                }
+            } else if let Some((r, domain)) = self.rule.map(trimmed) {
                 self.edits.push(Edit {
                     start: at + r.start,
                     end: at + r.end,
@@ -322,9 +319,9 @@ impl<'a> Rewriter<'a> {
         let Ok(u) = quick_xml::escape::unescape(raw) else {
             return;
         };
-        let ut = u.trim();
+        let ut = u.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
         let lead = ut.as_ptr() as usize - u.as_ptr() as usize;
-        let Some((r, domain)) = self.rule.map(ut) else {
+        let Some((r, domain)) = self.rule.map(ut.as_bytes()) else {
             return;
         };
         let mut changed = String::with_capacity(u.len() + domain.len());
@@ -356,13 +353,17 @@ impl<'a> Rewriter<'a> {
 }
 
 impl Visit for Rewriter<'_> {
-    fn attribute(&mut self, key: &str, value: &str, at: usize) {
+    fn attribute(&mut self, key: &[u8], value: &[u8], at: usize, has_refs: bool) {
         let only_to = matches!(self.rule, Rule::To { .. });
-        if key == "xmlns" || key.starts_with("xmlns:") || (only_to && key != "to") {
+        if key.starts_with(b"xmlns") && (key.len() == 5 || key[5] == b':')
+            || (only_to && key != b"to")
+        {
             return;
         }
-        if memchr::memchr(b'&', value.as_bytes()).is_some() {
-            self.judge_escaped(value, at, true);
+        if has_refs {
+            if let Ok(value) = std::str::from_utf8(value) {
+                self.judge_escaped(value, at, true);
+            }
         } else if let Some((r, domain)) = self.rule.map(value) {
             self.edits.push(Edit {
                 start: at + r.start,

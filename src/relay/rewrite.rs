@@ -44,7 +44,10 @@ pub enum Start {
     InStream { client: String, backend: String },
 }
 
+/// Reads start at `READ` bytes, so an idle session holds little, and double up to
+/// `READ_MAX` while the peer keeps filling them, so a busy one pays few syscalls.
 const READ: usize = 4096;
+const READ_MAX: usize = 64 * 1024;
 /// After one side closed its stream cleanly, how long the other has to close its own.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How long a stream error dealer writes to the client may take.
@@ -200,6 +203,7 @@ async fn direction<R: AsyncRead + Unpin>(
     let mut total = 0u64;
     let mut rewriter = Rewriter::new(rule);
     let mut batch: Vec<u8> = Vec::new();
+    let mut read_size = READ;
     loop {
         // Every complete frame in the buffer, rewritten into one batch and written
         // with one call: the per-stanza cost is parsing, not syscalls.
@@ -261,9 +265,10 @@ async fn direction<R: AsyncRead + Unpin>(
         }
         // A batch that filled up may leave complete frames behind: take them first.
         if need_read {
-            if buf.capacity() - buf.len() < READ / 4 {
-                buf.reserve(READ);
+            if buf.capacity() - buf.len() < read_size / 4 {
+                buf.reserve(read_size);
             }
+            let room = buf.capacity() - buf.len();
             let n = tokio::select! {
                 r = src.read_buf(&mut buf) => r?,
                 _ = stop.cancelled() => {
@@ -281,9 +286,16 @@ async fn direction<R: AsyncRead + Unpin>(
                 out.shutdown().await;
                 return Ok(total);
             }
+            read_size = if n == room {
+                (read_size * 2).min(READ_MAX)
+            } else if n < read_size / 4 {
+                READ
+            } else {
+                read_size
+            };
         }
-        // Let an idle session's buffer go once it is drained.
-        if buf.is_empty() && buf.capacity() > 64 * 1024 {
+        // Let a quiet session's large buffer go once it is drained.
+        if buf.is_empty() && buf.capacity() > 2 * read_size {
             buf = BytesMut::new();
         }
     }

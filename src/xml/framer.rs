@@ -2,22 +2,23 @@
 //! stream, it answers "need more", or the next frame (the stream header, one complete
 //! top-level element, whitespace between elements, the stream close), or an error.
 //!
-//! It runs quick-xml over the unconsumed bytes and remembers how far it has tokenised,
-//! so a frame that arrives in pieces is not re-scanned from its start each time. It
+//! It runs the tokenizer (`scan`) over the unconsumed bytes and remembers how far it
+//! has read, so a frame that arrives in pieces is not re-scanned from its start each
+//! time (text is taken piece by piece; only a tag cut by a read is read again). It
 //! enforces the limits of DESIGN.md §6 while the frame is still arriving (a header or
 //! element that is too long fails before it is complete) and refuses what XMPP forbids
 //! (RFC 6120 §11.1): DTDs, comments, processing instructions, and entity references
-//! other than the five predefined ones and character references.
+//! other than the five predefined ones and character references. Text, names and
+//! attribute values must be UTF-8 without the control characters XML forbids.
 //!
 //! Contract: after `parse` returns a frame of `len` bytes, the caller removes exactly
 //! those bytes from the front of its buffer before calling `parse` again.
 
-use quick_xml::Reader;
-use quick_xml::errors::{Error as QxError, IllFormedError, SyntaxError};
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::{BytesDecl, BytesStart};
 
 use super::XmlError;
 use super::header::StreamHeader;
+use super::scan::{self, Attr, Token};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {
@@ -89,16 +90,18 @@ enum State {
 pub struct Framer {
     limits: FrameLimits,
     state: State,
-    /// Bytes at the front of the caller's buffer already tokenised into complete
-    /// events of the frame in progress.
+    /// Bytes at the front of the caller's buffer already read as complete tokens of
+    /// the frame in progress.
     scanned: usize,
     /// Open elements inside the stream at `scanned`.
     depth: usize,
     /// Qualified names of the open elements, concatenated; `name_starts` indexes it.
-    names: String,
+    names: Vec<u8>,
     name_starts: Vec<usize>,
     /// The header's qualified name, which the stream close must repeat.
     stream_qname: String,
+    /// The attributes of the tag just read, reused from tag to tag.
+    attrs: Vec<Attr>,
 }
 
 impl Framer {
@@ -108,9 +111,10 @@ impl Framer {
             state: State::Prolog,
             scanned: 0,
             depth: 0,
-            names: String::new(),
+            names: Vec::new(),
             name_starts: Vec::new(),
             stream_qname: String::new(),
+            attrs: Vec::new(),
         }
     }
 
@@ -144,106 +148,137 @@ impl Framer {
             return Ok(None);
         }
         debug_assert!(self.scanned <= buf.len(), "caller dropped unconsumed bytes");
-        // quick-xml drops a UTF-8 byte order mark at the start of its input without
-        // counting it in `buffer_position`, and each call starts a reader mid-document:
-        // account for the three bytes here. A BOM is legal at the very start of the
-        // stream and as a character (U+FEFF) inside text, never between stanzas.
-        let bom = buf[self.scanned..].starts_with(UTF8_BOM);
-        if bom && self.state == State::Stream && self.depth == 0 {
-            return Err(XmlError::TextAtStreamLevel);
-        }
-        // quick-xml strips (exactly one) BOM itself; positions are counted after it.
-        let base = self.scanned + if bom { UTF8_BOM.len() } else { 0 };
-        let mut reader = Reader::from_reader(&buf[self.scanned..]);
-        {
-            let c = reader.config_mut();
-            c.check_end_names = false; // we check, across calls
-            c.allow_unmatched_ends = true; // each call starts mid-document
-            c.expand_empty_elements = false;
-            c.trim_text(false);
-            c.check_comments = false;
-            c.allow_dangling_amp = false;
-        }
+        // A UTF-8 byte order mark may open the stream, before any declaration; inside
+        // text it is the character U+FEFF, and between stanzas it is text, refused.
+        let bom = if self.state == State::Prolog {
+            if self.scanned == 0 && buf.len() < UTF8_BOM.len() && UTF8_BOM.starts_with(buf) {
+                return self.need_more(buf.len());
+            }
+            if buf.starts_with(UTF8_BOM) {
+                self.scanned = self.scanned.max(UTF8_BOM.len());
+                UTF8_BOM.len()
+            } else {
+                0
+            }
+        } else {
+            0
+        };
         loop {
-            let committed = self.scanned;
-            let event = reader.read_event();
-            let end = base + reader.buffer_position() as usize;
-            let event = match event {
-                Ok(ev) => ev,
-                Err(e) => {
-                    self.classify(&e, &buf[committed..], end == buf.len())?;
-                    return self.need_more(buf.len());
+            let at = self.scanned;
+            let prolog = self.state == State::Prolog;
+            if !prolog && self.depth == 0 && buf.get(at) == Some(&b'&') {
+                return Err(XmlError::TextAtStreamLevel);
+            }
+            let token = scan::next(
+                buf,
+                at,
+                prolog && at == bom,
+                &mut self.attrs,
+                self.limits.max_attributes,
+            )?;
+            let end = match token {
+                Token::Incomplete => return self.need_more(buf.len()),
+                Token::Text { end } => {
+                    let raw = &buf[at..end];
+                    if prolog {
+                        if !is_ws(raw) {
+                            return Err(XmlError::NotWellFormed(
+                                "text before the stream header".into(),
+                            ));
+                        }
+                    } else if self.depth == 0 {
+                        if !is_ws(raw) {
+                            return Err(XmlError::TextAtStreamLevel);
+                        }
+                        return Ok(Some(self.emit(Frame::Whitespace { len: end })));
+                    } else {
+                        let text = utf8(raw)?;
+                        check_chars(text)?;
+                        visit.text(text, at);
+                    }
+                    end
                 }
-            };
-            match (self.state, event) {
-                (_, Event::Eof) => return self.need_more(buf.len()),
-                (_, Event::Comment(_)) => return Err(XmlError::Restricted("comment")),
-                (_, Event::PI(_)) => return Err(XmlError::Restricted("processing instruction")),
-                (_, Event::DocType(_)) => return Err(XmlError::Restricted("DTD")),
-                (State::Prolog, Event::Decl(d)) if committed == 0 => {
+                Token::Ref { name_start, end } => {
+                    if prolog {
+                        return Err(XmlError::NotWellFormed(
+                            "text before the stream header".into(),
+                        ));
+                    }
+                    check_reference(utf8(&buf[name_start..end - 1])?)?;
+                    // The reference is part of the text node around it.
+                    visit.reference(at, end - at);
+                    end
+                }
+                Token::CData { content_start, end } => {
+                    if prolog {
+                        return Err(XmlError::NotWellFormed("expected a stream header".into()));
+                    }
+                    if self.depth == 0 {
+                        return Err(XmlError::TextAtStreamLevel);
+                    }
+                    check_chars(utf8(&buf[content_start..end - 3])?)?;
+                    end
+                }
+                Token::Decl { end } => {
                     // RFC 6120 §11.6: UTF-8 only.
-                    if let Some(enc) = d.encoding() {
+                    let content = utf8(&buf[at + 2..end - 2])?;
+                    let decl = BytesDecl::from_start(BytesStart::from_content(content, 3));
+                    if let Some(enc) = decl.encoding() {
                         let enc = enc.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
                         if !enc.eq_ignore_ascii_case("utf-8") {
                             return Err(XmlError::UnsupportedEncoding);
                         }
                     }
+                    end
                 }
-                (_, Event::Decl(_)) => {
-                    return Err(XmlError::Restricted("processing instruction"));
-                }
-                (State::Prolog, Event::Text(t)) => {
-                    if !is_ws(t.as_bytes()) {
-                        return Err(XmlError::NotWellFormed(
-                            "text before the stream header".into(),
-                        ));
+                Token::Start {
+                    name_end,
+                    empty,
+                    end,
+                } => {
+                    let name = &buf[at + 1..name_end];
+                    if !name.is_ascii() {
+                        utf8(name)?;
                     }
-                }
-                (State::Prolog, Event::Start(e)) => {
-                    if end > self.limits.max_header_bytes {
-                        return Err(XmlError::HeaderTooBig(self.limits.max_header_bytes));
+                    if prolog {
+                        if empty {
+                            return Err(XmlError::NotWellFormed("expected a stream header".into()));
+                        }
+                        if end > self.limits.max_header_bytes {
+                            return Err(XmlError::HeaderTooBig(self.limits.max_header_bytes));
+                        }
+                        self.check_attributes(buf, visit)?;
+                        let tag = utf8(&buf[at..end])?;
+                        let start = BytesStart::from_content(&tag[1..tag.len() - 1], name.len());
+                        let header = StreamHeader::from_start(&start)?;
+                        self.stream_qname.clone_from(&header.qname);
+                        self.state = State::Stream;
+                        return Ok(Some(self.emit(Frame::Header { len: end, header })));
                     }
-                    self.check_attributes(&e, buf, visit)?;
-                    let header = StreamHeader::from_start(&e)?;
-                    self.stream_qname.clone_from(&header.qname);
-                    self.state = State::Stream;
-                    return Ok(Some(self.emit(Frame::Header { len: end, header })));
-                }
-                (State::Prolog, _) => {
-                    return Err(XmlError::NotWellFormed("expected a stream header".into()));
-                }
-                (State::Stream, Event::Text(t)) if self.depth == 0 => {
-                    if !is_ws(t.as_bytes()) {
-                        return Err(XmlError::TextAtStreamLevel);
-                    }
-                    return Ok(Some(self.emit(Frame::Whitespace { len: end })));
-                }
-                (State::Stream, Event::CData(_) | Event::GeneralRef(_)) if self.depth == 0 => {
-                    return Err(XmlError::TextAtStreamLevel);
-                }
-                (State::Stream, Event::Start(e)) => {
                     if self.depth + 1 > self.limits.max_depth {
                         return Err(XmlError::TooDeep(self.limits.max_depth));
                     }
-                    self.check_attributes(&e, buf, visit)?;
-                    self.depth += 1;
-                    self.name_starts.push(self.names.len());
-                    self.names.push_str(e.name().as_ref());
-                }
-                (State::Stream, Event::Empty(e)) => {
-                    if self.depth + 1 > self.limits.max_depth {
-                        return Err(XmlError::TooDeep(self.limits.max_depth));
+                    self.check_attributes(buf, visit)?;
+                    if empty {
+                        if self.depth == 0 {
+                            self.check_size(end)?;
+                            return Ok(Some(self.emit(Frame::Element { len: end })));
+                        }
+                    } else {
+                        self.depth += 1;
+                        self.name_starts.push(self.names.len());
+                        self.names.extend_from_slice(name);
                     }
-                    self.check_attributes(&e, buf, visit)?;
-                    if self.depth == 0 {
-                        self.check_size(end)?;
-                        return Ok(Some(self.emit(Frame::Element { len: end })));
-                    }
+                    end
                 }
-                (State::Stream, Event::End(e)) => {
-                    let name = e.name();
+                Token::End { name_end, end } => {
+                    if prolog {
+                        return Err(XmlError::NotWellFormed("expected a stream header".into()));
+                    }
+                    // Compared with names already checked, so not checked itself.
+                    let name = &buf[at + 2..name_end];
                     if self.depth == 0 {
-                        if name.as_ref() != self.stream_qname {
+                        if name != self.stream_qname.as_bytes() {
                             return Err(XmlError::NotWellFormed("end tag without a start".into()));
                         }
                         self.state = State::Closed;
@@ -251,11 +286,11 @@ impl Framer {
                     }
                     // `depth > 0` means a name was pushed.
                     let start = self.name_starts.pop().unwrap_or(0);
-                    if self.names[start..] != *name.as_ref() {
+                    if self.names[start..] != *name {
                         return Err(XmlError::NotWellFormed(format!(
                             "</{}> closes <{}>",
-                            name.as_ref(),
-                            &self.names[start..]
+                            String::from_utf8_lossy(name),
+                            String::from_utf8_lossy(&self.names[start..])
                         )));
                     }
                     self.names.truncate(start);
@@ -264,24 +299,9 @@ impl Framer {
                         self.check_size(end)?;
                         return Ok(Some(self.emit(Frame::Element { len: end })));
                     }
+                    end
                 }
-                (State::Stream, Event::GeneralRef(r)) => {
-                    check_reference(&r)?;
-                    // The reference is part of the text node around it.
-                    let text: &str = &r;
-                    visit.reference(
-                        text.as_ptr() as usize - buf.as_ptr() as usize - 1,
-                        text.len() + 2,
-                    );
-                }
-                (State::Stream, Event::Text(t)) => {
-                    let text: &str = &t;
-                    check_chars(text)?;
-                    visit.text(text, text.as_ptr() as usize - buf.as_ptr() as usize);
-                }
-                (State::Stream, Event::CData(_)) => {}
-                (State::Closed, _) => return Ok(None),
-            }
+            };
             self.scanned = end;
             if self.depth > 0 {
                 self.check_size(end)?;
@@ -315,129 +335,69 @@ impl Framer {
         }
     }
 
-    fn check_attributes<V: Visit>(
-        &self,
-        e: &BytesStart<'_>,
-        buf: &[u8],
-        visit: &mut V,
-    ) -> Result<(), XmlError> {
-        let mut n = 0;
-        // Names seen so far, for the duplicate check: on the stack for the usual few
-        // attributes, so checking a stanza allocates nothing.
-        let mut seen: [&str; 16] = [""; 16];
-        // quick-xml's own duplicate check allocates per element; this one does not.
-        for a in e.attributes().with_checks(false) {
-            let a = a.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
-            n += 1;
-            if n > self.limits.max_attributes {
-                return Err(XmlError::TooManyAttributes(self.limits.max_attributes));
+    /// The attributes the tokenizer found in the tag just read: no duplicates,
+    /// values of legal characters and references; each value is shown to `visit` as
+    /// written, with its offset in `buf`.
+    fn check_attributes<V: Visit>(&self, buf: &[u8], visit: &mut V) -> Result<(), XmlError> {
+        let key = |a: &Attr| &buf[a.key_start..a.key_end];
+        for (n, a) in self.attrs.iter().enumerate() {
+            let k = key(a);
+            if !k.is_ascii() {
+                utf8(k)?;
             }
-            let key: &str = a.key.0;
-            if n <= seen.len() {
-                if seen[..n - 1].contains(&key) {
-                    return Err(XmlError::NotWellFormed(format!(
-                        "duplicate attribute `{key}`"
-                    )));
-                }
-                seen[n - 1] = key;
-            } else if e
-                .attributes()
-                .with_checks(false)
-                .flatten()
-                .take(n - 1)
-                .any(|b| b.key.0 == key)
-            {
+            if self.attrs[..n].iter().any(|b| same_bytes(key(b), k)) {
                 return Err(XmlError::NotWellFormed(format!(
-                    "duplicate attribute `{key}`"
+                    "duplicate attribute `{}`",
+                    String::from_utf8_lossy(k)
                 )));
             }
-            let v = a.value.as_bytes();
-            if v.contains(&b'<') {
+            let value = &buf[a.value_start..a.value_end];
+            if a.holds & scan::HAS_LT != 0 {
                 return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
             }
-            if V::WANTS
-                && let std::borrow::Cow::Borrowed(value) = a.value
-            {
-                visit.attribute(key, value, value.as_ptr() as usize - buf.as_ptr() as usize);
+            if a.holds & scan::HAS_CONTROL != 0 {
+                return Err(XmlError::NotWellFormed("a control character".into()));
             }
-            check_chars(&a.value)?;
-            if v.contains(&b'&') {
+            if a.holds & scan::HAS_NON_ASCII != 0 {
+                utf8(value)?;
+            }
+            if a.holds & scan::HAS_AMP != 0 {
                 // Every reference in the value, by the same rules as in text.
-                let mut rest: &str = &a.value;
-                while let Some(i) = rest.find('&') {
-                    let Some(j) = rest[i..].find(';') else {
+                let mut rest = value;
+                while let Some(i) = memchr::memchr(b'&', rest) {
+                    let Some(j) = memchr::memchr(b';', &rest[i..]) else {
                         return Err(XmlError::NotWellFormed("`&` without a reference".into()));
                     };
-                    check_reference(&rest[i + 1..i + j])?;
+                    check_reference(utf8(&rest[i + 1..i + j])?)?;
                     rest = &rest[i + j + 1..];
                 }
+            }
+            if V::WANTS {
+                visit.attribute(k, value, a.value_start, a.holds & scan::HAS_AMP != 0);
             }
         }
         Ok(())
     }
+}
 
-    /// Decide whether a quick-xml error only means "the input stops here" (`Ok`) or
-    /// is a real fault. `rest` is the input from the last complete event; `at_end`
-    /// says whether quick-xml had read to the end of the input when it failed.
-    fn classify(&self, e: &QxError, rest: &[u8], at_end: bool) -> Result<(), XmlError> {
-        match e {
-            QxError::Syntax(SyntaxError::UnclosedComment) => Err(XmlError::Restricted("comment")),
-            QxError::Syntax(SyntaxError::UnclosedDoctype) => Err(XmlError::Restricted("DTD")),
-            QxError::Syntax(SyntaxError::UnclosedPI) => {
-                // `<?`, `<?x` … may still become the XML declaration at the very start.
-                let decl_start = self.state == State::Prolog && self.scanned == 0;
-                let rest = rest.strip_prefix(UTF8_BOM).unwrap_or(rest);
-                if decl_start && b"<?xml".starts_with(rest) {
-                    Ok(())
-                } else {
-                    Err(XmlError::Restricted("processing instruction"))
-                }
-            }
-            QxError::Syntax(SyntaxError::UnclosedXmlDecl) => {
-                if self.state == State::Prolog && self.scanned == 0 {
-                    Ok(())
-                } else {
-                    Err(XmlError::Restricted("processing instruction"))
-                }
-            }
-            QxError::Syntax(SyntaxError::InvalidBangMarkup) => {
-                if b"<![CDATA[".starts_with(rest) {
-                    Ok(())
-                } else if b"<!--".starts_with(rest) {
-                    Err(XmlError::Restricted("comment"))
-                } else if b"<!DOCTYPE".starts_with(rest) {
-                    Err(XmlError::Restricted("DTD"))
-                } else {
-                    Err(XmlError::NotWellFormed(e.to_string()))
-                }
-            }
-            // Every other syntax error means "the input ended inside a construct".
-            QxError::Syntax(_) => Ok(()),
-            QxError::IllFormed(IllFormedError::UnclosedReference) => {
-                // `&name` with no `;` yet: incomplete only if nothing but name bytes follow.
-                let tail = rest.get(1..).unwrap_or_default();
-                if at_end && tail.len() < 32 && !tail.iter().any(|b| matches!(b, b'<' | b'&')) {
-                    Ok(())
-                } else {
-                    Err(XmlError::NotWellFormed("`&` without a reference".into()))
-                }
-            }
-            QxError::Encoding(quick_xml::encoding::EncodingError::Utf8(u))
-                if at_end && u.error_len().is_none() =>
-            {
-                Ok(()) // a multi-byte character split by the read
-            }
-            e => Err(XmlError::NotWellFormed(e.to_string())),
-        }
-    }
+/// Byte equality written out: attribute names are a few bytes, too short to be worth
+/// a call to `memcmp`.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+fn utf8(b: &[u8]) -> Result<&str, XmlError> {
+    std::str::from_utf8(b).map_err(|_| XmlError::NotWellFormed("invalid UTF-8".into()))
 }
 
 /// Sees the values the framer reads (see `Framer::parse_with`).
 pub trait Visit {
     /// Whether the visitor wants anything (lets `NoVisit` cost nothing).
     const WANTS: bool = true;
-    /// An attribute value as written (escaped), at byte `at` of the buffer.
-    fn attribute(&mut self, _key: &str, _value: &str, _at: usize) {}
+    /// An attribute value as written (escaped, UTF-8), at byte `at` of the buffer;
+    /// `has_refs`: whether it holds a reference (an `&`).
+    fn attribute(&mut self, _key: &[u8], _value: &[u8], _at: usize, _has_refs: bool) {}
     /// Character data as written, at byte `at` of the buffer.
     fn text(&mut self, _value: &str, _at: usize) {}
     /// A character or entity reference of `len` bytes at byte `at`, inside text.

@@ -9,6 +9,7 @@ pub mod escape;
 pub mod framer;
 pub mod head;
 pub mod header;
+mod scan;
 
 pub use error::{StreamError, XmlError};
 pub use framer::{Frame, FrameLimits, Framer};

@@ -119,6 +119,16 @@ fn well_formed_streams() {
             format!("\u{feff}{HEADER}<message><body>\u{feff}hi\u{feff}\u{feff}</body><a></a></message>"),
             vec![header(), el("<message><body>\u{feff}hi\u{feff}\u{feff}</body><a></a></message>")],
         ),
+        // Whitespace inside tags, quotes of the other kind inside values, names
+        // beyond ASCII.
+        (
+            format!("{HEADER}<message\n to = \"a'b\"\tid='x\"y' ></message ><\u{e9}t\u{e9}/>"),
+            vec![
+                header(),
+                el("<message\n to = \"a'b\"\tid='x\"y' ></message >"),
+                el("<\u{e9}t\u{e9}/>"),
+            ],
+        ),
         // A header without declaration and with whitespace around.
         (
             "\n <stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='example.com'>  ".into(),
@@ -179,6 +189,21 @@ fn hostile_streams_fail_with_the_right_error() {
         (format!("{HEADER}<![CDATA[x]]>"), |r| {
             r == Err(TextAtStreamLevel)
         }),
+        // Tags the tokenizer must refuse.
+        (format!("{HEADER}<a b/>"), nwf),
+        (format!("{HEADER}<a b=c/>"), nwf),
+        (format!("{HEADER}<a b='1'c='2'/>"), nwf),
+        (format!("{HEADER}<1a/>"), nwf),
+        (format!("{HEADER}< a/>"), nwf),
+        (format!("{HEADER}<a / >"), nwf),
+        (format!("{HEADER}<a\u{1}/>"), nwf),
+        (format!("{HEADER}<a><b></a></b>"), nwf),
+        (format!("{HEADER}<a>x</a b>"), nwf),
+        (format!("{HEADER}<a><!x></a>"), nwf),
+        (format!("{HEADER}<a><![CDATX[x]]></a>"), nwf),
+        (format!("{HEADER}<a><![CDATA[\u{1}]]></a>"), nwf),
+        // A byte order mark anywhere but at the very start.
+        (format!(" \u{feff}{HEADER}"), nwf),
         ("\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03".into(), nwf), // a TLS ClientHello
         ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), nwf),
         ("PROXY TCP4 192.0.2.1 192.0.2.2 1234 5222\r\n".into(), nwf),
@@ -190,6 +215,34 @@ fn hostile_streams_fail_with_the_right_error() {
     for (input, ok) in cases {
         let r = frames(&input, l);
         assert!(ok(r.clone()), "{input:?} gave {r:?}");
+    }
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_refused() {
+    let l = FrameLimits::default();
+    let h = HEADER.as_bytes();
+    for bad in [
+        &b"<a>\xff</a>"[..],
+        b"<a b='\xc3('/>",
+        b"<\xe9/>",
+        b"<a \xe9='1'/>",
+        b"<a><![CDATA[\xff]]></a>",
+    ] {
+        let input = [h, bad].concat();
+        let r = run(&input, l, &[usize::MAX]);
+        assert!(
+            matches!(r, Err(XmlError::NotWellFormed(_))),
+            "{}: {r:?}",
+            bad.escape_ascii()
+        );
+        for k in 1..bad.len() {
+            assert_eq!(
+                run(&input, l, &[h.len() + k, usize::MAX]),
+                r,
+                "split at {k}"
+            );
+        }
     }
 }
 

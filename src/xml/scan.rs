@@ -1,0 +1,519 @@
+//! The tokenizer under the framer: finds the next token (text, reference, tag, CDATA
+//! section, declaration) at a position of a byte buffer that may end anywhere, and
+//! says `Incomplete` when the buffer ends inside one. It only finds boundaries and
+//! obvious syntax faults; what a token must satisfy in a stream (names, characters,
+//! references, limits) the framer checks.
+//!
+//! Hand-written rather than quick-xml's reader because the masked relay runs it over
+//! every byte a client receives: it looks at each byte of markup once, skips text and
+//! attribute values with `memchr`, and keeps attribute positions in a reused list, so
+//! a stanza costs no allocation and no re-decoding.
+
+use super::XmlError;
+
+/// One token starting at the position `next` was called with. Positions are byte
+/// offsets into the buffer; `end` is one past the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Token {
+    /// The buffer ends inside the token (or at its very start).
+    Incomplete,
+    /// Character data up to `end`: up to the next `<` or `&`, or to the end of the
+    /// buffer (a piece of a longer text; a multi-byte character cut by the end waits
+    /// for the next call). Not yet checked to be UTF-8.
+    Text { end: usize },
+    /// `&name;`: the name is `name_start..end - 1`.
+    Ref { name_start: usize, end: usize },
+    /// `<![CDATA[…]]>`, content `content_start..end - 3`.
+    CData { content_start: usize, end: usize },
+    /// `<name attributes>` or `<name attributes/>`; the attributes are in the list
+    /// `next` filled.
+    Start {
+        name_end: usize,
+        empty: bool,
+        end: usize,
+    },
+    /// `</name>`, the name `at + 2..name_end`.
+    End { name_end: usize, end: usize },
+    /// `<?xml …?>`, content (after `<?`, before `?>`) `at + 2..end - 2`.
+    Decl { end: usize },
+}
+
+/// Where one attribute stands: `key_start..key_end`, value `value_start..value_end`
+/// (between the quotes, as written), and what the value holds (`HAS_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Attr {
+    pub key_start: usize,
+    pub key_end: usize,
+    pub value_start: usize,
+    pub value_end: usize,
+    pub holds: u8,
+}
+
+/// `Attr::holds`: a `<`, an `&`, a control character XML forbids, a non-ASCII byte.
+pub(super) const HAS_LT: u8 = 1;
+pub(super) const HAS_AMP: u8 = 2;
+pub(super) const HAS_CONTROL: u8 = 4;
+pub(super) const HAS_NON_ASCII: u8 = 8;
+
+/// Byte classes, one table lookup per byte of markup.
+const NAME: u8 = 16;
+const NAME_START: u8 = 32;
+const SPACE: u8 = 64;
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut k = 0;
+        if c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80 {
+            k |= NAME | NAME_START;
+        } else if c.is_ascii_digit() || c == b'-' || c == b'.' {
+            k |= NAME;
+        }
+        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            k |= SPACE;
+        } else if c < 0x20 {
+            k |= HAS_CONTROL;
+        }
+        if c == b'<' {
+            k |= HAS_LT;
+        }
+        if c == b'&' {
+            k |= HAS_AMP;
+        }
+        if c >= 0x80 {
+            k |= HAS_NON_ASCII;
+        }
+        t[b] = k;
+        b += 1;
+    }
+    t
+}
+
+static CLASS: [u8; 256] = classes();
+
+/// XML whitespace (S).
+#[inline]
+pub(super) fn is_space(b: u8) -> bool {
+    CLASS[b as usize] & SPACE != 0
+}
+
+/// Bytes that may end a name inside a tag.
+#[inline]
+fn ends_name(b: u8) -> bool {
+    is_space(b) || matches!(b, b'/' | b'>' | b'=')
+}
+
+/// The end of the name at `buf[i..]`: ASCII name characters (letters, digits,
+/// `-._:`, not starting with a digit, `-` or `.`) checked strictly, anything beyond
+/// ASCII let through (the non-ASCII name characters are many, and no stanza's meaning
+/// depends on them; UTF-8 is checked with the whole tag). `Ok(None)`: the buffer
+/// ends inside it.
+#[inline]
+fn name(buf: &[u8], mut i: usize) -> Result<Option<usize>, XmlError> {
+    let start = i;
+    while let Some(&b) = buf.get(i) {
+        if CLASS[b as usize] & NAME == 0 {
+            if i == start || CLASS[buf[start] as usize] & NAME_START == 0 {
+                return Err(XmlError::NotWellFormed(
+                    "a tag without a proper name".into(),
+                ));
+            }
+            if !ends_name(b) {
+                return Err(XmlError::NotWellFormed(format!(
+                    "`{}` in a name",
+                    b.escape_ascii()
+                )));
+            }
+            return Ok(Some(i));
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// The longest reference dealer waits for: `&#x10FFFF;` and the entity names are far
+/// shorter, so a longer one is a fault, not a slow peer.
+const MAX_REF: usize = 32;
+
+/// The token at `buf[at..]`. `decl_allowed`: whether `<?xml` may start a declaration
+/// here (the very start of a stream). Attributes of a `Start` are left in `attrs`; a
+/// tag with more than `max_attributes` fails as soon as the one too many is read.
+pub(super) fn next(
+    buf: &[u8],
+    at: usize,
+    decl_allowed: bool,
+    attrs: &mut Vec<Attr>,
+    max_attributes: usize,
+) -> Result<Token, XmlError> {
+    let Some(&first) = buf.get(at) else {
+        return Ok(Token::Incomplete);
+    };
+    match first {
+        b'<' => markup(buf, at, decl_allowed, attrs, max_attributes),
+        b'&' => reference(buf, at),
+        _ => match text_end(buf, at) {
+            end if end == at => Ok(Token::Incomplete),
+            end => Ok(Token::Text { end }),
+        },
+    }
+}
+
+/// Where the text starting at `at` ends: before the next `<` or `&`, or before a
+/// multi-byte character cut by the end of the buffer.
+fn text_end(buf: &[u8], at: usize) -> usize {
+    match memchr::memchr2(b'<', b'&', &buf[at..]) {
+        Some(i) => at + i,
+        None => {
+            // Hold back the start of a character whose continuation bytes are missing.
+            let len = buf.len();
+            let tail_start = len.saturating_sub(3).max(at);
+            for i in (tail_start..len).rev() {
+                let b = buf[i];
+                if b & 0xC0 == 0x80 {
+                    continue; // a continuation byte: look further back
+                }
+                let need = match b {
+                    0xC0..=0xDF => 2,
+                    0xE0..=0xEF => 3,
+                    0xF0..=0xF7 => 4,
+                    _ => 1,
+                };
+                return if len - i < need { i } else { len };
+            }
+            len
+        }
+    }
+}
+
+fn reference(buf: &[u8], at: usize) -> Result<Token, XmlError> {
+    let window = &buf[at + 1..buf.len().min(at + 1 + MAX_REF)];
+    match memchr::memchr(b';', window) {
+        Some(i)
+            if !window[..i]
+                .iter()
+                .any(|&b| is_space(b) || b == b'<' || b == b'&') =>
+        {
+            Ok(Token::Ref {
+                name_start: at + 1,
+                end: at + 1 + i + 1,
+            })
+        }
+        None if window.len() < MAX_REF
+            && !window
+                .iter()
+                .any(|&b| is_space(b) || b == b'<' || b == b'&') =>
+        {
+            Ok(Token::Incomplete)
+        }
+        _ => Err(XmlError::NotWellFormed("`&` without a reference".into())),
+    }
+}
+
+fn markup(
+    buf: &[u8],
+    at: usize,
+    decl_allowed: bool,
+    attrs: &mut Vec<Attr>,
+    max_attributes: usize,
+) -> Result<Token, XmlError> {
+    let Some(&second) = buf.get(at + 1) else {
+        return Ok(Token::Incomplete);
+    };
+    match second {
+        b'/' => end_tag(buf, at),
+        b'!' => bang(buf, at),
+        b'?' => {
+            let rest = &buf[at..];
+            if !decl_allowed {
+                return Err(XmlError::Restricted("processing instruction"));
+            }
+            if rest.len() < 6 {
+                return if b"<?xml".starts_with(&rest[..rest.len().min(5)]) {
+                    Ok(Token::Incomplete)
+                } else {
+                    Err(XmlError::Restricted("processing instruction"))
+                };
+            }
+            if !rest.starts_with(b"<?xml") || !(is_space(rest[5]) || rest[5] == b'?') {
+                return Err(XmlError::Restricted("processing instruction"));
+            }
+            match memchr::memmem::find(&rest[5..], b"?>") {
+                Some(i) => Ok(Token::Decl {
+                    end: at + 5 + i + 2,
+                }),
+                None => Ok(Token::Incomplete),
+            }
+        }
+        _ => start_tag(buf, at, attrs, max_attributes),
+    }
+}
+
+fn bang(buf: &[u8], at: usize) -> Result<Token, XmlError> {
+    const CDATA: &[u8] = b"<![CDATA[";
+    let rest = &buf[at..];
+    match rest.get(2) {
+        None => Ok(Token::Incomplete),
+        Some(b'-') => Err(XmlError::Restricted("comment")),
+        Some(b'D') => Err(XmlError::Restricted("DTD")),
+        Some(b'[') => {
+            let n = rest.len().min(CDATA.len());
+            if rest[..n] != CDATA[..n] {
+                return Err(XmlError::NotWellFormed("malformed `<![`".into()));
+            }
+            if n < CDATA.len() {
+                return Ok(Token::Incomplete);
+            }
+            let content_start = at + CDATA.len();
+            match memchr::memmem::find(&buf[content_start..], b"]]>") {
+                Some(i) => Ok(Token::CData {
+                    content_start,
+                    end: content_start + i + 3,
+                }),
+                None => Ok(Token::Incomplete),
+            }
+        }
+        Some(_) => Err(XmlError::NotWellFormed("malformed `<!`".into())),
+    }
+}
+
+fn end_tag(buf: &[u8], at: usize) -> Result<Token, XmlError> {
+    let Some(name_end) = name(buf, at + 2)? else {
+        return Ok(Token::Incomplete);
+    };
+    let mut i = name_end;
+    while i < buf.len() && is_space(buf[i]) {
+        i += 1;
+    }
+    match buf.get(i) {
+        None => Ok(Token::Incomplete),
+        Some(b'>') => Ok(Token::End {
+            name_end,
+            end: i + 1,
+        }),
+        Some(_) => Err(XmlError::NotWellFormed("malformed end tag".into())),
+    }
+}
+
+/// Where an attribute value ends (its closing `quote` in `rest`), and what it holds:
+/// one look at each byte. Not inlined: inside the tag scanner the loop's state is
+/// spilled to the stack, which costs more than the call.
+#[inline(never)]
+fn value(rest: &[u8], quote: u8) -> Option<(usize, u8)> {
+    let mut holds = 0;
+    for (j, &b) in rest.iter().enumerate() {
+        if b == quote {
+            return Some((j, holds));
+        }
+        holds |= CLASS[b as usize];
+    }
+    None
+}
+
+/// A start tag, its attributes recorded in `attrs`. Quotes are honoured, so `>` and
+/// `/>` inside values do not end it.
+fn start_tag(
+    buf: &[u8],
+    at: usize,
+    attrs: &mut Vec<Attr>,
+    max_attributes: usize,
+) -> Result<Token, XmlError> {
+    attrs.clear();
+    let len = buf.len();
+    let bad = |what: &str| Err(XmlError::NotWellFormed(what.into()));
+    let Some(name_end) = name(buf, at + 1)? else {
+        return Ok(Token::Incomplete);
+    };
+    let mut i = name_end;
+    loop {
+        let space_start = i;
+        while i < len && is_space(buf[i]) {
+            i += 1;
+        }
+        let Some(&c) = buf.get(i) else {
+            return Ok(Token::Incomplete);
+        };
+        match c {
+            b'>' => {
+                return Ok(Token::Start {
+                    name_end,
+                    empty: false,
+                    end: i + 1,
+                });
+            }
+            b'/' => {
+                return match buf.get(i + 1) {
+                    None => Ok(Token::Incomplete),
+                    Some(b'>') => Ok(Token::Start {
+                        name_end,
+                        empty: true,
+                        end: i + 2,
+                    }),
+                    Some(_) => bad("`/` inside a tag"),
+                };
+            }
+            _ if i == space_start => return bad("attributes must be separated by whitespace"),
+            _ => {}
+        }
+        let key_start = i;
+        let Some(key_end) = name(buf, i)? else {
+            return Ok(Token::Incomplete);
+        };
+        i = key_end;
+        while i < len && is_space(buf[i]) {
+            i += 1;
+        }
+        match buf.get(i) {
+            None => return Ok(Token::Incomplete),
+            Some(b'=') => i += 1,
+            Some(_) => return bad("attribute without a value"),
+        }
+        while i < len && is_space(buf[i]) {
+            i += 1;
+        }
+        let quote = match buf.get(i) {
+            None => return Ok(Token::Incomplete),
+            Some(&q @ (b'\'' | b'"')) => q,
+            Some(_) => return bad("attribute value without quotes"),
+        };
+        let value_start = i + 1;
+        let Some((n, holds)) = value(&buf[value_start..], quote) else {
+            return Ok(Token::Incomplete);
+        };
+        i = value_start + n;
+        if attrs.len() == max_attributes {
+            return Err(XmlError::TooManyAttributes(max_attributes));
+        }
+        attrs.push(Attr {
+            key_start,
+            key_end,
+            value_start,
+            value_end: i,
+            holds: holds & (HAS_LT | HAS_AMP | HAS_CONTROL | HAS_NON_ASCII),
+        });
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(s: &str) -> Result<Token, XmlError> {
+        next(s.as_bytes(), 0, false, &mut Vec::new(), 64)
+    }
+
+    #[test]
+    fn tokens_and_their_ends() {
+        assert_eq!(tok("ab<c/>"), Ok(Token::Text { end: 2 }));
+        assert_eq!(
+            tok("&amp;x"),
+            Ok(Token::Ref {
+                name_start: 1,
+                end: 5
+            })
+        );
+        assert_eq!(
+            tok("<a b='>' c=\"/>\"/>x"),
+            Ok(Token::Start {
+                name_end: 2,
+                empty: true,
+                end: 17
+            })
+        );
+        assert_eq!(
+            tok("</a >"),
+            Ok(Token::End {
+                name_end: 3,
+                end: 5
+            })
+        );
+        assert_eq!(
+            tok("<![CDATA[<x>]]>"),
+            Ok(Token::CData {
+                content_start: 9,
+                end: 15
+            })
+        );
+        let mut attrs = Vec::new();
+        assert_eq!(
+            next(b"<?xml version='1.0'?><s>", 0, true, &mut attrs, 64),
+            Ok(Token::Decl { end: 21 })
+        );
+        next(b"<m  a = 'x' b=\"y\">", 0, false, &mut attrs, 64).unwrap();
+        assert_eq!(
+            attrs,
+            [
+                Attr {
+                    key_start: 4,
+                    key_end: 5,
+                    value_start: 9,
+                    value_end: 10,
+                    holds: 0
+                },
+                Attr {
+                    key_start: 12,
+                    key_end: 13,
+                    value_start: 15,
+                    value_end: 16,
+                    holds: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn cut_anywhere_is_incomplete() {
+        for whole in [
+            "<a b='1' c=\"2\"/>",
+            "</abc >",
+            "&#x41;",
+            "<![CDATA[x]]>",
+            "<message to='a'>",
+        ] {
+            for cut in 0..whole.len() {
+                assert_eq!(
+                    tok(&whole[..cut]),
+                    Ok(Token::Incomplete),
+                    "{whole} at {cut}"
+                );
+            }
+        }
+        // A character cut by the end of the buffer waits; whole ones pass.
+        assert_eq!(tok("ab\u{e9}"), Ok(Token::Text { end: 4 }));
+        let cut = &"ab\u{1F3B2}".as_bytes()[..4];
+        assert_eq!(
+            next(cut, 0, false, &mut Vec::new(), 64),
+            Ok(Token::Text { end: 2 })
+        );
+    }
+
+    #[test]
+    fn faults() {
+        for bad in [
+            "<a b>",
+            "<a b=c>",
+            "<a b='1'c='2'>",
+            "< a>",
+            "<a/ >",
+            "</>",
+            "</a b>",
+            "& x;",
+            "<!x",
+            "<![CDATX[",
+        ] {
+            assert!(
+                matches!(tok(bad), Err(XmlError::NotWellFormed(_))),
+                "{bad}: {:?}",
+                tok(bad)
+            );
+        }
+        assert_eq!(tok("<!--"), Err(XmlError::Restricted("comment")));
+        assert_eq!(tok("<!DOCTYPE"), Err(XmlError::Restricted("DTD")));
+        assert_eq!(
+            tok("<?xml?>"),
+            Err(XmlError::Restricted("processing instruction"))
+        );
+    }
+}
