@@ -434,6 +434,11 @@ mod tests {
                 "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='node1.internal' id='i' version='1.0'>",
                 "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='example.com' id='i' version='1.0'>",
             ),
+            // A fully qualified domain, with its trailing dot.
+            (
+                "<m from='x@node1.internal./r'/>",
+                "<m from='x@example.com./r'/>",
+            ),
             // Not JIDs at the domain, or not JIDs at all: untouched.
             (
                 "<m from='x@node1.internalx'/>",

@@ -286,7 +286,7 @@ impl Framer {
                     }
                     // `depth > 0` means a name was pushed.
                     let start = self.name_starts.pop().unwrap_or(0);
-                    if self.names[start..] != *name {
+                    if !same_bytes(&self.names[start..], name) {
                         return Err(XmlError::NotWellFormed(format!(
                             "</{}> closes <{}>",
                             String::from_utf8_lossy(name),

@@ -363,3 +363,178 @@ fn stream_errors_render() {
             .contains("a&lt;b")
     );
 }
+
+/// A small deterministic generator for the randomised tests (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+}
+
+/// A random well-formed element as XMPP peers write them: prefixed and plain names,
+/// both quote styles, references, CDATA, multi-byte text, nesting.
+fn random_element(rng: &mut Rng, depth: usize, out: &mut String) {
+    const NAMES: &[&str] = &[
+        "message",
+        "body",
+        "x",
+        "a:item",
+        "stanza-id",
+        "\u{e9}t\u{e9}",
+        "q_1",
+    ];
+    const KEYS: &[&str] = &["to", "from", "id", "type", "xmlns", "xml:lang", "by"];
+    const TEXT: &[&str] = &[
+        "hi",
+        " ",
+        "alice@node1.internal/r",
+        "&amp;",
+        "&lt;b&gt;",
+        "&#x41;&#66;",
+        "caf\u{e9} \u{1F3B2}",
+        "a > b",
+        "\n\t",
+        "'\"",
+    ];
+    let name = rng.pick(NAMES);
+    out.push('<');
+    out.push_str(name);
+    let mut keys: Vec<&str> = KEYS.to_vec();
+    for _ in 0..rng.below(4) {
+        let key = keys.remove(rng.below(keys.len()));
+        let value = rng.pick(&["a", "b@c/d", "&apos;x&quot;", "\u{e9}", "a/>b", "", "1 2"]);
+        let sp = rng.pick(&[" ", "  ", "\n", "\t"]);
+        let q = if rng.below(2) == 0 { '\'' } else { '"' };
+        let value = value.replace(q, if q == '\'' { "&apos;" } else { "&quot;" });
+        out.push_str(&format!(
+            "{sp}{key}{}={}{q}{value}{q}",
+            rng.pick(&["", " "]),
+            rng.pick(&["", " "])
+        ));
+    }
+    if depth >= 4 || rng.below(4) == 0 {
+        out.push_str(rng.pick(&["/>", " />"]));
+        return;
+    }
+    out.push('>');
+    for _ in 0..rng.below(4) {
+        match rng.below(4) {
+            0 => random_element(rng, depth + 1, out),
+            1 => out.push_str("<![CDATA[<not/> &markup;]]>"),
+            _ => out.push_str(rng.pick(TEXT)),
+        }
+    }
+    out.push_str("</");
+    out.push_str(name);
+    out.push_str(rng.pick(&[">", " >"]));
+}
+
+/// Random streams of well-formed stanzas, fed in random pieces, come out as exactly
+/// those stanzas; the same streams with a byte changed, dropped or added are either
+/// refused or well-formed by quick-xml's strict reading too, so the tokenizer never
+/// lets through what a conforming parser would reject.
+#[test]
+fn random_streams_frame_exactly_and_mutations_never_pass_malformed_xml() {
+    let l = FrameLimits::default();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut accepted_mutants = 0;
+    for round in 0..400 {
+        let mut stanzas = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let mut s = String::new();
+            random_element(&mut rng, 1, &mut s);
+            stanzas.push(s);
+        }
+        let doc = format!("{HEADER}{}</stream:stream>", stanzas.join(""));
+        let mut want = vec![header()];
+        want.extend(stanzas.iter().map(|s| el(s)));
+        want.push(F::Close);
+        let chunks: Vec<usize> = (0..8).map(|_| 1 + rng.below(40)).collect();
+        assert_eq!(
+            run(doc.as_bytes(), l, &chunks),
+            Ok(want),
+            "round {round}: {doc}"
+        );
+
+        for _ in 0..20 {
+            let mut m = doc.clone().into_bytes();
+            let at = HEADER.len() + rng.below(m.len() - HEADER.len());
+            const BYTES: &[u8] = b"<>/'\"&;=! ?xa:\xc3\xa9\x01-";
+            let byte = BYTES[rng.below(BYTES.len())];
+            match rng.below(3) {
+                0 => m[at] = byte,
+                1 => {
+                    m.remove(at);
+                }
+                _ => m.insert(at, byte),
+            }
+            let chunks: Vec<usize> = (0..4).map(|_| 1 + rng.below(64)).collect();
+            let Ok(frames) = run(&m, l, &chunks) else {
+                continue;
+            };
+            if frames.last() != Some(&F::Close) {
+                continue; // still waiting for more: nothing was let through whole
+            }
+            accepted_mutants += 1;
+            assert!(
+                strictly_well_formed(&m),
+                "framed, but not well-formed: {}",
+                String::from_utf8_lossy(&m)
+            );
+        }
+    }
+    // The mutations must also produce acceptable streams, or the check is empty.
+    assert!(
+        accepted_mutants > 100,
+        "only {accepted_mutants} mutants framed"
+    );
+}
+
+/// quick-xml's strict reading of a whole document: matched end tags, checked
+/// attributes, UTF-8, known references.
+fn strictly_well_formed(doc: &[u8]) -> bool {
+    use quick_xml::events::Event;
+    let Ok(text) = std::str::from_utf8(doc) else {
+        return false;
+    };
+    let mut r = quick_xml::Reader::from_str(text);
+    r.config_mut().check_end_names = true;
+    r.config_mut().check_comments = true;
+    loop {
+        match r.read_event() {
+            Err(_) => return false,
+            Ok(Event::Eof) => return true,
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                for a in e.attributes().with_checks(true) {
+                    let Ok(a) = a else { return false };
+                    if a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+            }
+            Ok(Event::GeneralRef(g)) => {
+                let name: &str = &g;
+                let char_ok = g.resolve_char_ref().is_ok_and(|c| c.is_some());
+                if !char_ok && !matches!(name, "lt" | "gt" | "amp" | "apos" | "quot") {
+                    return false;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
