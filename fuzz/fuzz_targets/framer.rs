@@ -63,7 +63,9 @@ fn strictly_well_formed(doc: &[u8]) -> bool {
             Ok(Event::Start(e) | Event::Empty(e)) => {
                 for a in e.attributes().with_checks(true) {
                     let Ok(a) = a else { return false };
-                    if a.normalized_value(quick_xml::XmlVersion::Implicit1_0).is_err() {
+                    if a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .is_err()
+                    {
                         return false;
                     }
                 }
