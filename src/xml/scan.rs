@@ -142,6 +142,7 @@ const MAX_REF: usize = 32;
 /// The token at `buf[at..]`. `decl_allowed`: whether `<?xml` may start a declaration
 /// here (the very start of a stream). Attributes of a `Start` are left in `attrs`; a
 /// tag with more than `max_attributes` fails as soon as the one too many is read.
+#[inline(always)]
 pub(super) fn next(
     buf: &[u8],
     at: usize,
@@ -213,6 +214,7 @@ fn reference(buf: &[u8], at: usize) -> Result<Token, XmlError> {
     }
 }
 
+#[inline(always)]
 fn markup(
     buf: &[u8],
     at: usize,
@@ -315,6 +317,7 @@ fn value(rest: &[u8], quote: u8) -> Option<(usize, u8)> {
 
 /// A start tag, its attributes recorded in `attrs`. Quotes are honoured, so `>` and
 /// `/>` inside values do not end it.
+#[inline(always)]
 fn start_tag(
     buf: &[u8],
     at: usize,
