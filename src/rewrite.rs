@@ -161,12 +161,34 @@ pub struct Rewriter<'a> {
     rule: Rule<'a>,
     finder: memchr::memmem::Finder<'a>,
     edits: Vec<Edit<'a>>,
-    /// Text of the frame being visited: adjacent pieces merged, with whether a run
-    /// holds a reference (and so must be unescaped to be read).
-    runs: Vec<(usize, usize, bool)>,
+    /// Text of the frame being visited, adjacent pieces merged.
+    runs: Vec<Run>,
     /// Replacement text for runs written with references.
     owned: String,
 }
+
+/// A stretch of character data in the frame being visited.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: usize,
+    end: usize,
+    /// Written with references, so it must be unescaped to be read.
+    refs: bool,
+    /// The content of a CDATA section.
+    cdata: bool,
+    /// Next to text or another CDATA section in the same text node.
+    mixed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Text,
+    Ref,
+    CData,
+}
+
+const CDATA_OPEN: usize = "<![CDATA[".len();
+const CDATA_CLOSE: usize = "]]>".len();
 
 /// Replace `frame[start..end]`.
 #[derive(Debug, Clone)]
@@ -237,6 +259,10 @@ impl<'a> Rewriter<'a> {
                     let s: &str = &t;
                     self.text(s, offset(s));
                 }
+                Event::CData(c) => {
+                    let s: &str = &c;
+                    self.cdata(s, offset(s));
+                }
                 Event::GeneralRef(r) => {
                     let s: &str = &r;
                     self.reference(offset(s) - 1, s.len() + 2);
@@ -290,10 +316,19 @@ impl<'a> Rewriter<'a> {
     /// Turn the gathered text runs into edits.
     fn judge_text(&mut self, frame: &[u8]) {
         for i in 0..self.runs.len() {
-            let (start, end, has_ref) = self.runs[i];
+            let Run {
+                start,
+                end,
+                refs: has_ref,
+                mixed,
+                ..
+            } = self.runs[i];
             let Some(bytes) = frame.get(start..end) else {
                 continue;
             };
+            if mixed {
+                continue;
+            }
             let trimmed = bytes.trim_ascii();
             if trimmed.is_empty() {
                 continue;
@@ -341,14 +376,31 @@ impl<'a> Rewriter<'a> {
         });
     }
 
-    fn push_run(&mut self, at: usize, len: usize, is_ref: bool) {
-        match self.runs.last_mut() {
-            Some(last) if last.1 == at => {
-                last.1 = at + len;
-                last.2 |= is_ref;
+    fn push_run(&mut self, at: usize, len: usize, piece: Piece) {
+        let mut run = Run {
+            start: at,
+            end: at + len,
+            refs: piece == Piece::Ref,
+            cdata: piece == Piece::CData,
+            mixed: false,
+        };
+        if let Some(last) = self.runs.last_mut() {
+            // Only CDATA markup between the last run and this one: one text node.
+            let markup =
+                if last.cdata { CDATA_CLOSE } else { 0 } + if run.cdata { CDATA_OPEN } else { 0 };
+            if last.end + markup == at {
+                if markup == 0 {
+                    last.end = run.end;
+                    last.refs |= run.refs;
+                    return;
+                }
+                // Text and CDATA sections in one node: too mixed to rewrite piece
+                // by piece, so left as they are (no server writes JIDs like that).
+                last.mixed = true;
+                run.mixed = true;
             }
-            _ => self.runs.push((at, at + len, is_ref)),
         }
+        self.runs.push(run);
     }
 }
 
@@ -375,13 +427,19 @@ impl Visit for Rewriter<'_> {
 
     fn text(&mut self, value: &str, at: usize) {
         if !matches!(self.rule, Rule::To { .. }) {
-            self.push_run(at, value.len(), false);
+            self.push_run(at, value.len(), Piece::Text);
+        }
+    }
+
+    fn cdata(&mut self, value: &str, at: usize) {
+        if !matches!(self.rule, Rule::To { .. }) {
+            self.push_run(at, value.len(), Piece::CData);
         }
     }
 
     fn reference(&mut self, at: usize, len: usize) {
         if !matches!(self.rule, Rule::To { .. }) {
-            self.push_run(at, len, true);
+            self.push_run(at, len, Piece::Ref);
         }
     }
 }
@@ -534,6 +592,17 @@ mod tests {
     fn text_split_across_reads_is_still_masked() {
         let input = "<iq type='result' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@node1.internal/r&amp;s</jid></bind></iq>";
         let want = "<iq type='result' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.com/r&amp;s</jid></bind></iq>";
+        for got in framed_all_splits(input, MASK) {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn jids_in_cdata_sections_are_masked() {
+        let input = "<iq type='result' id='b'><jid><![CDATA[alice@node1.internal/r]]></jid><x>a<![CDATA[b]]>node1.internal</x></iq>";
+        // A text node of text and CDATA together is left as it is, JID or not.
+        let want = "<iq type='result' id='b'><jid><![CDATA[alice@example.com/r]]></jid><x>a<![CDATA[b]]>node1.internal</x></iq>";
+        assert_eq!(run(input, MASK), want);
         for got in framed_all_splits(input, MASK) {
             assert_eq!(got, want);
         }

@@ -216,7 +216,9 @@ impl Framer {
                     if self.depth == 0 {
                         return Err(XmlError::TextAtStreamLevel);
                     }
-                    check_chars(utf8(&buf[content_start..end - 3])?)?;
+                    let text = utf8(&buf[content_start..end - 3])?;
+                    check_chars(text)?;
+                    visit.cdata(text, content_start);
                     end
                 }
                 Token::Decl { end } => {
@@ -398,8 +400,11 @@ pub trait Visit {
     /// An attribute value as written (escaped, UTF-8), at byte `at` of the buffer;
     /// `has_refs`: whether it holds a reference (an `&`).
     fn attribute(&mut self, _key: &[u8], _value: &[u8], _at: usize, _has_refs: bool) {}
-    /// Character data as written, at byte `at` of the buffer.
+    /// Character data as written, at byte `at` of the buffer (a piece of a text
+    /// node).
     fn text(&mut self, _value: &str, _at: usize) {}
+    /// The content of a CDATA section, at byte `at` of the buffer.
+    fn cdata(&mut self, _value: &str, _at: usize) {}
     /// A character or entity reference of `len` bytes at byte `at`, inside text.
     fn reference(&mut self, _at: usize, _len: usize) {}
 }
