@@ -8,6 +8,10 @@ use dealer::rewrite::{Rewriter, Rule};
 use dealer::xml::{Frame, FrameLimits, Framer, XmlError};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../src/xml/oracle.rs"]
+mod oracle;
+use oracle::strictly_well_formed;
+
 const HEADER: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>";
 
@@ -46,40 +50,6 @@ fn frames(
         }
     }
     (out, None)
-}
-
-fn strictly_well_formed(doc: &[u8]) -> bool {
-    use quick_xml::events::Event;
-    let Ok(text) = std::str::from_utf8(doc) else {
-        return false;
-    };
-    let mut r = quick_xml::Reader::from_str(text);
-    r.config_mut().check_end_names = true;
-    r.config_mut().check_comments = true;
-    loop {
-        match r.read_event() {
-            Err(_) => return false,
-            Ok(Event::Eof) => return true,
-            Ok(Event::Start(e) | Event::Empty(e)) => {
-                for a in e.attributes().with_checks(true) {
-                    let Ok(a) = a else { return false };
-                    if a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .is_err()
-                    {
-                        return false;
-                    }
-                }
-            }
-            Ok(Event::GeneralRef(g)) => {
-                let name: &str = &g;
-                let char_ok = g.resolve_char_ref().is_ok_and(|c| c.is_some());
-                if !char_ok && !matches!(name, "lt" | "gt" | "amp" | "apos" | "quot") {
-                    return false;
-                }
-            }
-            Ok(_) => {}
-        }
-    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -31,4 +31,6 @@ pub const NS_DIALBACK: &str = "jabber:server:dialback";
 pub const NS_DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! every byte, and one byte at a time, and must frame identically.
 
 use super::element::{Element, Scope};
+use super::oracle::strictly_well_formed;
 use super::*;
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -501,40 +502,4 @@ fn random_streams_frame_exactly_and_mutations_never_pass_malformed_xml() {
         accepted_mutants > 100,
         "only {accepted_mutants} mutants framed"
     );
-}
-
-/// quick-xml's strict reading of a whole document: matched end tags, checked
-/// attributes, UTF-8, known references.
-fn strictly_well_formed(doc: &[u8]) -> bool {
-    use quick_xml::events::Event;
-    let Ok(text) = std::str::from_utf8(doc) else {
-        return false;
-    };
-    let mut r = quick_xml::Reader::from_str(text);
-    r.config_mut().check_end_names = true;
-    r.config_mut().check_comments = true;
-    loop {
-        match r.read_event() {
-            Err(_) => return false,
-            Ok(Event::Eof) => return true,
-            Ok(Event::Start(e) | Event::Empty(e)) => {
-                for a in e.attributes().with_checks(true) {
-                    let Ok(a) = a else { return false };
-                    if a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .is_err()
-                    {
-                        return false;
-                    }
-                }
-            }
-            Ok(Event::GeneralRef(g)) => {
-                let name: &str = &g;
-                let char_ok = g.resolve_char_ref().is_ok_and(|c| c.is_some());
-                if !char_ok && !matches!(name, "lt" | "gt" | "amp" | "apos" | "quot") {
-                    return false;
-                }
-            }
-            Ok(_) => {}
-        }
-    }
 }
