@@ -22,7 +22,8 @@ use quick_xml::events::Event;
 
 use crate::config::Normalise;
 use crate::xml::XmlError;
-use crate::xml::framer::Visit;
+use crate::xml::find;
+use crate::xml::framer::{Hints, Visit};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Rule<'a> {
@@ -54,13 +55,18 @@ impl<'a> Rule<'a> {
     /// The replacement for a raw JID-valued string, if it needs one: the byte range
     /// of `raw` to replace (the domain part, or the part of it that changes) and the
     /// new text. One pass over the bare JID, since this runs on every attribute value
-    /// and text node the masked relay passes on.
-    fn map(&self, raw: &[u8]) -> Option<(Range<usize>, &'a str)> {
+    /// and text node the masked relay passes on. `slash`: whether `raw` may hold a
+    /// `/` (the tokenizer knows for attribute values, which spares the search).
+    fn map(&self, raw: &[u8], slash: bool) -> Option<(Range<usize>, &'a str)> {
         let needle = self.needle().as_bytes();
         if raw.len() < needle.len() {
             return None;
         }
-        let bare_end = memchr::memchr(b'/', raw).unwrap_or(raw.len());
+        let bare_end = if slash {
+            find::byte(raw, b'/').unwrap_or(raw.len())
+        } else {
+            raw.len()
+        };
         let bare = &raw[..bare_end];
         // A fully qualified domain may end in a dot.
         let dom_end = bare_end - usize::from(bare.last() == Some(&b'.'));
@@ -76,17 +82,20 @@ impl<'a> Rule<'a> {
         }
         // A plausible JID: no whitespace or markup characters, at most one `@`, a
         // domain of DNS-ish characters. The part matched by the needle (a configured
-        // domain) is known to be fine, so only what stands before it is looked at.
+        // domain) is known to be fine, so only what stands before it is looked at, in
+        // one pass (it is short: a localpart and perhaps a subdomain).
         let head = &raw[..dom_end - needle.len()];
-        let at_sign = match memchr::memrchr(b'@', head) {
-            Some(i) if memchr::memchr(b'@', &head[..i]).is_some() => return None,
-            found => found,
-        };
-        if head
-            .iter()
-            .any(|&c| c <= b' ' || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'&'))
-        {
-            return None;
+        let mut at_sign = None;
+        for (i, &c) in head.iter().enumerate() {
+            if c <= b' ' || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'&') {
+                return None;
+            }
+            if c == b'@' {
+                if at_sign.is_some() {
+                    return None;
+                }
+                at_sign = Some(i);
+            }
         }
         let dstart = at_sign.map_or(0, |i| i + 1);
         let domain = &raw[dstart..dom_end];
@@ -246,9 +255,12 @@ impl<'a> Rewriter<'a> {
                         // A value quick-xml had to transform has no place in the
                         // input; it is one written with references, never a plain JID.
                         if let Cow::Borrowed(v) = a.value {
-                            let refs = memchr::memchr(b'&', v.as_bytes()).is_some();
+                            let hints = Hints {
+                                refs: memchr::memchr(b'&', v.as_bytes()).is_some(),
+                                slash: memchr::memchr(b'/', v.as_bytes()).is_some(),
+                            };
                             let key: &str = a.key.as_ref();
-                            self.attribute(key.as_bytes(), v.as_bytes(), offset(v), refs);
+                            self.attribute(key.as_bytes(), v.as_bytes(), offset(v), hints);
                         }
                     }
                     if only_top_to {
@@ -338,7 +350,7 @@ impl<'a> Rewriter<'a> {
                 if let Ok(raw) = std::str::from_utf8(trimmed) {
                     self.judge_escaped(raw, at, false);
                 }
-            } else if let Some((r, domain)) = self.rule.map(trimmed) {
+            } else if let Some((r, domain)) = self.rule.map(trimmed, true) {
                 self.edits.push(Edit {
                     start: at + r.start,
                     end: at + r.end,
@@ -356,7 +368,7 @@ impl<'a> Rewriter<'a> {
         };
         let ut = u.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
         let lead = ut.as_ptr() as usize - u.as_ptr() as usize;
-        let Some((r, domain)) = self.rule.map(ut.as_bytes()) else {
+        let Some((r, domain)) = self.rule.map(ut.as_bytes(), true) else {
             return;
         };
         let mut changed = String::with_capacity(u.len() + domain.len());
@@ -405,18 +417,18 @@ impl<'a> Rewriter<'a> {
 }
 
 impl Visit for Rewriter<'_> {
-    fn attribute(&mut self, key: &[u8], value: &[u8], at: usize, has_refs: bool) {
+    fn attribute(&mut self, key: &[u8], value: &[u8], at: usize, hints: Hints) {
         let only_to = matches!(self.rule, Rule::To { .. });
         if key.starts_with(b"xmlns") && (key.len() == 5 || key[5] == b':')
             || (only_to && key != b"to")
         {
             return;
         }
-        if has_refs {
+        if hints.refs {
             if let Ok(value) = std::str::from_utf8(value) {
                 self.judge_escaped(value, at, true);
             }
-        } else if let Some((r, domain)) = self.rule.map(value) {
+        } else if let Some((r, domain)) = self.rule.map(value, hints.slash) {
             self.edits.push(Edit {
                 start: at + r.start,
                 end: at + r.end,
@@ -513,6 +525,12 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(run(input, MASK), want, "{input}");
+            // The relay's way: the framer's visits (and its hints) in any two reads.
+            if !input.starts_with("<stream:") {
+                for got in framed_all_splits(input, MASK) {
+                    assert_eq!(got, want, "framed: {input}");
+                }
+            }
         }
     }
 
@@ -542,6 +560,12 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(run(input, UNMASK), want, "{input}");
+            // The relay's way: the framer's visits (and its hints) in any two reads.
+            if !input.starts_with("<stream:") {
+                for got in framed_all_splits(input, UNMASK) {
+                    assert_eq!(got, want, "framed: {input}");
+                }
+            }
         }
     }
 

@@ -375,7 +375,11 @@ impl Framer {
                 }
             }
             if V::WANTS {
-                visit.attribute(k, value, a.value_start, a.holds & scan::HAS_AMP != 0);
+                let hints = Hints {
+                    refs: a.holds & scan::HAS_AMP != 0,
+                    slash: a.holds & scan::HAS_SLASH != 0,
+                };
+                visit.attribute(k, value, a.value_start, hints);
             }
         }
         Ok(())
@@ -397,9 +401,9 @@ fn utf8(b: &[u8]) -> Result<&str, XmlError> {
 pub trait Visit {
     /// Whether the visitor wants anything (lets `NoVisit` cost nothing).
     const WANTS: bool = true;
-    /// An attribute value as written (escaped, UTF-8), at byte `at` of the buffer;
-    /// `has_refs`: whether it holds a reference (an `&`).
-    fn attribute(&mut self, _key: &[u8], _value: &[u8], _at: usize, _has_refs: bool) {}
+    /// An attribute value as written (escaped, UTF-8), at byte `at` of the buffer,
+    /// with what the tokenizer noticed in it.
+    fn attribute(&mut self, _key: &[u8], _value: &[u8], _at: usize, _hints: Hints) {}
     /// Character data as written, at byte `at` of the buffer (a piece of a text
     /// node).
     fn text(&mut self, _value: &str, _at: usize) {}
@@ -407,6 +411,16 @@ pub trait Visit {
     fn cdata(&mut self, _value: &str, _at: usize) {}
     /// A character or entity reference of `len` bytes at byte `at`, inside text.
     fn reference(&mut self, _at: usize, _len: usize) {}
+}
+
+/// What an attribute value holds, noticed while it was read, so a visitor need not
+/// look for it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hints {
+    /// A reference (an `&`).
+    pub refs: bool,
+    /// A `/`.
+    pub slash: bool,
 }
 
 /// The visitor of plain `parse`.

@@ -1,18 +1,20 @@
 //! XML for XMPP streams: the one incremental framer every stream reader uses
 //! (`framer`), the stream header (`header`), a small owned element tree for the few
 //! pre-authentication elements dealer must understand (`element`), stream errors
-//! (`error`), and escaping for what dealer writes (`escape`).
+//! (`error`), escaping for what dealer writes (`escape`), and a byte search for short
+//! values (`find`).
 
 pub mod element;
 pub mod error;
 pub mod escape;
+pub mod find;
 pub mod framer;
 pub mod head;
 pub mod header;
 mod scan;
 
 pub use error::{StreamError, XmlError};
-pub use framer::{Frame, FrameLimits, Framer};
+pub use framer::{Frame, FrameLimits, Framer, Hints};
 pub use header::StreamHeader;
 
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";

@@ -51,11 +51,13 @@ pub(super) struct Attr {
     pub holds: u8,
 }
 
-/// `Attr::holds`: a `<`, an `&`, a control character XML forbids, a non-ASCII byte.
+/// `Attr::holds`: a `<`, an `&`, a control character XML forbids, a non-ASCII byte,
+/// a `/` (which, in a JID, starts the resource).
 pub(super) const HAS_LT: u8 = 1;
 pub(super) const HAS_AMP: u8 = 2;
 pub(super) const HAS_CONTROL: u8 = 4;
 pub(super) const HAS_NON_ASCII: u8 = 8;
+pub(super) const HAS_SLASH: u8 = 128;
 
 /// Byte classes, one table lookup per byte of markup.
 const NAME: u8 = 16;
@@ -83,6 +85,9 @@ const fn classes() -> [u8; 256] {
         }
         if c == b'&' {
             k |= HAS_AMP;
+        }
+        if c == b'/' {
+            k |= HAS_SLASH;
         }
         if c >= 0x80 {
             k |= HAS_NON_ASCII;
@@ -395,7 +400,7 @@ fn start_tag(
             key_end,
             value_start,
             value_end: i,
-            holds: holds & (HAS_LT | HAS_AMP | HAS_CONTROL | HAS_NON_ASCII),
+            holds: holds & (HAS_LT | HAS_AMP | HAS_CONTROL | HAS_NON_ASCII | HAS_SLASH),
         });
         i += 1;
     }
