@@ -187,6 +187,8 @@ struct Run {
     cdata: bool,
     /// Next to text or another CDATA section in the same text node.
     mixed: bool,
+    /// May hold a `/` (the framer knows for plain text).
+    slash: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,7 +271,11 @@ impl<'a> Rewriter<'a> {
                 }
                 Event::Text(t) => {
                     let s: &str = &t;
-                    self.text(s, offset(s));
+                    let hints = Hints {
+                        refs: false,
+                        slash: memchr::memchr(b'/', s.as_bytes()).is_some(),
+                    };
+                    self.text(s.as_bytes(), offset(s), hints);
                 }
                 Event::CData(c) => {
                     let s: &str = &c;
@@ -333,6 +339,7 @@ impl<'a> Rewriter<'a> {
                 end,
                 refs: has_ref,
                 mixed,
+                slash,
                 ..
             } = self.runs[i];
             let Some(bytes) = frame.get(start..end) else {
@@ -350,7 +357,7 @@ impl<'a> Rewriter<'a> {
                 if let Ok(raw) = std::str::from_utf8(trimmed) {
                     self.judge_escaped(raw, at, false);
                 }
-            } else if let Some((r, domain)) = self.rule.map(trimmed, true) {
+            } else if let Some((r, domain)) = self.rule.map(trimmed, slash) {
                 self.edits.push(Edit {
                     start: at + r.start,
                     end: at + r.end,
@@ -388,13 +395,14 @@ impl<'a> Rewriter<'a> {
         });
     }
 
-    fn push_run(&mut self, at: usize, len: usize, piece: Piece) {
+    fn push_run(&mut self, at: usize, len: usize, piece: Piece, slash: bool) {
         let mut run = Run {
             start: at,
             end: at + len,
             refs: piece == Piece::Ref,
             cdata: piece == Piece::CData,
             mixed: false,
+            slash,
         };
         if let Some(last) = self.runs.last_mut() {
             // Only CDATA markup between the last run and this one: one text node.
@@ -404,6 +412,7 @@ impl<'a> Rewriter<'a> {
                 if markup == 0 {
                     last.end = run.end;
                     last.refs |= run.refs;
+                    last.slash |= run.slash;
                     return;
                 }
                 // Text and CDATA sections in one node: too mixed to rewrite piece
@@ -437,21 +446,21 @@ impl Visit for Rewriter<'_> {
         }
     }
 
-    fn text(&mut self, value: &str, at: usize) {
+    fn text(&mut self, value: &[u8], at: usize, hints: Hints) {
         if !matches!(self.rule, Rule::To { .. }) {
-            self.push_run(at, value.len(), Piece::Text);
+            self.push_run(at, value.len(), Piece::Text, hints.slash);
         }
     }
 
     fn cdata(&mut self, value: &str, at: usize) {
         if !matches!(self.rule, Rule::To { .. }) {
-            self.push_run(at, value.len(), Piece::CData);
+            self.push_run(at, value.len(), Piece::CData, true);
         }
     }
 
     fn reference(&mut self, at: usize, len: usize) {
         if !matches!(self.rule, Rule::To { .. }) {
-            self.push_run(at, len, Piece::Ref);
+            self.push_run(at, len, Piece::Ref, true);
         }
     }
 }

@@ -85,6 +85,11 @@ fn well_formed_streams() {
         ),
         // `/>` and `>` inside attribute values do not end a tag.
         (
+            // Keys alike in length and last letter are still different keys.
+            format!("{HEADER}<a xb='1' yb='2' zb='3' p:b='4' q:b='5'/>"),
+            vec![header(), el("<a xb='1' yb='2' zb='3' p:b='4' q:b='5'/>")],
+        ),
+        (
             format!("{HEADER}<message to='a/>b' id=\"x>y\"><body>hi</body></message>"),
             vec![header(), el("<message to='a/>b' id=\"x>y\"><body>hi</body></message>")],
         ),
@@ -184,6 +189,17 @@ fn hostile_streams_fail_with_the_right_error() {
         (format!("{HEADER}<a>& b</a>"), nwf),
         (format!("{HEADER}<a></b>"), nwf),
         (format!("{HEADER}<a b='1' b='2'/>"), nwf),
+        // Duplicates far apart, among keys that share length and last letter (the
+        // framer's shortcut must still compare them), and in a stream header.
+        (
+            format!("{HEADER}<a xb='1' yb='2' zb='3' c='4' d='5' e='6' f='7' g='8' yb='9'/>"),
+            nwf,
+        ),
+        (format!("{HEADER}<a><b p:q='1' x='2' p:q='3'/></a>"), nwf),
+        (
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='a' to='b'>".into(),
+            nwf,
+        ),
         (format!("{HEADER}<a b='<'/>"), nwf),
         (format!("{HEADER}</nope>"), nwf),
         (format!("{HEADER}hello"), |r| r == Err(TextAtStreamLevel)),
