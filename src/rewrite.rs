@@ -52,12 +52,20 @@ impl<'a> Rule<'a> {
         }
     }
 
-    /// The replacement for a raw JID-valued string, if it needs one: the byte range
-    /// of `raw` to replace (the domain part, or the part of it that changes) and the
-    /// new text. One pass over the bare JID, since this runs on every attribute value
+    /// What `map`'s spans are replaced with.
+    fn replacement(&self) -> &'a str {
+        match *self {
+            Rule::Mask { public, .. } => public,
+            Rule::Unmask { internal, .. } | Rule::To { internal, .. } => internal,
+        }
+    }
+
+    /// Whether a raw JID-valued string needs rewriting: the byte range of `raw` to
+    /// replace with `replacement()` (the domain part, or the part of it that
+    /// changes). One pass over the bare JID, since this runs on every attribute value
     /// and text node the masked relay passes on. `slash`: whether `raw` may hold a
     /// `/` (the tokenizer knows for attribute values, which spares the search).
-    fn map(&self, raw: &[u8], slash: bool) -> Option<(Range<usize>, &'a str)> {
+    fn map(&self, raw: &[u8], slash: bool) -> Option<Span> {
         let needle = self.needle().as_bytes();
         if raw.len() < needle.len() {
             return None;
@@ -109,16 +117,19 @@ impl<'a> Rule<'a> {
         // The domain ends with the needle; it is the needle when the lengths agree.
         let whole = domain.len() == needle.len();
         match *self {
-            Rule::Mask { public, .. } => {
+            Rule::Mask { .. } => {
                 if whole {
-                    return Some((dstart..dom_end, public));
+                    return Span::new(dstart, dom_end);
                 }
                 // A subdomain: `conference.node1.internal` → `conference.example.com`.
                 let cut = domain.len() - needle.len();
-                (cut >= 2 && domain[cut - 1] == b'.').then_some((dstart + cut..dom_end, public))
+                if cut >= 2 && domain[cut - 1] == b'.' {
+                    Span::new(dstart + cut, dom_end)
+                } else {
+                    None
+                }
             }
             Rule::Unmask {
-                internal,
                 own_local,
                 normalise,
                 ..
@@ -127,16 +138,41 @@ impl<'a> Rule<'a> {
                     return None;
                 }
                 match at_sign {
-                    None => Some((dstart..dom_end, internal)),
+                    None => Span::new(dstart, dom_end),
                     Some(i) => {
                         let local = std::str::from_utf8(&raw[..i]).ok()?;
-                        same_user(local, own_local, normalise)
-                            .then_some((dstart..dom_end, internal))
+                        if same_user(local, own_local, normalise) {
+                            Span::new(dstart, dom_end)
+                        } else {
+                            None
+                        }
                     }
                 }
             }
-            Rule::To { internal, .. } => whole.then_some((dstart..dom_end, internal)),
+            Rule::To { .. } if whole => Span::new(dstart, dom_end),
+            Rule::To { .. } => None,
         }
+    }
+}
+
+/// The part of a value `Rule::map` replaces, packed in one non-zero word (start in
+/// the high half, end in the low; a JID's bare part is under 3,072 bytes and the end
+/// of a domain is never 0) so the answer comes back in a register: a wider one went
+/// through memory and stalled the read-back on every JID that matched.
+#[derive(Debug, Clone, Copy)]
+struct Span(std::num::NonZeroU64);
+
+impl Span {
+    fn new(start: usize, end: usize) -> Option<Span> {
+        std::num::NonZeroU64::new(((start as u64) << 32) | end as u64).map(Span)
+    }
+
+    fn start(self) -> usize {
+        (self.0.get() >> 32) as usize
+    }
+
+    fn end(self) -> usize {
+        (self.0.get() & u64::from(u32::MAX)) as usize
     }
 }
 
@@ -357,11 +393,11 @@ impl<'a> Rewriter<'a> {
                 if let Ok(raw) = std::str::from_utf8(trimmed) {
                     self.judge_escaped(raw, at, false);
                 }
-            } else if let Some((r, domain)) = self.rule.map(trimmed, slash) {
+            } else if let Some(r) = self.rule.map(trimmed, slash) {
                 self.edits.push(Edit {
-                    start: at + r.start,
-                    end: at + r.end,
-                    with: With::Domain(domain),
+                    start: at + r.start(),
+                    end: at + r.end(),
+                    with: With::Domain(self.rule.replacement()),
                 });
             }
         }
@@ -375,13 +411,14 @@ impl<'a> Rewriter<'a> {
         };
         let ut = u.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
         let lead = ut.as_ptr() as usize - u.as_ptr() as usize;
-        let Some((r, domain)) = self.rule.map(ut.as_bytes(), true) else {
+        let Some(r) = self.rule.map(ut.as_bytes(), true) else {
             return;
         };
+        let domain = self.rule.replacement();
         let mut changed = String::with_capacity(u.len() + domain.len());
-        changed.push_str(&u[..lead + r.start]);
+        changed.push_str(&u[..lead + r.start()]);
         changed.push_str(domain);
-        changed.push_str(&u[lead + r.end..]);
+        changed.push_str(&u[lead + r.end()..]);
         let from = self.owned.len();
         self.owned.push_str(&if in_attribute {
             crate::xml::escape::attr(&changed)
@@ -437,11 +474,11 @@ impl Visit for Rewriter<'_> {
             if let Ok(value) = std::str::from_utf8(value) {
                 self.judge_escaped(value, at, true);
             }
-        } else if let Some((r, domain)) = self.rule.map(value, hints.slash) {
+        } else if let Some(r) = self.rule.map(value, hints.slash) {
             self.edits.push(Edit {
-                start: at + r.start,
-                end: at + r.end,
-                with: With::Domain(domain),
+                start: at + r.start(),
+                end: at + r.end(),
+                with: With::Domain(self.rule.replacement()),
             });
         }
     }
