@@ -11,6 +11,7 @@ pub mod find;
 pub mod framer;
 pub mod head;
 pub mod header;
+mod lanes;
 mod scan;
 
 pub use error::{StreamError, XmlError};

@@ -12,6 +12,7 @@
 //! re-decoding.
 
 use super::XmlError;
+use super::lanes;
 
 /// One token starting at the position `next` was called with. Positions are byte
 /// offsets into the buffer; `end` is one past the token.
@@ -58,6 +59,7 @@ pub(super) const HAS_AMP: u8 = 2;
 pub(super) const HAS_CONTROL: u8 = 4;
 pub(super) const HAS_NON_ASCII: u8 = 8;
 pub(super) const HAS_SLASH: u8 = 128;
+const HOLDS: u8 = HAS_LT | HAS_AMP | HAS_CONTROL | HAS_NON_ASCII | HAS_SLASH;
 
 /// Byte classes, one table lookup per byte of markup.
 const NAME: u8 = 16;
@@ -117,27 +119,37 @@ fn ends_name(b: u8) -> bool {
 /// ASCII let through (the non-ASCII name characters are many, and no stanza's meaning
 /// depends on them; UTF-8 is checked with the whole tag). `Ok(None)`: the buffer
 /// ends inside it.
-#[inline]
+#[inline(always)]
 fn name(buf: &[u8], mut i: usize) -> Result<Option<usize>, XmlError> {
     let start = i;
     while let Some(&b) = buf.get(i) {
         if CLASS[b as usize] & NAME == 0 {
-            if i == start || CLASS[buf[start] as usize] & NAME_START == 0 {
-                return Err(XmlError::NotWellFormed(
-                    "a tag without a proper name".into(),
-                ));
-            }
-            if !ends_name(b) {
-                return Err(XmlError::NotWellFormed(format!(
-                    "`{}` in a name",
-                    b.escape_ascii()
-                )));
-            }
-            return Ok(Some(i));
+            return name_ends(buf, start, i).map(Some);
         }
         i += 1;
     }
     Ok(None)
+}
+
+/// What must hold where a name stops at `end`: it is not empty, starts with a
+/// name-start character, and stops at a byte that may follow a name in a tag. The
+/// error is built out of line, which keeps the scan of names small enough to inline.
+#[inline(always)]
+fn name_ends(buf: &[u8], start: usize, end: usize) -> Result<usize, XmlError> {
+    if end == start || CLASS[buf[start] as usize] & NAME_START == 0 || !ends_name(buf[end]) {
+        return Err(bad_name(buf, start, end));
+    }
+    Ok(end)
+}
+
+#[cold]
+#[inline(never)]
+fn bad_name(buf: &[u8], start: usize, end: usize) -> XmlError {
+    if end == start || CLASS[buf[start] as usize] & NAME_START == 0 {
+        XmlError::NotWellFormed("a tag without a proper name".into())
+    } else {
+        XmlError::NotWellFormed(format!("`{}` in a name", buf[end].escape_ascii()))
+    }
 }
 
 /// The longest reference dealer waits for: `&#x10FFFF;` and the entity names are far
@@ -306,12 +318,20 @@ fn end_tag(buf: &[u8], at: usize) -> Result<Token, XmlError> {
 }
 
 /// Where an attribute value ends (its closing `quote` in `rest`), and what it holds:
-/// one look at each byte. Not inlined: inside the tag scanner the loop's state is
-/// spilled to the stack, which costs more than the call.
+/// sixteen bytes at a time (`lanes`), the last few one at a time. Not inlined:
+/// inside the tag scanner the loop's state is spilled to the stack, which costs more
+/// than the call.
 #[inline(never)]
 fn value(rest: &[u8], quote: u8) -> Option<(usize, u8)> {
-    let mut holds = 0;
-    for (j, &b) in rest.iter().enumerate() {
+    match lanes::value_end(rest, quote) {
+        Ok(found) => Some(found),
+        Err((from, holds)) => value_bytewise(rest, quote, from, holds),
+    }
+}
+
+/// `value`, byte by byte from `from`, with what was seen before it.
+fn value_bytewise(rest: &[u8], quote: u8, from: usize, mut holds: u8) -> Option<(usize, u8)> {
+    for (j, &b) in rest.iter().enumerate().skip(from) {
         if b == quote {
             return Some((j, holds));
         }
@@ -400,7 +420,7 @@ fn start_tag(
             key_end,
             value_start,
             value_end: i,
-            holds: holds & (HAS_LT | HAS_AMP | HAS_CONTROL | HAS_NON_ASCII | HAS_SLASH),
+            holds: holds & HOLDS,
         });
         i += 1;
     }
