@@ -178,7 +178,7 @@ impl Framer {
             )?;
             let end = match token {
                 Token::Incomplete => return self.need_more(buf.len()),
-                Token::Text { end } => {
+                Token::Text { end, holds } => {
                     let raw = &buf[at..end];
                     if prolog {
                         if !is_ws(raw) {
@@ -192,16 +192,15 @@ impl Framer {
                         }
                         return Ok(Some(self.emit(Frame::Whitespace { len: end })));
                     } else {
-                        let held = text_holds(raw);
-                        if held.non_ascii {
+                        if holds & scan::HAS_NON_ASCII != 0 {
                             utf8(raw)?;
                         }
-                        if held.control {
+                        if holds & scan::HAS_CONTROL != 0 {
                             return Err(XmlError::NotWellFormed("a control character".into()));
                         }
                         let hints = Hints {
                             refs: false,
-                            slash: held.slash,
+                            slash: holds & scan::HAS_SLASH != 0,
                         };
                         visit.text(raw, at, hints);
                     }
@@ -470,37 +469,6 @@ fn check_reference(r: &str) -> Result<(), XmlError> {
             }
         }
         _ => Err(XmlError::Restricted("entity reference")),
-    }
-}
-
-/// What a piece of text holds, found in one pass.
-struct TextHolds {
-    non_ascii: bool,
-    /// A raw character XML forbids (see `check_chars`).
-    control: bool,
-    slash: bool,
-}
-
-#[inline]
-fn text_holds(b: &[u8]) -> TextHolds {
-    // One accumulator, bits: 0x80 a non-ASCII byte, 1 a forbidden control
-    // character, 2 a slash. Fixed-size blocks, branch-free inside, so the compiler
-    // vectorises them: this runs over every byte of text the masked relay passes on.
-    #[inline(always)]
-    fn flags(c: u8) -> u8 {
-        let bad = (c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r');
-        (c & 0x80) | u8::from(bad) | (u8::from(c == b'/') << 1)
-    }
-    let mut held = 0u8;
-    let mut blocks = b.chunks_exact(32);
-    for block in &mut blocks {
-        held |= block.iter().fold(0, |acc, &c| acc | flags(c));
-    }
-    held |= blocks.remainder().iter().fold(0, |acc, &c| acc | flags(c));
-    TextHolds {
-        non_ascii: held & 0x80 != 0,
-        control: held & 1 != 0,
-        slash: held & 2 != 0,
     }
 }
 

@@ -1,9 +1,12 @@
-//! Sixteen bytes at a time: the tokenizer's scan of attribute values (the longest
-//! per-byte loop over a stanza's markup: JIDs, ids) done on a 16-lane vector with one
-//! bit per lane out (`wide`: SSE2 on x86_64, NEON on aarch64, plain code elsewhere;
-//! no `unsafe` here). A value of up to 15 bytes costs one step instead of a loop with
-//! a branch per byte. The last bytes of a buffer, fewer than 16, go through the
-//! tokenizer's byte-at-a-time scan, which is also what the tests hold this to.
+//! Sixteen bytes at a time: the tokenizer's scans of attribute values (the longest
+//! per-byte loop over a stanza's markup: JIDs, ids) and of text, done on a 16-lane
+//! vector with one bit per lane out (`wide`: SSE2 on x86_64, NEON on aarch64, plain
+//! code elsewhere; no `unsafe` here). Each finds where its token ends and, on the
+//! way, what it holds (`<`, `&`, `/`, control characters, bytes beyond ASCII), so
+//! neither the framer's checks nor the rewriter look again. A value of up to 15
+//! bytes costs one step instead of a loop with a branch per byte. The last bytes of
+//! a buffer, fewer than 16, go through the tokenizer's byte-at-a-time loops, which
+//! are also what the tests hold these to.
 //!
 //! Names were tried the same way and lost: they are short (`to`, `id`, `from`), and
 //! a vector classification of name characters costs more than the few bytes.
@@ -52,10 +55,7 @@ pub(super) fn value_end(rest: &[u8], quote: u8) -> Result<(usize, u8), (usize, u
             } else {
                 q.trailing_zeros() as usize
             };
-            if block[..n]
-                .iter()
-                .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
-            {
+            if block[..n].iter().any(|&b| is_control(b)) {
                 holds |= HAS_CONTROL;
             }
         }
@@ -65,6 +65,49 @@ pub(super) fn value_end(rest: &[u8], quote: u8) -> Result<(usize, u8), (usize, u
         j += 16;
     }
     Err((j, holds))
+}
+
+/// Where a piece of text starting at `at` ends (its first `<` or `&`) and what it
+/// holds before that (`HAS_NON_ASCII`, `HAS_CONTROL`, `HAS_SLASH`), or, when fewer
+/// than 16 bytes are left before it is found, how far it got (`Err`) and what it saw.
+#[inline(always)]
+pub(super) fn text_end(buf: &[u8], at: usize) -> Result<(usize, u8), (usize, u8)> {
+    let mut holds = 0;
+    let mut i = at;
+    while let Some(block) = buf.get(i..i + 16) {
+        let v = load(block);
+        let stop = (v.simd_eq(splat(b'<')) | v.simd_eq(splat(b'&'))).to_bitmask();
+        let before = if stop == 0 {
+            0xFFFF
+        } else {
+            (stop & stop.wrapping_neg()) - 1
+        };
+        let seen = |m: u32, flag: u8| if m & before != 0 { flag } else { 0 };
+        holds |= seen(v.simd_eq(splat(b'/')).to_bitmask(), HAS_SLASH)
+            | seen(v.to_bitmask(), HAS_NON_ASCII);
+        let low = v.saturating_sub(splat(0x1F)).simd_eq(splat(0)).to_bitmask() & before;
+        if low != 0 {
+            let n = if stop == 0 {
+                16
+            } else {
+                stop.trailing_zeros() as usize
+            };
+            if block[..n].iter().any(|&b| is_control(b)) {
+                holds |= HAS_CONTROL;
+            }
+        }
+        if stop != 0 {
+            return Ok((i + stop.trailing_zeros() as usize, holds));
+        }
+        i += 16;
+    }
+    Err((i, holds))
+}
+
+/// A character below 0x20 that XML forbids (all but tab, line feed, carriage return).
+#[inline(always)]
+pub(super) fn is_control(b: u8) -> bool {
+    b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')
 }
 
 #[cfg(test)]
@@ -124,6 +167,45 @@ mod tests {
                             }
                         };
                         assert_eq!(got, want, "quote {quote}, len {len}, {special:#x} at {at}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_ends_where_byte_by_byte_says() {
+        let specials = [b'<', b'&', b'/', b'\t', b'\n', 0x01, 0x1F, 0x20, 0x80, 0xFF];
+        for len in 0..40 {
+            for at in 0..48 {
+                for &special in &specials {
+                    for stop in [b'<', b'&'] {
+                        let mut buf: Vec<u8> = (0..48).map(|i| b'a' + (i % 26) as u8).collect();
+                        buf[len] = stop;
+                        if at != len {
+                            buf[at] = special;
+                        }
+                        // Byte by byte: the first `<` or `&`, and what stands before.
+                        let end = buf.iter().position(|&b| b == b'<' || b == b'&').unwrap();
+                        let want = buf[..end].iter().fold(0, |h, &b| {
+                            h | match b {
+                                b'/' => HAS_SLASH,
+                                0x80.. => HAS_NON_ASCII,
+                                b if is_control(b) => HAS_CONTROL,
+                                _ => 0,
+                            }
+                        });
+                        match text_end(&buf, 0) {
+                            Ok(got) => {
+                                assert_eq!(got, (end, want), "len {len}, {special:#x} at {at}")
+                            }
+                            // Left for the byte-by-byte finish: not past the stop, and
+                            // what it saw is part of what stands before it.
+                            Err((from, holds)) => {
+                                assert!(from <= end && buf.len() - from < 16);
+                                assert_eq!(holds & !want, 0, "len {len}, {special:#x} at {at}");
+                            }
+                        }
                     }
                 }
             }

@@ -180,6 +180,10 @@ fn hostile_streams_fail_with_the_right_error() {
         (format!("{HEADER}<a>&#x+41;</a>"), nwf),
         (format!("{HEADER}<a b='&#1;'/>"), nwf),
         (format!("{HEADER}<a>\u{1}</a>"), nwf),
+        // The same deep inside a long text and a long value, where they are read
+        // sixteen bytes at a time.
+        (format!("{HEADER}<a>{0}\u{1}{0}</a>", "x".repeat(37)), nwf),
+        (format!("{HEADER}<a b='{0}\u{1f}{0}'/>", "x".repeat(37)), nwf),
         (format!("{HEADER}<a b='x\u{2}'/>"), nwf),
         (format!("{HEADER}\u{feff}<a/>"), |r| r == Err(TextAtStreamLevel)),
         (
@@ -245,6 +249,9 @@ fn bytes_that_are_not_utf8_are_refused() {
         b"<\xe9/>",
         b"<a \xe9='1'/>",
         b"<a><![CDATA[\xff]]></a>",
+        // Deep in a long text and a long value (read sixteen bytes at a time).
+        b"<a>0123456789abcdefghijklmnopqrstuvwxyz\xff0123456789abcdefghijklmnopqrstuvwxyz</a>",
+        b"<a b='0123456789abcdefghijklmnopqrstuvwxyz\xc3(0123456789abcdefghijklmnopqrstuvwxyz'/>",
     ] {
         let input = [h, bad].concat();
         let r = run(&input, l, &[usize::MAX]);
