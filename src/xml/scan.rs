@@ -187,10 +187,16 @@ pub(super) fn next(
 /// bytes at a time (`lanes`), the last few one at a time.
 #[inline(always)]
 fn text_end(buf: &[u8], at: usize) -> (usize, u8) {
-    let (from, mut holds) = match lanes::text_end(buf, at) {
-        Ok(found) => return found,
-        Err(partial) => partial,
-    };
+    match lanes::text_end(buf, at) {
+        Ok(found) => found,
+        Err((from, holds)) => text_end_bytewise(buf, at, from, holds),
+    }
+}
+
+/// `text_end` for the last bytes of the buffer, from `from`, with what was seen
+/// before it.
+#[inline(never)]
+fn text_end_bytewise(buf: &[u8], at: usize, from: usize, mut holds: u8) -> (usize, u8) {
     for (i, &b) in buf.iter().enumerate().skip(from) {
         if b == b'<' || b == b'&' {
             return (i, holds);
@@ -341,10 +347,10 @@ fn end_tag(buf: &[u8], at: usize) -> Result<Token, XmlError> {
 }
 
 /// Where an attribute value ends (its closing `quote` in `rest`), and what it holds:
-/// sixteen bytes at a time (`lanes`), the last few one at a time. Not inlined:
-/// inside the tag scanner the loop's state is spilled to the stack, which costs more
-/// than the call.
-#[inline(never)]
+/// sixteen bytes at a time (`lanes`), the last few one at a time (out of line, so
+/// the tag scanner around this stays small and keeps the vector constants in
+/// registers from one attribute to the next).
+#[inline(always)]
 fn value(rest: &[u8], quote: u8) -> Option<(usize, u8)> {
     match lanes::value_end(rest, quote) {
         Ok(found) => Some(found),
@@ -353,6 +359,7 @@ fn value(rest: &[u8], quote: u8) -> Option<(usize, u8)> {
 }
 
 /// `value`, byte by byte from `from`, with what was seen before it.
+#[inline(never)]
 fn value_bytewise(rest: &[u8], quote: u8, from: usize, mut holds: u8) -> Option<(usize, u8)> {
     for (j, &b) in rest.iter().enumerate().skip(from) {
         if b == quote {
