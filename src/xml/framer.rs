@@ -428,8 +428,8 @@ pub trait Visit {
     fn reference(&mut self, _at: usize, _len: usize) {}
 }
 
-/// What an attribute value holds, noticed while it was read, so a visitor need not
-/// look for it again.
+/// What an attribute value or a piece of text holds, noticed while it was read, so
+/// a visitor need not look for it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hints {
     /// A reference (an `&`).

@@ -25,6 +25,37 @@ fn splat(b: u8) -> u8x16 {
     u8x16::splat(b)
 }
 
+/// The lanes before the first one marked in `stop` (all sixteen when none is), and
+/// what those lanes of `v` (read from `block`) hold: a `/`, bytes beyond ASCII,
+/// control characters XML forbids.
+#[inline(always)]
+fn before_stop(v: u8x16, block: &[u8], stop: u32) -> (u32, u8) {
+    let before = if stop == 0 {
+        0xFFFF
+    } else {
+        (stop & stop.wrapping_neg()) - 1
+    };
+    let mut holds = seen(v.simd_eq(splat(b'/')).to_bitmask(), before, HAS_SLASH)
+        | seen(v.to_bitmask(), before, HAS_NON_ASCII);
+    // Bytes below 0x20: tab, line feed and carriage return may stand there, the
+    // others may not; rare enough to sort out byte by byte.
+    let low = v.saturating_sub(splat(0x1F)).simd_eq(splat(0)).to_bitmask() & before;
+    if low != 0
+        && block[..before.count_ones() as usize]
+            .iter()
+            .any(|&b| is_control(b))
+    {
+        holds |= HAS_CONTROL;
+    }
+    (before, holds)
+}
+
+/// `flag` when a lane of `mask` is among the lanes `before`.
+#[inline(always)]
+fn seen(mask: u32, before: u32, flag: u8) -> u8 {
+    if mask & before != 0 { flag } else { 0 }
+}
+
 /// An attribute value's closing `quote` in `rest` and what the value holds
 /// (`HAS_*`), or, when fewer than 16 bytes are left before it is found, how far it
 /// got (`Err`) and what it saw so far, for the caller to finish byte by byte.
@@ -35,30 +66,10 @@ pub(super) fn value_end(rest: &[u8], quote: u8) -> Result<(usize, u8), (usize, u
     while let Some(block) = rest.get(j..j + 16) {
         let v = load(block);
         let q = v.simd_eq(splat(quote)).to_bitmask();
-        // Lanes before the closing quote (all of them when it is not here).
-        let before = if q == 0 {
-            0xFFFF
-        } else {
-            (q & q.wrapping_neg()) - 1
-        };
-        let seen = |m: u32, flag: u8| if m & before != 0 { flag } else { 0 };
-        holds |= seen(v.simd_eq(splat(b'<')).to_bitmask(), HAS_LT)
-            | seen(v.simd_eq(splat(b'&')).to_bitmask(), HAS_AMP)
-            | seen(v.simd_eq(splat(b'/')).to_bitmask(), HAS_SLASH)
-            | seen(v.to_bitmask(), HAS_NON_ASCII);
-        // Bytes below 0x20: tab, line feed and carriage return may stand in a value,
-        // the others may not; rare enough to sort out byte by byte.
-        let low = v.saturating_sub(splat(0x1F)).simd_eq(splat(0)).to_bitmask() & before;
-        if low != 0 {
-            let n = if q == 0 {
-                16
-            } else {
-                q.trailing_zeros() as usize
-            };
-            if block[..n].iter().any(|&b| is_control(b)) {
-                holds |= HAS_CONTROL;
-            }
-        }
+        let (before, common) = before_stop(v, block, q);
+        holds |= common
+            | seen(v.simd_eq(splat(b'<')).to_bitmask(), before, HAS_LT)
+            | seen(v.simd_eq(splat(b'&')).to_bitmask(), before, HAS_AMP);
         if q != 0 {
             return Ok((j + q.trailing_zeros() as usize, holds));
         }
@@ -77,25 +88,7 @@ pub(super) fn text_end(buf: &[u8], at: usize) -> Result<(usize, u8), (usize, u8)
     while let Some(block) = buf.get(i..i + 16) {
         let v = load(block);
         let stop = (v.simd_eq(splat(b'<')) | v.simd_eq(splat(b'&'))).to_bitmask();
-        let before = if stop == 0 {
-            0xFFFF
-        } else {
-            (stop & stop.wrapping_neg()) - 1
-        };
-        let seen = |m: u32, flag: u8| if m & before != 0 { flag } else { 0 };
-        holds |= seen(v.simd_eq(splat(b'/')).to_bitmask(), HAS_SLASH)
-            | seen(v.to_bitmask(), HAS_NON_ASCII);
-        let low = v.saturating_sub(splat(0x1F)).simd_eq(splat(0)).to_bitmask() & before;
-        if low != 0 {
-            let n = if stop == 0 {
-                16
-            } else {
-                stop.trailing_zeros() as usize
-            };
-            if block[..n].iter().any(|&b| is_control(b)) {
-                holds |= HAS_CONTROL;
-            }
-        }
+        holds |= before_stop(v, block, stop).1;
         if stop != 0 {
             return Ok((i + stop.trailing_zeros() as usize, holds));
         }
