@@ -13,7 +13,7 @@
 
 use wide::u8x16;
 
-use super::scan::{HAS_AMP, HAS_CONTROL, HAS_LT, HAS_NON_ASCII, HAS_SLASH};
+use super::scan::{HAS_AMP, HAS_CONTROL, HAS_LT, HAS_NON_ASCII, HAS_SLASH, is_control};
 
 #[inline(always)]
 fn load(block: &[u8]) -> u8x16 {
@@ -97,12 +97,6 @@ pub(super) fn text_end(buf: &[u8], at: usize) -> Result<(usize, u8), (usize, u8)
     Err((i, holds))
 }
 
-/// A character below 0x20 that XML forbids (all but tab, line feed, carriage return).
-#[inline(always)]
-pub(super) fn is_control(b: u8) -> bool {
-    b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +178,8 @@ mod tests {
                             h | match b {
                                 b'/' => HAS_SLASH,
                                 0x80.. => HAS_NON_ASCII,
-                                b if is_control(b) => HAS_CONTROL,
+                                b'\t' | b'\n' | b'\r' => 0,
+                                0..0x20 => HAS_CONTROL,
                                 _ => 0,
                             }
                         });

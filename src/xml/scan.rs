@@ -104,6 +104,12 @@ const fn classes() -> [u8; 256] {
 
 static CLASS: [u8; 256] = classes();
 
+/// A character below 0x20 that XML forbids (all but tab, line feed, carriage return).
+#[inline(always)]
+pub(super) fn is_control(b: u8) -> bool {
+    CLASS[b as usize] & HAS_CONTROL != 0
+}
+
 /// XML whitespace (S).
 #[inline]
 pub(super) fn is_space(b: u8) -> bool {
@@ -201,7 +207,8 @@ fn text_end_bytewise(buf: &[u8], at: usize, from: usize, mut holds: u8) -> (usiz
         if b == b'<' || b == b'&' {
             return (i, holds);
         }
-        holds |= text_class(b);
+        // The loop stops at `<` and `&`, so of the class bits only these can be set.
+        holds |= CLASS[b as usize] & (HAS_NON_ASCII | HAS_SLASH | HAS_CONTROL);
     }
     // Hold back the start of a character whose continuation bytes are missing.
     let len = buf.len();
@@ -220,20 +227,6 @@ fn text_end_bytewise(buf: &[u8], at: usize, from: usize, mut holds: u8) -> (usiz
         return (if len - i < need { i } else { len }, holds);
     }
     (len, holds)
-}
-
-/// What one byte of text adds to `Token::Text::holds`.
-#[inline(always)]
-fn text_class(b: u8) -> u8 {
-    if b >= 0x80 {
-        HAS_NON_ASCII
-    } else if b == b'/' {
-        HAS_SLASH
-    } else if lanes::is_control(b) {
-        HAS_CONTROL
-    } else {
-        0
-    }
 }
 
 fn reference(buf: &[u8], at: usize) -> Result<Token, XmlError> {
