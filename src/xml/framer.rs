@@ -95,9 +95,9 @@ pub struct Framer {
     scanned: usize,
     /// Open elements inside the stream at `scanned`.
     depth: usize,
-    /// Qualified names of the open elements, concatenated; `name_starts` indexes it.
-    names: Vec<u8>,
-    name_starts: Vec<usize>,
+    /// Where the qualified names of the open elements stand in the caller's buffer
+    /// (which keeps the frame in progress in place until it is handed out).
+    open: Vec<(usize, usize)>,
     /// The header's qualified name, which the stream close must repeat.
     stream_qname: String,
     /// The attributes of the tag just read, reused from tag to tag.
@@ -111,8 +111,7 @@ impl Framer {
             state: State::Prolog,
             scanned: 0,
             depth: 0,
-            names: Vec::new(),
-            name_starts: Vec::new(),
+            open: Vec::new(),
             stream_qname: String::new(),
             attrs: Vec::new(),
         }
@@ -169,13 +168,30 @@ impl Framer {
             if !prolog && self.depth == 0 && buf.get(at) == Some(&b'&') {
                 return Err(XmlError::TextAtStreamLevel);
             }
-            let token = scan::next(
-                buf,
-                at,
-                prolog && at == bom,
-                &mut self.attrs,
-                self.limits.max_attributes,
-            )?;
+            // The end tag of the innermost open element, as it is almost always
+            // written: its name compared with the start tag's, not scanned again.
+            let token = match self.open.last() {
+                Some(&(start, end)) if buf.get(at..at + 2) == Some(b"</") => {
+                    let name_end = at + 2 + (end - start);
+                    if buf.get(name_end) == Some(&b'>')
+                        && same_bytes(&buf[at + 2..name_end], &buf[start..end])
+                    {
+                        Token::End {
+                            name_end,
+                            end: name_end + 1,
+                        }
+                    } else {
+                        scan::next(buf, at, false, &mut self.attrs, self.limits.max_attributes)?
+                    }
+                }
+                _ => scan::next(
+                    buf,
+                    at,
+                    prolog && at == bom,
+                    &mut self.attrs,
+                    self.limits.max_attributes,
+                )?,
+            };
             let end = match token {
                 Token::Incomplete => return self.need_more(buf.len()),
                 Token::Text { end, holds } => {
@@ -245,10 +261,14 @@ impl Framer {
                     name_end,
                     empty,
                     end,
+                    ascii_names,
                 } => {
                     let name = &buf[at + 1..name_end];
-                    if !name.is_ascii() {
+                    if !ascii_names {
                         utf8(name)?;
+                        for a in &self.attrs {
+                            utf8(&buf[a.key_start..a.key_end])?;
+                        }
                     }
                     if prolog {
                         if empty {
@@ -276,8 +296,7 @@ impl Framer {
                         }
                     } else {
                         self.depth += 1;
-                        self.name_starts.push(self.names.len());
-                        self.names.extend_from_slice(name);
+                        self.open.push((at + 1, name_end));
                     }
                     end
                 }
@@ -295,15 +314,15 @@ impl Framer {
                         return Ok(Some(self.emit(Frame::Close { len: end })));
                     }
                     // `depth > 0` means a name was pushed.
-                    let start = self.name_starts.pop().unwrap_or(0);
-                    if !same_bytes(&self.names[start..], name) {
+                    let (start, start_end) = self.open.pop().unwrap_or((0, 0));
+                    let open = &buf[start..start_end];
+                    if !same_bytes(open, name) {
                         return Err(XmlError::NotWellFormed(format!(
                             "</{}> closes <{}>",
                             String::from_utf8_lossy(name),
-                            String::from_utf8_lossy(&self.names[start..])
+                            String::from_utf8_lossy(open)
                         )));
                     }
-                    self.names.truncate(start);
                     self.depth -= 1;
                     if self.depth == 0 {
                         self.check_size(end)?;
@@ -355,9 +374,6 @@ impl Framer {
         let mut seen = 0u64;
         for (n, a) in self.attrs.iter().enumerate() {
             let k = key(a);
-            if !k.is_ascii() {
-                utf8(k)?;
-            }
             let last = usize::from(k.last().copied().unwrap_or(0));
             let digest = 1u64 << ((k.len() * 8 + last) & 63);
             let maybe_seen = seen & digest != 0;
@@ -369,25 +385,10 @@ impl Framer {
                 )));
             }
             let value = &buf[a.value_start..a.value_end];
-            if a.holds & scan::HAS_LT != 0 {
-                return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
-            }
-            if a.holds & scan::HAS_CONTROL != 0 {
-                return Err(XmlError::NotWellFormed("a control character".into()));
-            }
-            if a.holds & scan::HAS_NON_ASCII != 0 {
-                utf8(value)?;
-            }
-            if a.holds & scan::HAS_AMP != 0 {
-                // Every reference in the value, by the same rules as in text.
-                let mut rest = value;
-                while let Some(i) = memchr::memchr(b'&', rest) {
-                    let Some(j) = memchr::memchr(b';', &rest[i..]) else {
-                        return Err(XmlError::NotWellFormed("`&` without a reference".into()));
-                    };
-                    check_reference(utf8(&rest[i + 1..i + j])?)?;
-                    rest = &rest[i + j + 1..];
-                }
+            if a.holds & (scan::HAS_LT | scan::HAS_CONTROL | scan::HAS_NON_ASCII | scan::HAS_AMP)
+                != 0
+            {
+                check_value(value, a.holds)?;
             }
             if V::WANTS {
                 let hints = Hints {
@@ -399,6 +400,34 @@ impl Framer {
         }
         Ok(())
     }
+}
+
+/// An attribute value the tokenizer saw something in (`holds`, `scan::HAS_*`): no
+/// `<` or forbidden control character, UTF-8, and only legal references. Out of line:
+/// most values hold none of these.
+#[inline(never)]
+fn check_value(value: &[u8], holds: u8) -> Result<(), XmlError> {
+    if holds & scan::HAS_LT != 0 {
+        return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
+    }
+    if holds & scan::HAS_CONTROL != 0 {
+        return Err(XmlError::NotWellFormed("a control character".into()));
+    }
+    if holds & scan::HAS_NON_ASCII != 0 {
+        utf8(value)?;
+    }
+    if holds & scan::HAS_AMP != 0 {
+        // Every reference in the value, by the same rules as in text.
+        let mut rest = value;
+        while let Some(i) = memchr::memchr(b'&', rest) {
+            let Some(j) = memchr::memchr(b';', &rest[i..]) else {
+                return Err(XmlError::NotWellFormed("`&` without a reference".into()));
+            };
+            check_reference(utf8(&rest[i + 1..i + j])?)?;
+            rest = &rest[i + j + 1..];
+        }
+    }
+    Ok(())
 }
 
 /// Byte equality written out: attribute names are a few bytes, too short to be worth

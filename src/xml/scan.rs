@@ -31,11 +31,13 @@ pub(super) enum Token {
     /// `<![CDATA[…]]>`, content `content_start..end - 3`.
     CData { content_start: usize, end: usize },
     /// `<name attributes>` or `<name attributes/>`; the attributes are in the list
-    /// `next` filled.
+    /// `next` filled. `ascii_names`: the tag's name and attribute names are ASCII
+    /// (else they still need their UTF-8 checked).
     Start {
         name_end: usize,
         empty: bool,
         end: usize,
+        ascii_names: bool,
     },
     /// `</name>`, the name `at + 2..name_end`.
     End { name_end: usize, end: usize },
@@ -128,12 +130,22 @@ fn ends_name(b: u8) -> bool {
 /// depends on them; UTF-8 is checked with the whole tag). `Ok(None)`: the buffer
 /// ends inside it.
 #[inline(always)]
-fn name(buf: &[u8], mut i: usize) -> Result<Option<usize>, XmlError> {
+fn name(buf: &[u8], i: usize) -> Result<Option<usize>, XmlError> {
+    name_noting(buf, i, &mut 0)
+}
+
+/// `name`, OR-ing its bytes into `seen` (so a tag's names are known to be ASCII
+/// without another look at them).
+#[inline(always)]
+fn name_noting(buf: &[u8], mut i: usize, seen: &mut u8) -> Result<Option<usize>, XmlError> {
     let start = i;
+    let mut acc = 0;
     while let Some(&b) = buf.get(i) {
         if CLASS[b as usize] & NAME == 0 {
+            *seen |= acc;
             return name_ends(buf, start, i).map(Some);
         }
+        acc |= b;
         i += 1;
     }
     Ok(None)
@@ -375,7 +387,8 @@ fn start_tag(
     attrs.clear();
     let len = buf.len();
     let bad = |what: &str| Err(XmlError::NotWellFormed(what.into()));
-    let Some(name_end) = name(buf, at + 1)? else {
+    let mut seen = 0;
+    let Some(name_end) = name_noting(buf, at + 1, &mut seen)? else {
         return Ok(Token::Incomplete);
     };
     let mut i = name_end;
@@ -393,6 +406,7 @@ fn start_tag(
                     name_end,
                     empty: false,
                     end: i + 1,
+                    ascii_names: seen < 0x80,
                 });
             }
             b'/' => {
@@ -402,6 +416,7 @@ fn start_tag(
                         name_end,
                         empty: true,
                         end: i + 2,
+                        ascii_names: seen < 0x80,
                     }),
                     Some(_) => bad("`/` inside a tag"),
                 };
@@ -410,7 +425,7 @@ fn start_tag(
             _ => {}
         }
         let key_start = i;
-        let Some(key_end) = name(buf, i)? else {
+        let Some(key_end) = name_noting(buf, i, &mut seen)? else {
             return Ok(Token::Incomplete);
         };
         i = key_end;
@@ -472,7 +487,8 @@ mod tests {
             Ok(Token::Start {
                 name_end: 2,
                 empty: true,
-                end: 17
+                end: 17,
+                ascii_names: true,
             })
         );
         assert_eq!(
