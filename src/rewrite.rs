@@ -65,11 +65,26 @@ impl<'a> Rule<'a> {
     /// changes). One pass over the bare JID, since this runs on every attribute value
     /// and text node the masked relay passes on. `slash`: whether `raw` may hold a
     /// `/` (the tokenizer knows for attribute values, which spares the search).
+    #[inline(always)]
     fn map(&self, raw: &[u8], slash: bool) -> Option<Span> {
         let needle = self.needle().as_bytes();
-        if raw.len() < needle.len() {
+        // Most values (ids, types, bodies) are shorter than the domain or, without a
+        // resource, end in another letter than it (or its trailing dot): turned away
+        // here, in the caller, without a call.
+        let last = match raw.last() {
+            Some(&b) if raw.len() >= needle.len() => b,
+            _ => return None,
+        };
+        if !slash && last != b'.' && !last.eq_ignore_ascii_case(needle.last().unwrap_or(&0)) {
             return None;
         }
+        self.map_jid(raw, slash)
+    }
+
+    /// `map` for a value that may end in the domain.
+    #[inline(never)]
+    fn map_jid(&self, raw: &[u8], slash: bool) -> Option<Span> {
+        let needle = self.needle().as_bytes();
         let bare_end = if slash {
             find::byte(raw, b'/').unwrap_or(raw.len())
         } else {

@@ -277,7 +277,7 @@ impl Framer {
                         if end > self.limits.max_header_bytes {
                             return Err(XmlError::HeaderTooBig(self.limits.max_header_bytes));
                         }
-                        self.check_attributes(buf, visit)?;
+                        self.visit_attributes(buf, visit);
                         let tag = utf8(&buf[at..end])?;
                         let start = BytesStart::from_content(&tag[1..tag.len() - 1], name.len());
                         let header = StreamHeader::from_start(&start)?;
@@ -288,7 +288,7 @@ impl Framer {
                     if self.depth + 1 > self.limits.max_depth {
                         return Err(XmlError::TooDeep(self.limits.max_depth));
                     }
-                    self.check_attributes(buf, visit)?;
+                    self.visit_attributes(buf, visit);
                     if empty {
                         if self.depth == 0 {
                             self.check_size(end)?;
@@ -331,10 +331,9 @@ impl Framer {
                     end
                 }
             };
+            // A frame growing past the stanza limit fails at `need_more` (the buffer
+            // holds it) or when it is complete, so tokens need no check of their own.
             self.scanned = end;
-            if self.depth > 0 {
-                self.check_size(end)?;
-            }
         }
     }
 
@@ -364,41 +363,25 @@ impl Framer {
         }
     }
 
-    /// The attributes the tokenizer found in the tag just read: no duplicates,
-    /// values of legal characters and references; each value is shown to `visit` as
-    /// written, with its offset in `buf`.
-    fn check_attributes<V: Visit>(&self, buf: &[u8], visit: &mut V) -> Result<(), XmlError> {
-        let key = |a: &Attr| &buf[a.key_start..a.key_end];
-        // Keys seen so far, by a 6-bit digest of length and last byte: only a key
-        // whose digest was seen is compared with the earlier ones.
-        let mut seen = 0u64;
-        for (n, a) in self.attrs.iter().enumerate() {
-            let k = key(a);
-            let last = usize::from(k.last().copied().unwrap_or(0));
-            let digest = 1u64 << ((k.len() * 8 + last) & 63);
-            let maybe_seen = seen & digest != 0;
-            seen |= digest;
-            if maybe_seen && self.attrs[..n].iter().any(|b| same_bytes(key(b), k)) {
-                return Err(XmlError::NotWellFormed(format!(
-                    "duplicate attribute `{}`",
-                    String::from_utf8_lossy(k)
-                )));
-            }
-            let value = &buf[a.value_start..a.value_end];
-            if a.holds & (scan::HAS_LT | scan::HAS_CONTROL | scan::HAS_NON_ASCII | scan::HAS_AMP)
-                != 0
-            {
-                check_value(value, a.holds)?;
-            }
-            if V::WANTS {
-                let hints = Hints {
-                    refs: a.holds & scan::HAS_AMP != 0,
-                    slash: a.holds & scan::HAS_SLASH != 0,
-                };
-                visit.attribute(k, value, a.value_start, hints);
-            }
+    /// Show `visit` each attribute of the tag just read (the tokenizer checked
+    /// them): its value as written, with its offset in `buf`.
+    #[inline(always)]
+    fn visit_attributes<V: Visit>(&self, buf: &[u8], visit: &mut V) {
+        if !V::WANTS {
+            return;
         }
-        Ok(())
+        for a in &self.attrs {
+            let hints = Hints {
+                refs: a.holds & scan::HAS_AMP != 0,
+                slash: a.holds & scan::HAS_SLASH != 0,
+            };
+            visit.attribute(
+                &buf[a.key_start..a.key_end],
+                &buf[a.value_start..a.value_end],
+                a.value_start,
+                hints,
+            );
+        }
     }
 }
 
@@ -406,7 +389,7 @@ impl Framer {
 /// `<` or forbidden control character, UTF-8, and only legal references. Out of line:
 /// most values hold none of these.
 #[inline(never)]
-fn check_value(value: &[u8], holds: u8) -> Result<(), XmlError> {
+pub(super) fn check_value(value: &[u8], holds: u8) -> Result<(), XmlError> {
     if holds & scan::HAS_LT != 0 {
         return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
     }
@@ -433,7 +416,7 @@ fn check_value(value: &[u8], holds: u8) -> Result<(), XmlError> {
 /// Byte equality written out: attribute names are a few bytes, too short to be worth
 /// a call to `memcmp`.
 #[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 

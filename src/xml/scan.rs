@@ -13,6 +13,7 @@
 //! re-decoding.
 
 use super::XmlError;
+use super::framer::{check_value, same_bytes};
 use super::lanes;
 
 /// One token starting at the position `next` was called with. Positions are byte
@@ -375,6 +376,31 @@ fn value_bytewise(rest: &[u8], quote: u8, from: usize, mut holds: u8) -> Option<
     None
 }
 
+/// After an attribute's name, at `i`: spaces, `=`, spaces, then the opening quote,
+/// whose position is returned (`None`: the buffer ends first).
+#[inline(never)]
+fn spaced_equals(buf: &[u8], mut i: usize) -> Result<Option<usize>, XmlError> {
+    let len = buf.len();
+    while i < len && is_space(buf[i]) {
+        i += 1;
+    }
+    match buf.get(i) {
+        None => return Ok(None),
+        Some(b'=') => i += 1,
+        Some(_) => return Err(XmlError::NotWellFormed("attribute without a value".into())),
+    }
+    while i < len && is_space(buf[i]) {
+        i += 1;
+    }
+    match buf.get(i) {
+        None => Ok(None),
+        Some(b'\'' | b'"') => Ok(Some(i)),
+        Some(_) => Err(XmlError::NotWellFormed(
+            "attribute value without quotes".into(),
+        )),
+    }
+}
+
 /// A start tag, its attributes recorded in `attrs`. Quotes are honoured, so `>` and
 /// `/>` inside values do not end it.
 #[inline(always)]
@@ -388,6 +414,7 @@ fn start_tag(
     let len = buf.len();
     let bad = |what: &str| Err(XmlError::NotWellFormed(what.into()));
     let mut seen = 0;
+    let mut keys_seen = 0u64;
     let Some(name_end) = name_noting(buf, at + 1, &mut seen)? else {
         return Ok(Token::Incomplete);
     };
@@ -428,23 +455,16 @@ fn start_tag(
         let Some(key_end) = name_noting(buf, i, &mut seen)? else {
             return Ok(Token::Incomplete);
         };
-        i = key_end;
-        while i < len && is_space(buf[i]) {
-            i += 1;
-        }
-        match buf.get(i) {
-            None => return Ok(Token::Incomplete),
-            Some(b'=') => i += 1,
-            Some(_) => return bad("attribute without a value"),
-        }
-        while i < len && is_space(buf[i]) {
-            i += 1;
-        }
-        let quote = match buf.get(i) {
-            None => return Ok(Token::Incomplete),
-            Some(&q @ (b'\'' | b'"')) => q,
-            Some(_) => return bad("attribute value without quotes"),
+        // `key='value'`, as nearly everyone writes it, costs two compares; spaces
+        // around the `=` take the longer way.
+        i = match buf.get(key_end..key_end + 2) {
+            Some(&[b'=', b'\'' | b'"']) => key_end + 1,
+            _ => match spaced_equals(buf, key_end)? {
+                Some(q) => q,
+                None => return Ok(Token::Incomplete),
+            },
         };
+        let quote = buf[i];
         let value_start = i + 1;
         let Some((n, holds)) = value(&buf[value_start..], quote) else {
             return Ok(Token::Incomplete);
@@ -452,6 +472,25 @@ fn start_tag(
         i = value_start + n;
         if attrs.len() == max_attributes {
             return Err(XmlError::TooManyAttributes(max_attributes));
+        }
+        // Checked here, while the attribute is at hand: no duplicate name (keys are
+        // compared only when a 6-bit digest of length and last byte was seen before),
+        // and a value that holds anything but plain characters is looked at closely.
+        let key = &buf[key_start..key_end];
+        let digest = 1u64 << ((key.len() * 8 + usize::from(buf[key_end - 1])) & 63);
+        if keys_seen & digest != 0
+            && attrs
+                .iter()
+                .any(|a| same_bytes(&buf[a.key_start..a.key_end], key))
+        {
+            return Err(XmlError::NotWellFormed(format!(
+                "duplicate attribute `{}`",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        keys_seen |= digest;
+        if holds & (HAS_LT | HAS_CONTROL | HAS_NON_ASCII | HAS_AMP) != 0 {
+            check_value(&buf[value_start..i], holds)?;
         }
         attrs.push(Attr {
             key_start,
