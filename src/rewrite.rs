@@ -97,7 +97,7 @@ impl<'a> Rule<'a> {
         // their last letter before any closer look.
         if dom_end < needle.len()
             || !raw[dom_end - 1].eq_ignore_ascii_case(&needle[needle.len() - 1])
-            || (raw[dom_end - needle.len()..dom_end] != *needle
+            || (!same(&raw[dom_end - needle.len()..dom_end], needle)
                 && !raw[dom_end - needle.len()..dom_end].eq_ignore_ascii_case(needle))
             || bare_end > 3071
         {
@@ -110,14 +110,10 @@ impl<'a> Rule<'a> {
         let head = &raw[..dom_end - needle.len()];
         let mut at_sign = None;
         for (i, &c) in head.iter().enumerate() {
-            if c <= b' ' || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'&') {
-                return None;
-            }
-            if c == b'@' {
-                if at_sign.is_some() {
-                    return None;
-                }
-                at_sign = Some(i);
+            match HEAD[c as usize] {
+                HEAD_PLAIN => {}
+                HEAD_AT if at_sign.is_none() => at_sign = Some(i),
+                _ => return None,
             }
         }
         let dstart = at_sign.map_or(0, |i| i + 1);
@@ -169,6 +165,46 @@ impl<'a> Rule<'a> {
         }
     }
 }
+
+/// Byte equality of equal-length strings, for a domain of 8 to 16 bytes as two
+/// overlapping words (no call to `memcmp`), else as slices.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_ne_bytes)
+    };
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
+}
+
+/// What a byte before the domain of a JID-valued string may be, one lookup a byte:
+/// whitespace and markup characters end the candidate, an `@` splits it (once).
+const HEAD_PLAIN: u8 = 0;
+const HEAD_AT: u8 = 1;
+const HEAD_BAD: u8 = 2;
+static HEAD: [u8; 256] = {
+    let mut t = [HEAD_PLAIN; 256];
+    let mut c = 0;
+    while c <= b' ' {
+        t[c as usize] = HEAD_BAD;
+        c += 1;
+    }
+    t[b'<' as usize] = HEAD_BAD;
+    t[b'>' as usize] = HEAD_BAD;
+    t[b'"' as usize] = HEAD_BAD;
+    t[b'\'' as usize] = HEAD_BAD;
+    t[b'&' as usize] = HEAD_BAD;
+    t[b'@' as usize] = HEAD_AT;
+    t
+};
 
 /// The part of a value `Rule::map` replaces, packed in one non-zero word (start in
 /// the high half, end in the low; a JID's bare part is under 3,072 bytes and the end
@@ -361,7 +397,10 @@ impl<'a> Rewriter<'a> {
         self.judge_text(frame);
         let changed = !self.edits.is_empty();
         if changed {
-            self.edits.sort_unstable_by_key(|e| e.start);
+            // In order already unless a text node's edit follows a later tag's.
+            if !self.edits.is_sorted_by_key(|e| e.start) {
+                self.edits.sort_unstable_by_key(|e| e.start);
+            }
             let mut at = 0;
             for e in &self.edits {
                 if e.start < at || e.end > frame.len() {

@@ -21,7 +21,7 @@ use super::{Counters, Totals};
 use crate::config::Normalise;
 use crate::net::Conn;
 use crate::rewrite::{Rewriter, Rule};
-use crate::xml::{Frame, FrameLimits, Framer, StreamError};
+use crate::xml::{Frame, FrameLimits, Framer, StreamError, XmlError};
 
 /// Who is masked as whom in one session.
 #[derive(Debug, Clone)]
@@ -193,6 +193,62 @@ const BATCH: usize = 256 * 1024;
 /// A batch this small is kept however quiet the session.
 const BATCH_KEEP: usize = 8 * 1024;
 
+/// What one pass over the buffered bytes came to.
+struct Pass {
+    /// Bytes of `buf` framed and passed on (to drop from its front).
+    used: usize,
+    /// The stream's close was among them.
+    closed: bool,
+    /// The stream went wrong after them.
+    failed: Option<XmlError>,
+    /// The rest is an incomplete frame.
+    need_read: bool,
+}
+
+/// The complete frames at the front of `buf`, each rewritten into `batch`, until
+/// the buffer runs out of them, the batch is full, the stream closes or goes
+/// wrong. A plain function over a slice, apart from the async relay around it, so
+/// the per-stanza loop compiles as tightly as it does in memory.
+fn frames(
+    framer: &mut Framer,
+    rewriter: &mut Rewriter<'_>,
+    buf: &[u8],
+    batch: &mut Vec<u8>,
+) -> Pass {
+    let mut used = 0;
+    loop {
+        let rest = &buf[used..];
+        let frame = match framer.parse_with(rest, rewriter) {
+            Ok(Some(f)) => f,
+            Ok(None) => return pass(used, false, None, true),
+            Err(e) => return pass(used, false, Some(e), false),
+        };
+        let len = frame.len();
+        match frame {
+            // One pass: the framer showed the rewriter every value as it read it.
+            Frame::Header { .. } | Frame::Element { .. } => rewriter.emit(&rest[..len], batch),
+            Frame::Whitespace { .. } | Frame::Close { .. } => {
+                rewriter.discard();
+                batch.extend_from_slice(&rest[..len]);
+            }
+        }
+        used += len;
+        let closed = matches!(frame, Frame::Close { .. });
+        if closed || batch.len() >= BATCH {
+            return pass(used, closed, None, false);
+        }
+    }
+}
+
+fn pass(used: usize, closed: bool, failed: Option<XmlError>, need_read: bool) -> Pass {
+    Pass {
+        used,
+        closed,
+        failed,
+        need_read,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn direction<R: AsyncRead + Unpin>(
     mut src: R,
@@ -212,38 +268,14 @@ async fn direction<R: AsyncRead + Unpin>(
     loop {
         // Every complete frame in the buffer, rewritten into one batch and written
         // with one call: the per-stanza cost is parsing, not syscalls.
-        let mut closed = false;
-        let mut failed = None;
-        let mut need_read = false;
-        loop {
-            let frame = match framer.parse_with(&buf, &mut rewriter) {
-                Ok(Some(f)) => f,
-                Ok(None) => {
-                    need_read = true;
-                    break;
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            };
-            let len = frame.len();
-            match frame {
-                // One pass: the framer showed the rewriter every value as it read it.
-                Frame::Header { .. } | Frame::Element { .. } => {
-                    rewriter.emit(&buf[..len], &mut batch)
-                }
-                Frame::Whitespace { .. } | Frame::Close { .. } => {
-                    rewriter.discard();
-                    batch.extend_from_slice(&buf[..len]);
-                }
-            }
-            closed = matches!(frame, Frame::Close { .. });
-            bytes::Buf::advance(&mut buf, len);
-            if closed || batch.len() >= BATCH {
-                break;
-            }
-        }
+        let pass = frames(&mut framer, &mut rewriter, &buf, &mut batch);
+        bytes::Buf::advance(&mut buf, pass.used);
+        let Pass {
+            closed,
+            failed,
+            need_read,
+            ..
+        } = pass;
         if !batch.is_empty() {
             out.write(&batch).await?;
             total += batch.len() as u64;

@@ -1,9 +1,10 @@
 //! The tokenizer under the framer: finds the next token (text, reference, tag, CDATA
 //! section, declaration) at a position of a byte buffer that may end anywhere, and
 //! says `Incomplete` when the buffer ends inside one. It finds boundaries, checks the
-//! syntax of tags and names, and notes what each attribute value holds; what a token
-//! must satisfy in a stream (UTF-8, characters, references, matching end tags,
-//! limits) the framer checks.
+//! syntax of tags and names and each attribute as it reads it (no duplicate names;
+//! values without `<` or forbidden characters, UTF-8, with legal references), and
+//! notes what text holds; what else a token must satisfy in a stream (UTF-8 of names
+//! and text, references in text, matching end tags, limits) the framer checks.
 //!
 //! Hand-written rather than quick-xml's reader because the masked relay runs it over
 //! every byte a client receives: it looks at each byte once — names a table lookup a
@@ -128,8 +129,8 @@ fn ends_name(b: u8) -> bool {
 /// The end of the name at `buf[i..]`: ASCII name characters (letters, digits,
 /// `-._:`, not starting with a digit, `-` or `.`) checked strictly, anything beyond
 /// ASCII let through (the non-ASCII name characters are many, and no stanza's meaning
-/// depends on them; UTF-8 is checked with the whole tag). `Ok(None)`: the buffer
-/// ends inside it.
+/// depends on them; the framer checks the UTF-8 of a tag whose names `name_noting`
+/// saw such bytes in). `Ok(None)`: the buffer ends inside it.
 #[inline(always)]
 fn name(buf: &[u8], i: usize) -> Result<Option<usize>, XmlError> {
     name_noting(buf, i, &mut 0)
