@@ -3,8 +3,10 @@
 //! vector with one bit per lane out (`wide`: SSE2 on x86_64, NEON on aarch64, plain
 //! code elsewhere; no `unsafe` here). Each finds where its token ends and, on the
 //! way, what it holds (`<`, `&`, `/`, control characters, bytes beyond ASCII), so
-//! neither the framer's checks nor the rewriter look again. A value of up to 15
-//! bytes costs one step instead of a loop with a branch per byte. The last bytes of
+//! neither the framer's checks nor the rewriter look again: one test for the bytes
+//! that need a closer look (below 0x20, beyond ASCII, and in values `<` and `&`),
+//! which plain values and text never pass. A value of up to 15 bytes costs one
+//! step instead of a loop with a branch per byte. The last bytes of
 //! a buffer, fewer than 16, go through the tokenizer's byte-at-a-time loops, which
 //! are also what the tests hold these to.
 //!
@@ -25,29 +27,41 @@ fn splat(b: u8) -> u8x16 {
     u8x16::splat(b)
 }
 
-/// The lanes before the first one marked in `stop` (all sixteen when none is), and
-/// what those lanes of `v` (read from `block`) hold: a `/`, bytes beyond ASCII,
-/// control characters XML forbids.
+/// The lanes before the first one marked in `stop` (all sixteen when none is).
 #[inline(always)]
-fn before_stop(v: u8x16, block: &[u8], stop: u32) -> (u32, u8) {
-    let before = if stop == 0 {
+fn before(stop: u32) -> u32 {
+    if stop == 0 {
         0xFFFF
     } else {
         (stop & stop.wrapping_neg()) - 1
-    };
-    let mut holds = seen(v.simd_eq(splat(b'/')).to_bitmask(), before, HAS_SLASH)
+    }
+}
+
+/// Lanes of `v` that may need a closer look: bytes below 0x20 (tab, line feed and
+/// carriage return among them) and beyond ASCII, plus `extra`; one mask, so the
+/// common value or text of plain characters costs one test.
+#[inline(always)]
+fn odd(v: u8x16, extra: u8x16) -> u32 {
+    // `| v` keeps the top bit of bytes beyond ASCII, which is what `to_bitmask` reads.
+    (v.saturating_sub(splat(0x1F)).simd_eq(splat(0)) | extra | v).to_bitmask()
+}
+
+/// What the lanes `before` of `v` (read from `block`) hold that `odd` flagged:
+/// `<`, `&`, bytes beyond ASCII, control characters XML forbids. Rare; out of line.
+#[inline(never)]
+fn closer(v: u8x16, block: &[u8], before: u32) -> u8 {
+    let mut holds = seen(v.simd_eq(splat(b'<')).to_bitmask(), before, HAS_LT)
+        | seen(v.simd_eq(splat(b'&')).to_bitmask(), before, HAS_AMP)
         | seen(v.to_bitmask(), before, HAS_NON_ASCII);
-    // Bytes below 0x20: tab, line feed and carriage return may stand there, the
-    // others may not; rare enough to sort out byte by byte.
-    let low = v.saturating_sub(splat(0x1F)).simd_eq(splat(0)).to_bitmask() & before;
-    if low != 0
-        && block[..before.count_ones() as usize]
-            .iter()
-            .any(|&b| is_control(b))
+    // Tab, line feed and carriage return may stand there, the other bytes below
+    // 0x20 may not; sorted out byte by byte.
+    if block[..before.count_ones() as usize]
+        .iter()
+        .any(|&b| is_control(b))
     {
         holds |= HAS_CONTROL;
     }
-    (before, holds)
+    holds
 }
 
 /// `flag` when a lane of `mask` is among the lanes `before`.
@@ -66,10 +80,12 @@ pub(super) fn value_end(rest: &[u8], quote: u8) -> Result<(usize, u8), (usize, u
     while let Some(block) = rest.get(j..j + 16) {
         let v = load(block);
         let q = v.simd_eq(splat(quote)).to_bitmask();
-        let (before, common) = before_stop(v, block, q);
-        holds |= common
-            | seen(v.simd_eq(splat(b'<')).to_bitmask(), before, HAS_LT)
-            | seen(v.simd_eq(splat(b'&')).to_bitmask(), before, HAS_AMP);
+        let before = before(q);
+        holds |= seen(v.simd_eq(splat(b'/')).to_bitmask(), before, HAS_SLASH);
+        let markup = v.simd_eq(splat(b'<')) | v.simd_eq(splat(b'&'));
+        if odd(v, markup) & before != 0 {
+            holds |= closer(v, block, before);
+        }
         if q != 0 {
             return Ok((j + q.trailing_zeros() as usize, holds));
         }
@@ -88,7 +104,11 @@ pub(super) fn text_end(buf: &[u8], at: usize) -> Result<(usize, u8), (usize, u8)
     while let Some(block) = buf.get(i..i + 16) {
         let v = load(block);
         let stop = (v.simd_eq(splat(b'<')) | v.simd_eq(splat(b'&'))).to_bitmask();
-        holds |= before_stop(v, block, stop).1;
+        let before = before(stop);
+        holds |= seen(v.simd_eq(splat(b'/')).to_bitmask(), before, HAS_SLASH);
+        if odd(v, splat(0)) & before != 0 {
+            holds |= closer(v, block, before);
+        }
         if stop != 0 {
             return Ok((i + stop.trailing_zeros() as usize, holds));
         }
