@@ -78,8 +78,12 @@ const fn classes() -> [u8; 256] {
     while b < 256 {
         let c = b as u8;
         let mut k = 0;
-        if c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80 {
+        // Bytes beyond ASCII may start and continue a name too, but they are not
+        // `NAME`: the name scan hands them to its slower loop, which notes them.
+        if c.is_ascii_alphabetic() || c == b'_' || c == b':' {
             k |= NAME | NAME_START;
+        } else if c >= 0x80 {
+            k |= NAME_START;
         } else if c.is_ascii_digit() || c == b'-' || c == b'.' {
             k |= NAME;
         }
@@ -136,18 +140,37 @@ fn name(buf: &[u8], i: usize) -> Result<Option<usize>, XmlError> {
     name_noting(buf, i, &mut 0)
 }
 
-/// `name`, OR-ing its bytes into `seen` (so a tag's names are known to be ASCII
-/// without another look at them).
+/// `name`, setting the top bit of `seen` when the name has bytes beyond ASCII (so
+/// a tag's names are known to be ASCII without another look at them).
 #[inline(always)]
 fn name_noting(buf: &[u8], mut i: usize, seen: &mut u8) -> Result<Option<usize>, XmlError> {
     let start = i;
-    let mut acc = 0;
     while let Some(&b) = buf.get(i) {
         if CLASS[b as usize] & NAME == 0 {
-            *seen |= acc;
+            if b >= 0x80 {
+                return name_beyond_ascii(buf, start, i, seen);
+            }
             return name_ends(buf, start, i).map(Some);
         }
-        acc |= b;
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// The rest of a name from its first byte beyond ASCII at `i`.
+#[cold]
+#[inline(never)]
+fn name_beyond_ascii(
+    buf: &[u8],
+    start: usize,
+    mut i: usize,
+    seen: &mut u8,
+) -> Result<Option<usize>, XmlError> {
+    *seen |= 0x80;
+    while let Some(&b) = buf.get(i) {
+        if CLASS[b as usize] & NAME == 0 && b < 0x80 {
+            return name_ends(buf, start, i).map(Some);
+        }
         i += 1;
     }
     Ok(None)
