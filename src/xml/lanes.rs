@@ -54,10 +54,12 @@ fn closer(v: u8x16, block: &[u8], before: u32) -> u8 {
         | seen(v.simd_eq(splat(b'&')).to_bitmask(), before, HAS_AMP)
         | seen(v.to_bitmask(), before, HAS_NON_ASCII);
     // Tab, line feed and carriage return may stand there, the other bytes below
-    // 0x20 may not; sorted out byte by byte.
-    if block[..before.count_ones() as usize]
-        .iter()
-        .any(|&b| is_control(b))
+    // 0x20 may not; sorted out byte by byte, when there are any.
+    let low = v.saturating_sub(splat(0x1F)).simd_eq(splat(0)).to_bitmask() & before;
+    if low != 0
+        && block[..before.count_ones() as usize]
+            .iter()
+            .any(|&b| is_control(b))
     {
         holds |= HAS_CONTROL;
     }
