@@ -135,6 +135,15 @@ fn well_formed_streams() {
                 el("<\u{e9}t\u{e9}/>"),
             ],
         ),
+        // Names beyond ASCII in the middle of a name and of keys, among ASCII ones;
+        // end tags whose names share a prefix with the open element's.
+        (
+            format!("{HEADER}<x\u{e9}y a='1' b\u{e9}c='2' d='3'><xy><x></x></xy></x\u{e9}y>"),
+            vec![
+                header(),
+                el("<x\u{e9}y a='1' b\u{e9}c='2' d='3'><xy><x></x></xy></x\u{e9}y>"),
+            ],
+        ),
         // A header without declaration and with whitespace around.
         (
             "\n <stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='example.com'>  ".into(),
@@ -219,6 +228,11 @@ fn hostile_streams_fail_with_the_right_error() {
         (format!("{HEADER}<a / >"), nwf),
         (format!("{HEADER}<a\u{1}/>"), nwf),
         (format!("{HEADER}<a><b></a></b>"), nwf),
+        // End tags longer, shorter or other than the open element's name.
+        (format!("{HEADER}<a><b></bc></a>"), nwf),
+        (format!("{HEADER}<ab></a>"), nwf),
+        (format!("{HEADER}<a></ab>"), nwf),
+        (format!("{HEADER}<message></messagf>"), nwf),
         (format!("{HEADER}<a>x</a b>"), nwf),
         (format!("{HEADER}<a><!x></a>"), nwf),
         (format!("{HEADER}<a><![CDATX[x]]></a>"), nwf),
@@ -248,6 +262,9 @@ fn bytes_that_are_not_utf8_are_refused() {
         b"<a b='\xc3('/>",
         b"<\xe9/>",
         b"<a \xe9='1'/>",
+        // A byte beyond ASCII that is not UTF-8, after ASCII in a name or a key.
+        b"<ab\xe9/>",
+        b"<a b='1' cd\xff='2'/>",
         b"<a><![CDATA[\xff]]></a>",
         // Deep in a long text and a long value (read sixteen bytes at a time).
         b"<a>0123456789abcdefghijklmnopqrstuvwxyz\xff0123456789abcdefghijklmnopqrstuvwxyz</a>",
