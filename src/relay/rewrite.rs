@@ -193,35 +193,36 @@ const BATCH: usize = 256 * 1024;
 /// A batch this small is kept however quiet the session.
 const BATCH_KEEP: usize = 8 * 1024;
 
-/// What one pass over the buffered bytes came to.
-struct Pass {
-    /// Bytes of `buf` framed and passed on (to drop from its front).
-    used: usize,
-    /// The stream's close was among them.
-    closed: bool,
-    /// The stream went wrong after them.
-    failed: Option<XmlError>,
+/// Why a pass over the buffered bytes stopped.
+enum Ended {
     /// The rest is an incomplete frame.
-    need_read: bool,
+    NeedRead,
+    /// The batch is full; complete frames may be left behind.
+    BatchFull,
+    /// The stream's close was among the frames.
+    Closed,
+    /// The stream went wrong after the frames.
+    Failed(XmlError),
 }
 
 /// The complete frames at the front of `buf`, each rewritten into `batch`, until
 /// the buffer runs out of them, the batch is full, the stream closes or goes
-/// wrong. A plain function over a slice, apart from the async relay around it, so
-/// the per-stanza loop compiles as tightly as it does in memory.
+/// wrong; how many bytes they took and why it stopped. A plain function over a
+/// slice, apart from the async relay around it, so the per-stanza loop compiles as
+/// tightly as it does in memory.
 fn frames(
     framer: &mut Framer,
     rewriter: &mut Rewriter<'_>,
     buf: &[u8],
     batch: &mut Vec<u8>,
-) -> Pass {
+) -> (usize, Ended) {
     let mut used = 0;
     loop {
         let rest = &buf[used..];
         let frame = match framer.parse_with(rest, rewriter) {
             Ok(Some(f)) => f,
-            Ok(None) => return pass(used, false, None, true),
-            Err(e) => return pass(used, false, Some(e), false),
+            Ok(None) => return (used, Ended::NeedRead),
+            Err(e) => return (used, Ended::Failed(e)),
         };
         let len = frame.len();
         match frame {
@@ -233,19 +234,12 @@ fn frames(
             }
         }
         used += len;
-        let closed = matches!(frame, Frame::Close { .. });
-        if closed || batch.len() >= BATCH {
-            return pass(used, closed, None, false);
+        if matches!(frame, Frame::Close { .. }) {
+            return (used, Ended::Closed);
         }
-    }
-}
-
-fn pass(used: usize, closed: bool, failed: Option<XmlError>, need_read: bool) -> Pass {
-    Pass {
-        used,
-        closed,
-        failed,
-        need_read,
+        if batch.len() >= BATCH {
+            return (used, Ended::BatchFull);
+        }
     }
 }
 
@@ -268,65 +262,62 @@ async fn direction<R: AsyncRead + Unpin>(
     loop {
         // Every complete frame in the buffer, rewritten into one batch and written
         // with one call: the per-stanza cost is parsing, not syscalls.
-        let pass = frames(&mut framer, &mut rewriter, &buf, &mut batch);
-        bytes::Buf::advance(&mut buf, pass.used);
-        let Pass {
-            closed,
-            failed,
-            need_read,
-            ..
-        } = pass;
+        let (used, ended) = frames(&mut framer, &mut rewriter, &buf, &mut batch);
+        bytes::Buf::advance(&mut buf, used);
         if !batch.is_empty() {
             out.write(&batch).await?;
             total += batch.len() as u64;
             counter.inc_by(batch.len() as u64);
             batch.clear();
         }
-        if let Some(e) = failed {
-            debug!(error = %e, side = if side == Side::Client { "client" } else { "backend" }, "masked relay: bad stream");
-            // dealer parses here, so it can tell the client why, between stanzas.
-            let cond = if side == Side::Client {
-                e.condition()
-            } else {
-                StreamError::InternalServerError
-            };
-            tell_client(client_w, cond).await;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-        }
-        if closed {
-            out.shutdown().await;
-            return Ok(total);
-        }
-        // A batch that filled up may leave complete frames behind: take them first.
-        if need_read {
-            if buf.capacity() - buf.len() < read_size / 4 {
-                buf.reserve(read_size);
+        match ended {
+            Ended::Failed(e) => {
+                debug!(error = %e, side = if side == Side::Client { "client" } else { "backend" }, "masked relay: bad stream");
+                // dealer parses here, so it can tell the client why, between stanzas.
+                let cond = if side == Side::Client {
+                    e.condition()
+                } else {
+                    StreamError::InternalServerError
+                };
+                tell_client(client_w, cond).await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
             }
-            let room = buf.capacity() - buf.len();
-            let n = tokio::select! {
-                r = src.read_buf(&mut buf) => r?,
-                _ = stop.cancelled() => {
-                    // Only one direction speaks for the session: the one that writes
-                    // to the client, so the error lands between stanzas.
-                    if side == Side::Backend {
-                        tell_client(client_w, StreamError::SystemShutdown).await;
-                    } else {
-                        std::future::pending::<()>().await;
-                    }
-                    return Err(io::Error::other("closed by dealer"));
-                }
-            };
-            if n == 0 {
+            Ended::Closed => {
                 out.shutdown().await;
                 return Ok(total);
             }
-            read_size = if n == room {
-                (read_size * 2).min(READ_MAX)
-            } else if n < read_size / 4 {
-                READ
-            } else {
-                read_size
-            };
+            // Complete frames may be left behind: take them first.
+            Ended::BatchFull => {}
+            Ended::NeedRead => {
+                if buf.capacity() - buf.len() < read_size / 4 {
+                    buf.reserve(read_size);
+                }
+                let room = buf.capacity() - buf.len();
+                let n = tokio::select! {
+                    r = src.read_buf(&mut buf) => r?,
+                    _ = stop.cancelled() => {
+                        // Only one direction speaks for the session: the one that
+                        // writes to the client, so the error lands between stanzas.
+                        if side == Side::Backend {
+                            tell_client(client_w, StreamError::SystemShutdown).await;
+                        } else {
+                            std::future::pending::<()>().await;
+                        }
+                        return Err(io::Error::other("closed by dealer"));
+                    }
+                };
+                if n == 0 {
+                    out.shutdown().await;
+                    return Ok(total);
+                }
+                read_size = if n == room {
+                    (read_size * 2).min(READ_MAX)
+                } else if n < read_size / 4 {
+                    READ
+                } else {
+                    read_size
+                };
+            }
         }
         // Let a quiet session's large buffers go: the read buffer once it is
         // drained, the (empty) batch once reads are small again.

@@ -168,23 +168,9 @@ impl Framer {
             if !prolog && self.depth == 0 && buf.get(at) == Some(&b'&') {
                 return Err(XmlError::TextAtStreamLevel);
             }
-            // The end tag of the innermost open element, as it is almost always
-            // written: its name compared with the start tag's, not scanned again.
-            let token = match self.open.last() {
-                Some(&(start, end)) if buf.get(at..at + 2) == Some(b"</") => {
-                    let name_end = at + 2 + (end - start);
-                    if buf.get(name_end) == Some(&b'>')
-                        && same_bytes(&buf[at + 2..name_end], &buf[start..end])
-                    {
-                        Token::End {
-                            name_end,
-                            end: name_end + 1,
-                        }
-                    } else {
-                        scan::next(buf, at, false, &mut self.attrs, self.limits.max_attributes)?
-                    }
-                }
-                _ => scan::next(
+            let token = match self.closing_tag(buf, at) {
+                Some(token) => token,
+                None => scan::next(
                     buf,
                     at,
                     prolog && at == bom,
@@ -334,6 +320,27 @@ impl Framer {
             // A frame growing past the stanza limit fails at `need_more` (the buffer
             // holds it) or when it is complete, so tokens need no check of their own.
             self.scanned = end;
+        }
+    }
+
+    /// The end tag of the innermost open element at `at`, as it is almost always
+    /// written (`</name>`): its name compared with the start tag's, not scanned
+    /// again. Any other form is left to the tokenizer.
+    #[inline(always)]
+    fn closing_tag(&self, buf: &[u8], at: usize) -> Option<Token> {
+        if buf.get(at..at + 2) != Some(b"</") {
+            return None;
+        }
+        let &(start, end) = self.open.last()?;
+        let name_end = at + 2 + (end - start);
+        if buf.get(name_end) == Some(&b'>') && same_bytes(&buf[at + 2..name_end], &buf[start..end])
+        {
+            Some(Token::End {
+                name_end,
+                end: name_end + 1,
+            })
+        } else {
+            None
         }
     }
 
