@@ -128,7 +128,10 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
             let client_leg = TcpStream::from_std(client_leg).expect("client leg");
             let backend_leg = Conn::Plain(TcpStream::from_std(backend_leg).expect("backend leg"));
             let client_leg = if with_tls {
-                let s = acceptor.accept(client_leg).await.expect("server handshake");
+                let s = acceptor
+                    .accept(dealer::net::TlsTcp::direct(client_leg))
+                    .await
+                    .expect("server handshake");
                 Conn::Tls(Box::new(s.into()))
             } else {
                 Conn::Plain(client_leg)

@@ -27,8 +27,8 @@ pub enum BackendError {
     Stream(#[from] StreamIoError),
     #[error("backend sent {0}")]
     Protocol(String),
-    #[error("tls: {0}")]
-    Tls(std::io::Error),
+    #[error("starttls: {0}")]
+    Tls(#[from] crate::starttls::StartTlsError),
 }
 
 impl From<crate::stream::OpenError> for BackendError {
@@ -129,26 +129,9 @@ async fn open_inner(
                 "no STARTTLS although `tls: true`".into(),
             ));
         }
-        s.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-            .await?;
-        let (e, len) = s.next_element(&header).await?;
-        s.consume(len);
-        if !e.is("proceed", NS_TLS) {
-            return Err(BackendError::Protocol(format!("<{}/> to STARTTLS", e.name)));
-        }
-        if !s.buf.is_empty() {
-            return Err(BackendError::Protocol("data after <proceed/>".into()));
-        }
-        let Conn::Plain(tcp) = s.conn else {
-            return Err(BackendError::Protocol("STARTTLS twice".into()));
-        };
         let name = rustls::pki_types::ServerName::try_from(target.domain.clone())
             .map_err(|_| BackendError::Protocol("backend domain is not a DNS name".into()))?;
-        let conn = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(BackendError::Tls)?;
-        s = XmlStream::new(Conn::Tls(Box::new(conn.into())), limits);
+        s.starttls_client(&header, tls.clone(), name).await?;
         (header, features) = restart(&mut s, &target.domain).await?;
     }
     Ok(BackendStream {

@@ -1,6 +1,8 @@
 //! A byte stream that is plain TCP or TLS over TCP, so session phases can upgrade a
 //! connection (STARTTLS) without changing type, and relays can see which kind of leg
-//! they have (splice needs both legs plain).
+//! they have (splice needs both legs plain). Under TLS the TCP stream is a [`TlsTcp`],
+//! which can drop the whitespace some peers send between `<starttls/>` and the
+//! handshake.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use tokio::net::TcpStream;
 
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::TlsStream<TlsTcp>>),
     /// Moved out for an upgrade (TLS handshake) that did not put a stream back.
     Gone,
 }
@@ -32,7 +34,7 @@ impl Conn {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Conn::Plain(s) => Some(s),
-            Conn::Tls(s) => Some(s.get_ref().0),
+            Conn::Tls(s) => Some(&s.get_ref().0.tcp),
             Conn::Gone => None,
         }
     }
@@ -103,6 +105,117 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => s.is_write_vectored(),
             Conn::Gone => false,
         }
+    }
+}
+
+/// XML whitespace (RFC 6120 allows none after `<starttls/>`, but real clients send a
+/// newline there, and Prosody accepts it).
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Whitespace dropped before the first TLS byte, at most: enough for any client's
+/// habit, too little to keep a connection busy (the handshake deadline bounds time).
+const MAX_SPACE_BEFORE_TLS: usize = 1024;
+
+/// The TCP stream under a TLS session. After STARTTLS it drops XML whitespace that
+/// arrives before the first TLS byte — in whatever segment it comes — so that a peer
+/// that sends `<starttls/>` plus a newline still gets its handshake; the first other
+/// byte ends the skipping, and the TLS library judges it.
+pub struct TlsTcp {
+    tcp: TcpStream,
+    /// Whitespace still to be dropped; `None` once TLS bytes flow.
+    skip: Option<usize>,
+}
+
+impl TlsTcp {
+    /// For Direct TLS: every byte is TLS from the start.
+    pub fn direct(tcp: TcpStream) -> TlsTcp {
+        TlsTcp { tcp, skip: None }
+    }
+
+    /// For STARTTLS: whitespace before the first TLS byte is dropped.
+    pub fn after_starttls(tcp: TcpStream) -> TlsTcp {
+        TlsTcp {
+            tcp,
+            skip: Some(MAX_SPACE_BEFORE_TLS),
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+impl AsyncRead for TlsTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(budget) = this.skip.as_mut() else {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        };
+        loop {
+            let start = buf.filled().len();
+            std::task::ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+            let got = buf.filled().len() - start;
+            if got == 0 {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            let space = buf.filled()[start..]
+                .iter()
+                .take_while(|&&b| is_xml_space(b))
+                .count();
+            if space > *budget {
+                buf.set_filled(start);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "too much whitespace before the TLS handshake",
+                )));
+            }
+            *budget -= space;
+            if space < got {
+                buf.filled_mut()
+                    .copy_within(start + space..start + got, start);
+                buf.set_filled(start + got - space);
+                this.skip = None;
+                return Poll::Ready(Ok(()));
+            }
+            // Only whitespace: forget it and read again (until the socket has nothing).
+            buf.set_filled(start);
+        }
+    }
+}
+
+impl AsyncWrite for TlsTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
     }
 }
 

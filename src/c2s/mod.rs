@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::app::Shared;
 use crate::config::{BackendId, C2sMode, HostPort, Mechanism};
 use crate::listener::{Accepted, Kind};
-use crate::metrics::ConnGauge;
+use crate::metrics::{ConnGauge, DropReason};
 use crate::net::Conn;
 use crate::routing::RouteError;
 use crate::snapshot::Snapshot;
@@ -50,6 +50,9 @@ pub enum SessionError {
     /// The TLS handshake failed: no stream to report on.
     #[error("tls handshake: {0}")]
     Tls(std::io::Error),
+    /// dealer closes the connection without a word (counted and logged by reason).
+    #[error("dropped ({reason}): {why}", reason = .0.label(), why = .1)]
+    Dropped(DropReason, String),
     /// The session ended the way it should (redirected, closed by the client).
     #[error("done")]
     Done,
@@ -67,6 +70,18 @@ impl From<StreamIoError> for SessionError {
             StreamIoError::Xml(x) => SessionError::Xml(x),
             StreamIoError::Eof => SessionError::Gone("closed".into()),
             StreamIoError::Io(e) => SessionError::Gone(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::starttls::StartTlsError> for SessionError {
+    fn from(e: crate::starttls::StartTlsError) -> Self {
+        use crate::starttls::StartTlsError as E;
+        match e {
+            E::Pipelined => SessionError::Dropped(DropReason::StarttlsPipelined, e.to_string()),
+            E::Handshake(e) => SessionError::Tls(e),
+            E::Stream(e) => e.into(),
+            e => SessionError::Gone(e.to_string()),
         }
     }
 }
@@ -314,7 +329,8 @@ async fn report(client: &mut Client, shared: &Shared, e: SessionError) {
             client.stream_error(shared, cond, text.as_deref()).await;
         }
         SessionError::Gone(why) => debug!(%why, "client gone"),
-        SessionError::Tls(e) => debug!(error = %e, "tls handshake failed"),
+        SessionError::Tls(e) => shared.metrics.dropped(DropReason::TlsHandshake, &e),
+        SessionError::Dropped(reason, why) => shared.metrics.dropped(reason, &why),
         SessionError::Done => {}
     }
 }

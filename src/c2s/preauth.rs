@@ -54,8 +54,8 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
         let Conn::Plain(tcp) = c.stream.take_conn() else {
             return Err(SessionError::Gone("not a TCP connection".into()));
         };
-        let accept =
-            tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone()).accept(tcp);
+        let accept = tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone())
+            .accept(crate::net::TlsTcp::direct(tcp));
         let tls = if slot.is_some() {
             accept.await.map_err(SessionError::Tls)?
         } else {
@@ -267,21 +267,8 @@ async fn elements(c: &mut Client, shared: &Arc<Shared>) -> Result<Step, SessionE
                     return Err(SessionError::Done);
                 }
                 c.stream
-                    .send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                    .starttls_server(shared.server_tls.starttls.clone())
                     .await?;
-                if !c.stream.buf.is_empty() {
-                    // Bytes sent before the TLS handshake would be read as if they came
-                    // through it (STARTTLS command injection): refuse them.
-                    return Err(SessionError::Gone("data after <starttls/>".into()));
-                }
-                let Conn::Plain(tcp) = c.stream.take_conn() else {
-                    return Err(SessionError::Gone("STARTTLS on a TLS stream".into()));
-                };
-                let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.starttls.clone())
-                    .accept(tcp)
-                    .await
-                    .map_err(SessionError::Tls)?;
-                c.stream.conn = Conn::Tls(Box::new(tls.into()));
                 debug!("tls up (STARTTLS)");
                 return Ok(Step::Restart);
             }

@@ -59,8 +59,48 @@ pub const CONDITIONS: [&str; 18] = [
     "unsupported-version",
 ];
 
+/// Why dealer ended a session without a stream error: the `reason` label of
+/// `dealer_session_drops_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Bytes other than whitespace between `<starttls/>` and the TLS handshake.
+    StarttlsPipelined,
+    /// The TLS handshake failed (or took longer than the handshake deadline).
+    TlsHandshake,
+    /// `limits.max_connections` reached on a Direct TLS listener.
+    Connections,
+    /// `limits.max_connections_per_source` reached on a Direct TLS listener.
+    ConnectionsPerSource,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::StarttlsPipelined,
+        DropReason::TlsHandshake,
+        DropReason::Connections,
+        DropReason::ConnectionsPerSource,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::StarttlsPipelined => "starttls_pipelined",
+            DropReason::TlsHandshake => "tls_handshake",
+            DropReason::Connections => "connections",
+            DropReason::ConnectionsPerSource => "connections_per_source",
+        }
+    }
+}
+
+/// Lines a second that `Metrics::dropped` logs at most; the rest are counted only,
+/// and the next line says how many were left out (a slowloris must not flood the log).
+const DROP_LOG_PER_SECOND: u32 = 10;
+
 pub struct Metrics {
     registry: Registry,
+    /// `(window start, lines logged in it, lines left out since the last one logged)`.
+    drop_log: std::sync::Mutex<(std::time::Instant, u32, u64)>,
+    /// Sessions dealer ended without a stream error: `reason`.
+    pub session_drops: IntCounterVec,
     /// Generation of the live config snapshot: 1 at start, +1 per successful reload.
     pub config_generation: IntGauge,
     /// `result` = `ok` | `error`.
@@ -269,8 +309,18 @@ impl Metrics {
                     .expect("metric names are unique");
                 c
             },
+            session_drops: counter(
+                &r,
+                names::SESSION_DROPS,
+                "Sessions dealer closed without a stream error, by reason.",
+                &["reason"],
+            ),
+            drop_log: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
             registry: r,
         };
+        for d in DropReason::ALL {
+            m.session_drops.with_label_values(&[d.label()]);
+        }
         for d in S2S_DIRECTIONS {
             m.s2s_streams.with_label_values(&[d]);
         }
@@ -326,6 +376,33 @@ impl Metrics {
 
     pub fn peek(&self, m: Mechanism) {
         self.auth_peeks.with_label_values(&[m.name()]).inc();
+    }
+
+    /// Count a session dealer closes without a word, and log why at `info`, at most
+    /// `DROP_LOG_PER_SECOND` lines a second.
+    pub fn dropped(&self, reason: DropReason, detail: &dyn std::fmt::Display) {
+        self.session_drops
+            .with_label_values(&[reason.label()])
+            .inc();
+        let now = std::time::Instant::now();
+        let left_out = {
+            let mut g = self.drop_log.lock().unwrap_or_else(|p| p.into_inner());
+            if now.duration_since(g.0) >= std::time::Duration::from_secs(1) {
+                g.0 = now;
+                g.1 = 0;
+            }
+            if g.1 >= DROP_LOG_PER_SECOND {
+                g.2 += 1;
+                return;
+            }
+            g.1 += 1;
+            std::mem::take(&mut g.2)
+        };
+        if left_out > 0 {
+            tracing::info!(reason = reason.label(), %detail, left_out, "session dropped (and others not logged)");
+        } else {
+            tracing::info!(reason = reason.label(), %detail, "session dropped");
+        }
     }
 
     pub fn limit(&self, limit: &str) {

@@ -25,6 +25,7 @@ use crate::app::Shared;
 use crate::config::StartTls;
 use crate::jid::{Jid, domain_key};
 use crate::listener::{Accepted, Kind};
+use crate::metrics::DropReason;
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
@@ -46,12 +47,26 @@ enum S2sError {
     Stream(StreamError, String),
     #[error("done")]
     Done,
+    #[error("dropped ({reason}): {why}", reason = .0.label(), why = .1)]
+    Dropped(DropReason, String),
 }
 
 impl From<StreamIoError> for S2sError {
     fn from(e: StreamIoError) -> Self {
         match e {
             StreamIoError::Xml(x) => S2sError::Xml(x),
+            e => S2sError::Gone(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::starttls::StartTlsError> for S2sError {
+    fn from(e: crate::starttls::StartTlsError) -> Self {
+        use crate::starttls::StartTlsError as E;
+        match e {
+            E::Pipelined => S2sError::Dropped(DropReason::StarttlsPipelined, e.to_string()),
+            E::Handshake(e) => S2sError::Dropped(DropReason::TlsHandshake, e.to_string()),
+            E::Stream(e) => e.into(),
             e => S2sError::Gone(e.to_string()),
         }
     }
@@ -189,6 +204,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
     match result {
         Ok(()) | Err(S2sError::Done) => {}
         Err(S2sError::Gone(why)) => debug!(%why, "s2s peer gone"),
+        Err(S2sError::Dropped(reason, why)) => shared.metrics.dropped(reason, &why),
         Err(S2sError::Xml(x)) => {
             if let Some(l) = x.limit() {
                 shared.metrics.limit(l);
@@ -335,23 +351,15 @@ async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Resu
                 if p.stream.conn.is_tls() || snap.tls_key.is_none() || p.starttls == StartTls::Off {
                     return Err(err(StreamError::PolicyViolation, "STARTTLS is not offered"));
                 }
-                p.stream
-                    .send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-                    .await?;
-                if !p.stream.buf.is_empty() {
-                    return Err(S2sError::Gone("data after <starttls/>".into()));
-                }
-                let Conn::Plain(tcp) = p.stream.take_conn() else {
-                    return Err(S2sError::Gone("STARTTLS twice".into()));
-                };
                 // The handshake, too, runs against a clock.
-                let tls = tokio::time::timeout(
+                tokio::time::timeout(
                     snap.config.limits.handshake_timeout,
-                    tokio_rustls::TlsAcceptor::from(shared.server_tls.starttls.clone()).accept(tcp),
+                    p.stream.starttls_server(shared.server_tls.starttls.clone()),
                 )
                 .await
-                .map_err(|_| S2sError::Gone("TLS handshake timed out".into()))??;
-                p.stream.conn = Conn::Tls(Box::new(tls.into()));
+                .map_err(|_| {
+                    S2sError::Dropped(DropReason::TlsHandshake, "handshake timed out".into())
+                })??;
                 return Ok(Next::Restart);
             }
             (NS_DIALBACK, _) if p.starttls == StartTls::Required && !p.stream.conn.is_tls() => {

@@ -69,6 +69,8 @@ pub enum LinkError {
     Refused,
     #[error("the destination is dealer itself")]
     Loop,
+    #[error("starttls: {0}")]
+    Tls(#[from] crate::starttls::StartTlsError),
 }
 
 impl From<crate::stream::OpenError> for LinkError {
@@ -339,23 +341,10 @@ async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, Lin
             .as_ref()
             .is_some_and(|f| f.child("starttls", NS_TLS).is_some())
     {
-        s.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-            .await?;
-        let (e, len) = s.next_element(&header).await?;
-        s.consume(len);
-        if !e.is("proceed", NS_TLS) {
-            return Err(LinkError::Protocol(format!("<{}/> to STARTTLS", e.name)));
-        }
-        let Conn::Plain(tcp) = s.take_conn() else {
-            return Err(LinkError::Protocol("STARTTLS twice".into()));
-        };
         let name = rustls::pki_types::ServerName::try_from(key.to.clone())
             .map_err(|_| LinkError::Protocol("domain is not a DNS name".into()))?;
-        let tls = tokio_rustls::TlsConnector::from(shared.s2s_tls.clone())
-            .connect(name, tcp)
+        s.starttls_client(&header, shared.s2s_tls.clone(), name)
             .await?;
-        s.conn = Conn::Tls(Box::new(tls.into()));
-        s.buf.clear();
         (header, features) = open_stream(&mut s, &key.from, &key.to).await?;
     }
     let _ = features;

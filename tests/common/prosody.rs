@@ -147,6 +147,9 @@ impl Prosody {
     /// Panics (with the log) if it does not come up within 10 s.
     pub fn start(spec: ProsodySpec) -> Prosody {
         require_binaries();
+        if spec.dns_port.is_some() {
+            require_unbound();
+        }
         let tmp = tempfile::Builder::new()
             .prefix("prosody-")
             .tempdir()
@@ -353,6 +356,25 @@ fn require_binaries() {
              install it with `apt-get install prosody` (.ci/test installs it)"
         );
     }
+}
+
+/// A Prosody that resolves through the test's DNS server needs libunbound's Lua
+/// binding: without it Prosody ignores its `unbound` settings, reads /etc/resolv.conf,
+/// and every s2s lookup of the test fails — after a timeout, far from the cause.
+fn require_unbound() {
+    let ok = Command::new("lua5.4")
+        .args(["-e", "require 'lunbound'"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "Prosody cannot resolve through the test's DNS server: the Lua module `lunbound` \
+         is missing; install it with `apt-get install --no-install-recommends lua-unbound` \
+         (.ci/test installs it)"
+    );
 }
 
 fn signal(child: &Child, sig: Signal) {
