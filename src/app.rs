@@ -229,7 +229,7 @@ pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Futur
             background_stop.clone(),
         ));
     }
-    spawn_accept_loops(listeners, &shared, &mut tasks);
+    spawn_accept_loops(listeners, &shared, &mut tasks, true);
     tasks.spawn(crate::reload::on_sighup(
         shared.clone(),
         background_stop.clone(),
@@ -274,13 +274,18 @@ pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Futur
 }
 
 /// Start an accept loop for every c2s and s2s listener in `listeners` on the current
-/// runtime; they stop with `shared.accept_stop`.
+/// runtime; they stop with `shared.accept_stop`. Every worker thread accepts on the
+/// same sockets: only the main thread (`report`) says where dealer listens, once.
 fn spawn_accept_loops(
     listeners: Listeners,
     shared: &Arc<Shared>,
     tasks: &mut tokio::task::JoinSet<()>,
+    report: bool,
 ) {
     let log = |kind: Kind, l: &TcpListener| {
+        if !report {
+            return;
+        }
         if let Ok(addr) = l.local_addr() {
             info!(listener = kind.label(), listen.addr = %addr, "listening");
         }
@@ -332,7 +337,7 @@ pub fn spawn_worker(
         .spawn(move || {
             rt.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
-                spawn_accept_loops(listeners, &shared, &mut tasks);
+                spawn_accept_loops(listeners, &shared, &mut tasks, false);
                 let mut phase = shared.phase();
                 while *phase.borrow_and_update() != Phase::Stopped {
                     if phase.changed().await.is_err() {

@@ -401,3 +401,90 @@ fn connection_and_login_limits_per_source() {
     again.send(HEADER);
     again.expect("</stream:features>", SECS);
 }
+
+#[test]
+fn direct_tls_clients_are_sent_to_the_owners_direct_tls_address() {
+    let (a, b) = backends();
+    let with_tls = |p: &Prosody, tls: &str| {
+        format!(
+            "  {}: {{ c2s: \"{}\", redirect: \"{}\", redirect_tls: \"{tls}\" }}\n",
+            if p.c2s == a.c2s { "node1" } else { "node2" },
+            p.c2s,
+            p.c2s
+        )
+    };
+    let body = format!(
+        "c2s: {{ mode: redirect, legacy_auth: true, mechanisms: [SCRAM-SHA-1, PLAIN] }}\n\
+         routing:\n  strategy: ranges\n  ranges:\n    \
+           - {{ from: a, to: m, backend: node1 }}\n    \
+           - {{ from: n, to: z, backend: node2 }}\n  \
+           default: node1\n\
+         backends:\n{}{}",
+        with_tls(&a, "xmpp1.example.com:5223"),
+        with_tls(&b, "[2001:db8::2]:5223"),
+    );
+    let d = Dealer::start(&body);
+    let via = |user: &str, t: Transport| {
+        let addr = if t == Transport::DirectTls {
+            d.c2s_tls
+        } else {
+            d.c2s
+        };
+        LoginOpts::new(&format!("{user}@example.com"), PW, addr).tls(t)
+    };
+    let results = login_many(&[
+        via("alice", Transport::DirectTls),
+        via("nora", Transport::DirectTls),
+        via("alice", Transport::StartTls),
+        via("nora", Transport::StartTls),
+    ]);
+    let want = [
+        "xmpp1.example.com:5223".to_string(),
+        "[2001:db8::2]:5223".to_string(),
+        a.c2s.to_string(),
+        b.c2s.to_string(),
+    ];
+    for (r, w) in results.iter().zip(&want) {
+        assert_eq!(r.see_other_host.as_deref(), Some(w.as_str()), "{r:?}");
+    }
+    // The legacy 302 follows the same rule.
+    let mut r = Raw::direct_tls(d.c2s_tls);
+    r.send(HEADER.replace(" version='1.0'", ""));
+    r.send(
+        "<iq type='set' id='a2'><query xmlns='jabber:iq:auth'><username>zoe</username>\
+         <password>s3cret</password><resource>r</resource></query></iq>",
+    );
+    let (got, _) = r.read_to_close(SECS);
+    assert!(
+        got.contains(
+            "<redirect xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>[2001:db8::2]:5223</redirect>"
+        ),
+        "{got}"
+    );
+    // Without redirect_tls, `dealer check` says what Direct TLS clients get.
+    let out = std::process::Command::new(common::dealer_bin())
+        .args(["check", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("redirect_tls is not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plain = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace(", redirect_tls: \"xmpp1.example.com:5223\"", "");
+    std::fs::write(&d.config, plain).unwrap();
+    let out = std::process::Command::new(common::dealer_bin())
+        .args(["check", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("backends.node1.redirect_tls is not set"),
+        "{stderr}"
+    );
+}

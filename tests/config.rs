@@ -44,6 +44,15 @@ fn examples_cover_the_three_roles() {
     let guard = Config::load(&conf.join("guard.yaml")).unwrap();
     assert_eq!(guard.self_backend, guard.backend_id("node2"));
     assert_eq!(fwd.domains, Domains::Shared);
+    let masked = Config::load(&conf.join("masked.yaml")).unwrap();
+    assert_eq!(masked.domains, Domains::Masked);
+    assert!(!masked.listen.s2s_internal.is_empty());
+    let gateway = Config::load(&conf.join("s2s-gateway.yaml")).unwrap();
+    assert!(!gateway.listen.s2s.is_empty() && !gateway.listen.s2s_internal.is_empty());
+    assert_eq!(gateway.domains, Domains::Shared);
+    for c in [&fwd, &red, &guard, &masked, &gateway] {
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
 }
 
 #[test]

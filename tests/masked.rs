@@ -218,17 +218,23 @@ fn redirect_through_a_front_to_the_owners_guard() {
     // A guard in front of node1: forwards node1's users, masking.
     let guard_body = |redirect1: &str, redirect2: &str| {
         format!(
-            "domains: masked\nc2s: {{ mode: redirect }}\n{}backends:\n{}{}",
+            "domains: masked\nc2s: {{ mode: redirect }}\n{}backends:\n{}{}\
+             s2s: {{ dialback_secret: \"masked secret\" }}\n",
             routing(),
             backend_line("node1", &node1, Some(redirect1)),
             backend_line("node2", &node2, Some(redirect2)),
         )
     };
-    let guard = Dealer::start(&format!(
-        "self: node1\n{}",
-        guard_body("127.0.0.1:1", "127.0.0.1:2")
-    ));
-    let front = Dealer::start(&guard_body(&guard.c2s.to_string(), "127.0.0.1:2"));
+    // Masked domains need an internal s2s listener (the backends' way to each other).
+    let internal = || format!("  s2s_internal: [\"127.0.0.1:{}\"]\n", free_port());
+    let guard = Dealer::start_with(
+        &format!("self: node1\n{}", guard_body("127.0.0.1:1", "127.0.0.1:2")),
+        &internal(),
+    );
+    let front = Dealer::start_with(
+        &guard_body(&guard.c2s.to_string(), "127.0.0.1:2"),
+        &internal(),
+    );
     let r = common::client::login(
         &LoginOpts::new("alice@example.com", PW, front.c2s).tls(Transport::StartTls),
     );

@@ -176,8 +176,9 @@ pub enum Action {
     Forward(BackendId),
 }
 
-/// The routing decision for `login` against the live snapshot.
-pub fn decide(snap: &Snapshot, login: &Login) -> Result<Action, RouteError> {
+/// The routing decision for `login` against the live snapshot; a redirect names the
+/// owner's address for the transport the client came over (`direct_tls`).
+pub fn decide(snap: &Snapshot, login: &Login, direct_tls: bool) -> Result<Action, RouteError> {
     let c = &snap.config;
     let backend = match (&login.kind, &login.username) {
         (LoginKind::Sasl(Mechanism::Anonymous), _) | (_, None) => {
@@ -192,7 +193,10 @@ pub fn decide(snap: &Snapshot, login: &Login) -> Result<Action, RouteError> {
     };
     let redirect = |b: BackendId| {
         // Validation requires `redirect` for every backend clients are sent to.
-        let to = c.backends[b].redirect.clone().ok_or(RouteError::NoneUp)?;
+        let to = c.backends[b]
+            .redirect_for(direct_tls)
+            .cloned()
+            .ok_or(RouteError::NoneUp)?;
         Ok(Action::Redirect(b, to))
     };
     match (c.self_backend, c.c2s.mode) {
@@ -344,7 +348,7 @@ async fn route(
     gauge: &mut ConnGauge,
 ) -> Result<forward::Outcome, SessionError> {
     let snap = shared.snapshot.load_full();
-    let decision = decide(&snap, &login);
+    let decision = decide(&snap, &login, client.kind == Kind::C2sTls);
     shared
         .metrics
         .handshake_duration

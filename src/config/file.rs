@@ -137,6 +137,7 @@ pub struct RawBackend {
     pub s2s: Option<String>,
     pub domain: Option<String>,
     pub redirect: Option<String>,
+    pub redirect_tls: Option<String>,
     pub weight: Option<u32>,
     pub tls: Option<bool>,
     pub proxy_protocol: Option<bool>,

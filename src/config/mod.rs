@@ -191,10 +191,25 @@ pub struct Backend {
     pub c2s: Option<SocketAddr>,
     pub s2s: Option<SocketAddr>,
     pub domain: Option<String>,
+    /// What see-other-host names for clients that came over STARTTLS (or plaintext).
     pub redirect: Option<HostPort>,
+    /// The same for clients that came over Direct TLS; `redirect` when unset.
+    pub redirect_tls: Option<HostPort>,
     pub weight: u32,
     pub tls: bool,
     pub proxy_protocol: bool,
+}
+
+impl Backend {
+    /// The redirect target for a client that arrived over Direct TLS (`direct_tls`) or
+    /// not: each transport is sent to the owner's address for the same transport.
+    pub fn redirect_for(&self, direct_tls: bool) -> Option<&HostPort> {
+        if direct_tls {
+            self.redirect_tls.as_ref().or(self.redirect.as_ref())
+        } else {
+            self.redirect.as_ref()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -440,6 +440,43 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         routes,
     };
 
+    if domains == Domains::Masked {
+        if listen.s2s_internal.is_empty() {
+            v.err(
+                "listen.s2s_internal",
+                "required with `domains: masked`: the backends send their outbound s2s there, \
+                 every message between users of different backends included",
+            );
+        }
+        for b in &backends {
+            if b.s2s.is_none() {
+                v.err(
+                    format!("backends.{}.s2s", b.name),
+                    "required with `domains: masked`: stanzas from users of the other backends \
+                     and of the federation are delivered there",
+                );
+            }
+        }
+    }
+    if !listen.c2s_tls.is_empty() {
+        for b in &backends {
+            if b.redirect.is_some() && b.redirect_tls.is_none() {
+                v.warnings.push(format!(
+                    "backends.{}.redirect_tls is not set: clients that came over Direct TLS \
+                     are redirected to `redirect`, a STARTTLS address",
+                    b.name
+                ));
+            }
+        }
+    }
+    if domains == Domains::Shared && !listen.s2s.is_empty() && listen.s2s_internal.is_empty() {
+        v.warnings.push(
+            "listen.s2s without listen.s2s_internal: the backends' own outbound s2s does not \
+             pass through dealer, so remote servers see them and not the public domain"
+                .to_string(),
+        );
+    }
+
     let limits = limits(&mut v, &raw);
 
     if v.errors.is_empty() {
@@ -493,6 +530,10 @@ fn backend(
         .redirect
         .as_deref()
         .and_then(|s| v.ok(&key("redirect"), HostPort::parse(s)));
+    let redirect_tls = b
+        .redirect_tls
+        .as_deref()
+        .and_then(|s| v.ok(&key("redirect_tls"), HostPort::parse(s)));
     let weight = b.weight.unwrap_or(1);
     if weight == 0 || weight > 1_000_000 {
         v.err(key("weight"), "must be between 1 and 1000000");
@@ -536,6 +577,7 @@ fn backend(
         s2s,
         domain,
         redirect,
+        redirect_tls,
         weight,
         tls: b.tls.unwrap_or(false),
         proxy_protocol: b.proxy_protocol.unwrap_or(false),
