@@ -93,7 +93,7 @@ fn the_demo_lets_users_on_different_backends_talk() {
         .stderr(err)
         .spawn()
         .expect("running .ci/demo");
-    let mut demo = Demo { child, dir };
+    let demo = Demo { child, dir };
     let http = std::net::SocketAddr::from(([127, 0, 0, 1], http));
     let up = wait_for(Duration::from_secs(60), || {
         http_get(http, "/readyz").ok().filter(|(s, _)| *s == 200)
