@@ -168,26 +168,6 @@ pub async fn accept_loop<F, Fut>(
 {
     let local = listener.local_addr().unwrap_or(cfg.addr);
     loop {
-        // Take a permit before accepting: at the limit, new clients wait in the
-        // kernel's backlog instead of being accepted and dropped.
-        let permit = match shared.conn_limits.total.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                shared.metrics.limit("connections");
-                warn!(
-                    listener = kind.label(),
-                    max = shared.conn_limits.max_total,
-                    "connection limit reached"
-                );
-                tokio::select! {
-                    p = shared.conn_limits.total.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return, // the semaphore is never closed
-                    },
-                    _ = stop.cancelled() => return,
-                }
-            }
-        };
         let accepted = tokio::select! {
             // Cancel-safe: an unfinished accept loses nothing.
             r = listener.accept() => r,
@@ -203,6 +183,13 @@ pub async fn accept_loop<F, Fut>(
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 continue;
             }
+        };
+        // The permit is taken after accept, so the limit counts connections, not
+        // accept loops waiting (each listener on each thread has one).
+        let Ok(permit) = shared.conn_limits.total.clone().try_acquire_owned() else {
+            shared.metrics.limit("connections");
+            refuse(tcp, kind, &shared);
+            continue;
         };
         // Socket options come from the listening socket (see `app::bind`).
         shared
@@ -221,6 +208,54 @@ pub async fn accept_loop<F, Fut>(
         };
         shared.tracker.spawn(handle(a, shared.clone()));
     }
+}
+
+/// Refused connections being answered at once, at most: beyond this they are closed
+/// without a word, so a flood cannot make dealer hold many sockets it refused.
+const MAX_REFUSING: usize = 64;
+
+/// Answer a connection over `limits.max_connections` at once rather than leave it in
+/// the kernel's queue until the client gives up: a stream error
+/// (`<resource-constraint/>`) on plaintext and STARTTLS listeners, a TCP close on
+/// Direct TLS ones (a stream error there would cost a TLS handshake per refusal).
+fn refuse(tcp: TcpStream, kind: Kind, shared: &Arc<Shared>) {
+    static REFUSING: Semaphore = Semaphore::const_new(MAX_REFUSING);
+    let ns = match kind {
+        Kind::C2s => crate::xml::NS_CLIENT,
+        Kind::S2s | Kind::S2sInternal => crate::xml::NS_SERVER,
+        Kind::C2sTls => {
+            shared
+                .metrics
+                .dropped(crate::metrics::DropReason::Connections, &"connection limit");
+            return;
+        }
+    };
+    let Ok(slot) = REFUSING.try_acquire() else {
+        shared
+            .metrics
+            .dropped(crate::metrics::DropReason::Connections, &"connection limit");
+        return;
+    };
+    let domain = shared.snapshot.load().config.domain.clone();
+    let metrics = shared.metrics.stream_errors.clone();
+    let max = shared.conn_limits.max_total;
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut out = crate::xml::header::write(ns, &domain, None, &crate::c2s::stream_id(), true);
+        let cond = crate::xml::StreamError::ResourceConstraint;
+        out.push_str(&cond.to_xml(
+            None,
+            Some(&format!(
+                "dealer is at its limit of {max} connections; try again later"
+            )),
+        ));
+        metrics.with_label_values(&[cond.name()]).inc();
+        let mut s = crate::stream::XmlStream::new(
+            crate::net::Conn::Plain(tcp),
+            crate::xml::FrameLimits::default(),
+        );
+        s.close_with(out.as_bytes()).await;
+    });
 }
 
 #[cfg(test)]

@@ -57,6 +57,45 @@ impl XmlStream {
         }
     }
 
+    /// Like `next_frame`, but answers `None` — reading nothing further — once the
+    /// buffered bytes begin a new stream: an XML declaration or a `<qname` stream
+    /// header, which a client pipelines behind its authentication to restart at
+    /// once. Those bytes stay in the buffer for whoever reads the new stream.
+    pub async fn next_frame_before_restart(
+        &mut self,
+        qname: &str,
+    ) -> Result<Option<Frame>, StreamIoError> {
+        loop {
+            let rest = &self.buf[self
+                .buf
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count()..];
+            let header = |s: &[u8]| -> bool {
+                s.len() > qname.len()
+                    && s[0] == b'<'
+                    && &s[1..=qname.len()] == qname.as_bytes()
+                    && matches!(
+                        s[qname.len() + 1],
+                        b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'
+                    )
+            };
+            if rest.starts_with(b"<?xml") || header(rest) {
+                return Ok(None);
+            }
+            // A start that may still turn into one of those: wait for more.
+            let undecided = !rest.is_empty()
+                && (b"<?xml".starts_with(rest)
+                    || (rest[0] == b'<'
+                        && rest.len() <= qname.len() + 1
+                        && qname.as_bytes().starts_with(&rest[1..])));
+            if !undecided && let Some(f) = self.framer.parse(&self.buf)? {
+                return Ok(Some(f));
+            }
+            self.fill().await?;
+        }
+    }
+
     /// Read once more into the buffer.
     pub async fn fill(&mut self) -> Result<(), StreamIoError> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {

@@ -106,6 +106,7 @@ pub async fn authenticate(
             .send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>")
             .await?;
         close_backend(&mut bs).await;
+        c.failed_login(shared)?;
         return Ok(Outcome::Retry);
     }
     let user = login
@@ -129,6 +130,9 @@ pub async fn authenticate(
     }
     drop(login.first);
     let scope = Scope::from_header(&bs.header);
+    // Set when the client pipelined its stream restart behind its authentication
+    // (XEP-0305 style): those bytes wait for the verdict, unread.
+    let mut client_restarting = false;
     loop {
         tokio::select! {
             // Both branches are cancel-safe: `next_frame` keeps partial input in the
@@ -172,6 +176,7 @@ pub async fn authenticate(
                     Verdict::Failure => {
                         result_metric("failure");
                         close_backend(&mut bs).await;
+                        c.failed_login(shared)?;
                         return Ok(Outcome::Retry);
                     }
                     Verdict::Registered => {
@@ -186,8 +191,18 @@ pub async fn authenticate(
                     }
                 }
             }
-            r = c.stream.next_frame() => {
-                let frame = r?;
+            r = c.stream.next_frame_before_restart(&c.header.qname), if !client_restarting => {
+                let Some(frame) = r? else {
+                    if !matches!(login.kind, LoginKind::Sasl(_)) {
+                        // Only SASL restarts the stream after success.
+                        return Err(SessionError::stream(
+                            StreamError::NotWellFormed,
+                            "a new stream before the outcome of authentication",
+                        ));
+                    }
+                    client_restarting = true;
+                    continue;
+                };
                 let len = frame.len();
                 match frame {
                     Frame::Element { .. } => {
@@ -251,7 +266,11 @@ fn verdict(kind: &LoginKind, e: &Element) -> Verdict {
             if e.is("iq", NS_CLIENT) && e.attr("id") == Some(id.as_str()) =>
         {
             match (kind, e.attr("type")) {
-                (LoginKind::IqAuth { .. }, Some("result")) => Verdict::Success,
+                // XEP-0078 §3: success is an empty result. A result with content (the
+                // fields form Prosody sends for an incomplete request) is no login.
+                (LoginKind::IqAuth { .. }, Some("result")) if e.elements().next().is_none() => {
+                    Verdict::Success
+                }
                 (LoginKind::IqAuth { .. }, _) => Verdict::Failure,
                 _ => Verdict::Registered,
             }

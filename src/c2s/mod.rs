@@ -108,6 +108,8 @@ pub struct Client {
     pub stream_id: String,
     /// The span's user and backend fields are set (on the first routed login).
     pub span_recorded: bool,
+    /// Logins refused on this stream so far (`limits.max_failed_logins`).
+    pub failed_logins: u32,
 }
 
 impl Client {
@@ -137,6 +139,23 @@ impl Client {
         self.stream
             .stream_error(&shared.metrics, header, cond, content, text)
             .await;
+    }
+
+    /// Count a refused login (SASL, SASL2 or iq:auth, refused by dealer or by the
+    /// backend; the client has had its answer). Past `limits.max_failed_logins` the
+    /// stream ends: without this, a client could try passwords for as long as the
+    /// handshake deadline lasts.
+    pub fn failed_login(&mut self, shared: &Shared) -> Result<(), SessionError> {
+        self.failed_logins += 1;
+        let max = shared.snapshot.load().config.limits.max_failed_logins;
+        if max > 0 && self.failed_logins >= max {
+            shared.metrics.limit("failed_logins");
+            return Err(SessionError::stream(
+                StreamError::PolicyViolation,
+                format!("{} failed logins on this stream", self.failed_logins),
+            ));
+        }
+        Ok(())
     }
 
     /// Write `bytes` and close the connection, within a second.
@@ -259,6 +278,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         header_sent: false,
         stream_id: stream_id(),
         span_recorded: false,
+        failed_logins: 0,
     };
     let handshake = async {
         // Each phase's state machine is boxed: the session task itself stays small, so
@@ -365,6 +385,7 @@ async fn route(
                 .inc();
             info!(error = %e, "unroutable username");
             preauth::refuse(client, &login, "not-authorized", &e.to_string()).await?;
+            client.failed_login(shared)?;
             return Ok(forward::Outcome::Retry);
         }
         Err(e) => {

@@ -14,6 +14,7 @@ use super::{Client, Login, LoginKind, SessionError};
 use crate::app::Shared;
 use crate::config::{Mechanism, StartTls};
 use crate::listener::{Kind, SourceSlot};
+use crate::metrics::DropReason;
 use crate::net::Conn;
 use crate::proxy_protocol::ProxyInfo;
 use crate::snapshot::Snapshot;
@@ -51,26 +52,22 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
         .max_connections_per_source;
     let slot = shared.conn_limits.admit(c.peer.ip(), max);
     if c.kind == Kind::C2sTls {
+        if slot.is_none() {
+            // A stream error could only be read through TLS: a refusal would cost a
+            // handshake. Close instead.
+            shared.metrics.limit("connections_per_source");
+            return Err(SessionError::Dropped(
+                DropReason::ConnectionsPerSource,
+                format!("too many connections from {}", c.peer.ip()),
+            ));
+        }
         let Conn::Plain(tcp) = c.stream.take_conn() else {
             return Err(SessionError::Gone("not a TCP connection".into()));
         };
-        let accept = tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone())
-            .accept(crate::net::TlsTcp::direct(tcp));
-        let tls = if slot.is_some() {
-            accept.await.map_err(SessionError::Tls)?
-        } else {
-            // A refused Direct TLS client still gets its stream error through TLS,
-            // which is all it can read, but only if the handshake is quick.
-            match tokio::time::timeout(std::time::Duration::from_secs(2), accept).await {
-                Ok(r) => r.map_err(SessionError::Tls)?,
-                Err(_) => {
-                    shared.metrics.limit("connections_per_source");
-                    return Err(SessionError::Gone(
-                        "too many connections from the source".into(),
-                    ));
-                }
-            }
-        };
+        let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone())
+            .accept(crate::net::TlsTcp::direct(tcp))
+            .await
+            .map_err(SessionError::Tls)?;
         c.stream.conn = Conn::Tls(Box::new(tls.into()));
     }
     match slot {
@@ -342,12 +339,14 @@ async fn sasl(
     if starttls_required(c) {
         c.stream.consume_zeroed(len);
         sasl_failure(c, "encryption-required", "STARTTLS first").await?;
+        c.failed_login(shared)?;
         return Ok(None);
     }
     let name = e.attr("mechanism").unwrap_or_default();
     let Some(mech) = Mechanism::from_name(name).filter(|m| snap.mechanisms().contains(m)) else {
         c.stream.consume_zeroed(len);
         sasl_failure(c, "invalid-mechanism", "").await?;
+        c.failed_login(shared)?;
         return Ok(None);
     };
     login_allowed(c, shared, snap)?;
@@ -360,6 +359,7 @@ async fn sasl(
     let (data, first) = match initial {
         Err(_) => {
             sasl_failure(c, "incorrect-encoding", "").await?;
+            c.failed_login(shared)?;
             return Ok(None);
         }
         Ok(Some(d)) => (d, first),
@@ -374,14 +374,17 @@ async fn sasl(
             c.stream.consume_zeroed(rlen);
             if r.is("abort", NS_SASL) {
                 sasl_failure(c, "aborted", "").await?;
+                c.failed_login(shared)?;
                 return Ok(None);
             }
             if !r.is("response", NS_SASL) {
                 sasl_failure(c, "malformed-request", "expected <response/>").await?;
+                c.failed_login(shared)?;
                 return Ok(None);
             }
             let Ok(Some(d)) = decode_sasl(&text) else {
                 sasl_failure(c, "incorrect-encoding", "").await?;
+                c.failed_login(shared)?;
                 return Ok(None);
             };
             // Written straight into a zeroed-on-drop buffer of the final size, so no
@@ -406,10 +409,12 @@ async fn sasl(
             Ok(u) => Some(u),
             Err(PeekError::ChannelBinding) => {
                 sasl_failure(c, "malformed-request", "channel binding is not offered").await?;
+                c.failed_login(shared)?;
                 return Ok(None);
             }
             Err(err) => {
                 sasl_failure(c, "malformed-request", &err.to_string()).await?;
+                c.failed_login(shared)?;
                 return Ok(None);
             }
         },
@@ -459,6 +464,15 @@ async fn iq(
             Ok(None)
         }
         ("set", Some(q), _) => {
+            if !complete_iq_auth(q) {
+                // XEP-0078 §3: a `set` that lacks a field (or asks for digest, which
+                // dealer never offers) is answered here and never reaches a backend —
+                // which would answer it with a `result` carrying the fields form.
+                c.stream.consume_zeroed(len);
+                iq_error(c, &id, "modify", "not-acceptable", "406", NS_IQ_AUTH).await?;
+                c.failed_login(shared)?;
+                return Ok(None);
+            }
             let kind = LoginKind::IqAuth { id: id.clone() };
             iq_login(c, shared, snap, q, len, NS_IQ_AUTH, kind, &id).await
         }
@@ -519,9 +533,23 @@ async fn iq_login(
         })),
         None => {
             iq_error(c, id, "modify", "not-acceptable", "406", ns).await?;
+            c.failed_login(shared)?;
             Ok(None)
         }
     }
+}
+
+/// An XEP-0078 `set` dealer forwards: a username, a password and a resource, and
+/// nothing dealer did not offer (no `<digest/>`, which binds the stream id).
+fn complete_iq_auth(q: &Element) -> bool {
+    let filled = |name: &str| {
+        q.child(name, NS_IQ_AUTH)
+            .is_some_and(|e| !e.text().trim().is_empty())
+    };
+    filled("username")
+        && q.child("password", NS_IQ_AUTH).is_some()
+        && filled("resource")
+        && q.child("digest", NS_IQ_AUTH).is_none()
 }
 
 async fn iq_error(

@@ -25,7 +25,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
-    pub backends: BTreeMap<String, RawBackend>,
+    pub backends: RawBackends,
     #[serde(default)]
     pub health: RawHealth,
     #[serde(default)]
@@ -130,6 +130,46 @@ pub struct RawRange {
     pub backend: String,
 }
 
+/// The `backends` map, with the names written more than once (YAML maps keep only
+/// the last of a repeated key; validation reports them instead).
+#[derive(Debug, Default)]
+pub struct RawBackends {
+    pub map: BTreeMap<String, RawBackend>,
+    pub duplicates: Vec<String>,
+}
+
+impl std::ops::Deref for RawBackends {
+    type Target = BTreeMap<String, RawBackend>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBackends {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBackends;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of backend names to backends")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawBackends, E> {
+                Ok(RawBackends::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawBackends, A::Error> {
+                let mut out = RawBackends::default();
+                while let Some((k, v)) = map.next_entry::<String, RawBackend>()? {
+                    if out.map.insert(k.clone(), v).is_some() {
+                        out.duplicates.push(k);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
@@ -168,6 +208,8 @@ pub struct RawS2s {
     pub resolver: Option<String>,
     #[serde(default)]
     pub routes: BTreeMap<String, String>,
+    pub queue_bytes_per_link: Option<u64>,
+    pub queue_bytes: Option<u64>,
 }
 
 impl fmt::Debug for RawS2s {
@@ -181,6 +223,8 @@ impl fmt::Debug for RawS2s {
             .field("internal_allow", &self.internal_allow)
             .field("resolver", &self.resolver)
             .field("routes", &self.routes)
+            .field("queue_bytes_per_link", &self.queue_bytes_per_link)
+            .field("queue_bytes", &self.queue_bytes)
             .finish()
     }
 }
@@ -205,6 +249,7 @@ pub struct RawLimits {
     pub max_connections: Option<RawCount>,
     pub max_connections_per_source: Option<u64>,
     pub logins_per_source_per_second: Option<u64>,
+    pub max_failed_logins: Option<u64>,
 }
 
 /// Parse YAML text into the raw structs; serde_yaml's error names the key path where it

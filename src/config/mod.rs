@@ -234,6 +234,10 @@ pub struct S2s {
     pub internal_allow: Vec<IpNet>,
     pub resolver: Option<SocketAddr>,
     pub routes: BTreeMap<String, HostPort>,
+    /// Bytes of stanzas one link may hold while it comes up or its peer is slow.
+    pub queue_bytes_per_link: usize,
+    /// Bytes of stanzas all links together may hold.
+    pub queue_bytes: usize,
 }
 
 impl fmt::Debug for S2s {
@@ -247,6 +251,8 @@ impl fmt::Debug for S2s {
             .field("internal_allow", &self.internal_allow)
             .field("resolver", &self.resolver)
             .field("routes", &self.routes)
+            .field("queue_bytes_per_link", &self.queue_bytes_per_link)
+            .field("queue_bytes", &self.queue_bytes)
             .finish()
     }
 }
@@ -272,6 +278,8 @@ pub struct Limits {
     pub max_connections_per_source: u64,
     /// 0 = unlimited.
     pub logins_per_source_per_second: u64,
+    /// Refused logins one stream may have before it is closed; 0 = unlimited.
+    pub max_failed_logins: u32,
 }
 
 /// One problem in a configuration, with the key it concerns (`routing.ranges[1].to`).

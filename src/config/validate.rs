@@ -15,6 +15,13 @@ use super::*;
 use crate::routing::normalise::normalise;
 use crate::routing::ranges::{row_is_empty, rows_overlap};
 
+/// Upper bounds of the duration keys (README, Configuration).
+pub const MAX_HANDSHAKE: Duration = Duration::from_secs(600);
+/// `limits.backend_connect_timeout`, `health.timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+pub const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
+pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+
 /// The most backends a routing table can index (entries are `u16`).
 pub const MAX_BACKENDS: usize = 4096;
 
@@ -36,20 +43,49 @@ impl Check {
         r.map_err(|e| self.err(key, e)).ok()
     }
 
-    fn duration(&mut self, key: &str, raw: &Option<String>, default: Duration) -> Duration {
+    /// A duration no longer than `max`: every duration key has an upper bound, so a
+    /// typo (`30m` for `30s`) cannot hold connections or a shutdown for hours.
+    fn duration(
+        &mut self,
+        key: &str,
+        raw: &Option<String>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
         match raw {
             None => default,
-            Some(s) => self.ok(key, parse_duration(s)).unwrap_or(default),
+            Some(s) => match self.ok(key, parse_duration(s)) {
+                Some(d) if d > max => {
+                    self.err(
+                        key,
+                        format!(
+                            "`{s}` is longer than the most this key allows ({})",
+                            humantime::format_duration(max)
+                        ),
+                    );
+                    default
+                }
+                Some(d) => d,
+                None => default,
+            },
         }
     }
 
     fn socket_addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
-        self.ok(
+        let a = self.ok(
             key,
             s.parse::<SocketAddr>().map_err(|_| {
                 format!("`{s}` is not an IP address with a port (e.g. 127.0.0.1:5222 or [::]:5222)")
             }),
-        )
+        )?;
+        if a.port() == 0 {
+            self.err(
+                key,
+                format!("`{s}`: port 0 is not a port to listen on or connect to"),
+            );
+            return None;
+        }
+        Some(a)
     }
 
     fn word<T: Copy>(
@@ -92,6 +128,12 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     };
 
     // Backends first: most other keys name one.
+    for name in &raw.backends.duplicates {
+        v.err(
+            format!("backends.{name}"),
+            "listed twice: a YAML map keeps only one of them",
+        );
+    }
     let names: Vec<&String> = raw.backends.keys().collect();
     if names.is_empty() {
         v.err("backends", "at least one backend is required");
@@ -152,6 +194,28 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
                         format!("`{d}` is also the domain of backend `{other}`"),
                     );
                 }
+            }
+        }
+    }
+
+    // One server at one address serves a domain once: two backends there would be
+    // one backend dealt twice the users (with masked domains, one server may serve
+    // two internal domains).
+    let mut at: BTreeMap<(SocketAddr, Option<&str>), &str> = BTreeMap::new();
+    for b in &backends {
+        let serves = match domains {
+            Domains::Masked => b.domain.as_deref(),
+            Domains::Shared => None,
+        };
+        for (k, addr) in [("c2s", b.c2s), ("s2s", b.s2s)] {
+            let Some(addr) = addr else { continue };
+            if let Some(other) = at.insert((addr, serves), b.name.as_str())
+                && other != b.name
+            {
+                v.err(
+                    format!("backends.{}.{k}", b.name),
+                    format!("{addr} is also backend `{other}`, serving the same domain"),
+                );
             }
         }
     }
@@ -359,11 +423,13 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             "health.interval",
             &raw.health.interval,
             Duration::from_secs(5),
+            MAX_HEALTH_INTERVAL,
         ),
         timeout: v.duration(
             "health.timeout",
             &raw.health.timeout,
             Duration::from_secs(2),
+            MAX_TIMEOUT,
         ),
         rise: positive(&mut v, "health.rise", raw.health.rise, 2),
         fall: positive(&mut v, "health.fall", raw.health.fall, 3),
@@ -377,6 +443,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             "shutdown.grace",
             &raw.shutdown.grace,
             Duration::from_secs(30),
+            MAX_GRACE,
         ),
     };
 
@@ -432,12 +499,36 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             routes.insert(d, t);
         }
     }
+    let queue_bytes = bytes_key(
+        &mut v,
+        "s2s.queue_bytes",
+        raw.s2s.queue_bytes,
+        64 << 20,
+        1 << 20,
+        1 << 40,
+    );
+    let queue_bytes_per_link = bytes_key(
+        &mut v,
+        "s2s.queue_bytes_per_link",
+        raw.s2s.queue_bytes_per_link,
+        (8 << 20).min(queue_bytes),
+        64 << 10,
+        1 << 40,
+    );
+    if queue_bytes_per_link > queue_bytes {
+        v.err(
+            "s2s.queue_bytes_per_link",
+            "must not exceed s2s.queue_bytes (the bound on all links together)",
+        );
+    }
     let s2s = S2s {
         dialback_secret,
         domain_backend,
         internal_allow,
         resolver,
         routes,
+        queue_bytes_per_link,
+        queue_bytes,
     };
 
     if domains == Domains::Masked {
@@ -677,6 +768,8 @@ fn limits(v: &mut Check, raw: &RawConfig) -> Limits {
     );
     let max_depth = bounded("limits.max_depth", l.max_depth, 32, 4, 1024);
     let max_attributes = bounded("limits.max_attributes", l.max_attributes, 64, 8, 4096);
+    let max_failed_logins =
+        bounded("limits.max_failed_logins", l.max_failed_logins, 5, 0, 1000) as u32;
     let max_connections = match &l.max_connections {
         None => MaxConnections::Auto,
         Some(RawCount::Word(w)) if w == "auto" => MaxConnections::Auto,
@@ -694,11 +787,13 @@ fn limits(v: &mut Check, raw: &RawConfig) -> Limits {
             "limits.handshake_timeout",
             &l.handshake_timeout,
             Duration::from_secs(30),
+            MAX_HANDSHAKE,
         ),
         backend_connect_timeout: v.duration(
             "limits.backend_connect_timeout",
             &l.backend_connect_timeout,
             Duration::from_secs(10),
+            MAX_TIMEOUT,
         ),
         max_header_bytes,
         max_stanza_bytes,
@@ -707,6 +802,26 @@ fn limits(v: &mut Check, raw: &RawConfig) -> Limits {
         max_connections,
         max_connections_per_source: l.max_connections_per_source.unwrap_or(1000),
         logins_per_source_per_second: l.logins_per_source_per_second.unwrap_or(50),
+        max_failed_logins,
+    }
+}
+
+/// A size in bytes between `min` and `max`.
+fn bytes_key(
+    v: &mut Check,
+    key: &str,
+    value: Option<u64>,
+    default: usize,
+    min: u64,
+    max: u64,
+) -> usize {
+    match value {
+        None => default,
+        Some(x) if x < min || x > max => {
+            v.err(key, format!("must be between {min} and {max} bytes"));
+            default
+        }
+        Some(x) => usize::try_from(x).unwrap_or(usize::MAX),
     }
 }
 

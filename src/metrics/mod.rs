@@ -26,7 +26,7 @@ pub const PEEK_KINDS: [&str; 6] = [
 ];
 pub const OUTCOMES: [&str; 3] = ["redirect", "forward", "error"];
 /// Limits of DESIGN.md §6, the `limit` label.
-pub const LIMITS: [&str; 9] = [
+pub const LIMITS: [&str; 11] = [
     "header_bytes",
     "stanza_bytes",
     "depth",
@@ -36,6 +36,8 @@ pub const LIMITS: [&str; 9] = [
     "connections_per_source",
     "logins_per_source",
     "s2s_internal_allow",
+    "failed_logins",
+    "s2s_queue_bytes",
 ];
 /// Stream error conditions dealer sends.
 pub const CONDITIONS: [&str; 18] = [
@@ -135,6 +137,8 @@ pub struct Metrics {
     /// (routed | masked | bounced | dropped | rejected; masked counts the stanzas whose
     /// JIDs were rewritten, which are also routed).
     pub s2s_stanzas: IntCounterVec,
+    /// Bytes of stanzas waiting in s2s link queues (bounded by `s2s.queue_bytes`).
+    pub s2s_queued_bytes: IntGauge,
     /// Sessions closed by a re-deal because their user moved to another backend.
     pub redeal_closed: prometheus::IntCounter,
     /// Of the `splice` relay's bytes, those moved by splice(2) (bursts) rather than
@@ -308,6 +312,16 @@ impl Metrics {
                 r.register(Box::new(c.clone()))
                     .expect("metric names are unique");
                 c
+            },
+            s2s_queued_bytes: {
+                let g = IntGauge::new(
+                    names::S2S_QUEUED_BYTES,
+                    "Bytes of stanzas waiting in s2s link queues (never above s2s.queue_bytes).",
+                )
+                .expect("static metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric names are unique");
+                g
             },
             session_drops: counter(
                 &r,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,8 @@ const CONNECT: Duration = Duration::from_secs(5);
 /// Bytes gathered from the queue before one write.
 const BATCH: usize = 64 * 1024;
 /// Stanzas a link may hold while it comes up or while its peer is slow to read;
-/// beyond that, new ones are bounced with `resource-constraint`.
+/// beyond that (or beyond the bounds in bytes, `s2s.queue_bytes_per_link` and
+/// `s2s.queue_bytes`), new ones are bounced with `resource-constraint`.
 pub const QUEUE: usize = 10_000;
 /// A peer that takes longer than this to take a batch is dropped.
 const WRITE: Duration = Duration::from_secs(60);
@@ -101,34 +103,122 @@ impl LinkError {
     }
 }
 
-/// The queues of the live links.
+/// The queues of the live links, and what they hold in bytes.
 #[derive(Default)]
 pub struct Links {
-    map: Mutex<HashMap<LinkKey, mpsc::Sender<Stanza>>>,
+    map: Mutex<HashMap<LinkKey, Queue>>,
+    /// Bytes queued on every link together (`s2s.queue_bytes`).
+    queued: Arc<AtomicUsize>,
+}
+
+/// One link's queue: its channel, and the bytes in it (`s2s.queue_bytes_per_link`).
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A stanza in a link's queue. Its bytes count against both bounds until it leaves
+/// the queue's hands — written, bounced or dropped — whichever way that happens.
+pub struct Queued {
+    st: Stanza,
+    charge: usize,
+    link: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.link.fetch_sub(self.charge, Ordering::AcqRel);
+        let left = self.total.fetch_sub(self.charge, Ordering::AcqRel) - self.charge;
+        self.gauge.set(left as i64);
+    }
+}
+
+/// What a queued stanza costs: its bytes, its addressing, and a little for the queue.
+fn charge(st: &Stanza) -> usize {
+    st.bytes.len() + st.from.len() + st.to.len() + st.id.as_ref().map_or(0, String::len) + 64
+}
+
+/// Add `n` to `counter` unless that passes `max`.
+fn reserve(counter: &AtomicUsize, n: usize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            c.checked_add(n).filter(|&x| x <= max)
+        })
+        .is_ok()
 }
 
 impl Links {
-    /// Queue `st` on the link for `key`, starting the link if there is none. A full
-    /// queue (a peer that does not keep up) bounces the stanza.
+    /// Queue `st` on the link for `key`, starting the link if there is none. A stanza
+    /// that would take the link's queue, or all queues together, past their bounds
+    /// in bytes (or a queue past `QUEUE` stanzas) is bounced with
+    /// `resource-constraint`: reading on and bouncing keeps every other link moving,
+    /// where stopping to read would block them all behind one slow peer.
     pub fn send(&self, shared: &Arc<Shared>, key: LinkKey, st: Stanza) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let st = match map.get(&key) {
-            Some(tx) => match tx.try_send(st) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(st)) => {
-                    drop(map);
-                    super::bounce(shared, &st, Condition::ResourceConstraint);
-                    return;
-                }
-                // The link ended between our lookup and its cleanup: start a new one.
-                Err(mpsc::error::TrySendError::Closed(st)) => st,
-            },
-            None => st,
+        let (per_link, total) = {
+            let snap = shared.snapshot.load();
+            (
+                snap.config.s2s.queue_bytes_per_link,
+                snap.config.s2s.queue_bytes,
+            )
         };
+        let n = charge(&st);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let existing = map.get(&key).filter(|q| !q.tx.is_closed()).cloned();
+        let link_bytes = existing
+            .as_ref()
+            .map(|q| q.bytes.clone())
+            .unwrap_or_default();
+        if !reserve(&self.queued, n, total) {
+            drop(map);
+            return self.refuse(shared, &st);
+        }
+        if !reserve(&link_bytes, n, per_link) {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            drop(map);
+            return self.refuse(shared, &st);
+        }
+        let gauge = shared.metrics.s2s_queued_bytes.clone();
+        gauge.set(self.queued.load(Ordering::Acquire) as i64);
+        let item = Queued {
+            st,
+            charge: n,
+            link: link_bytes.clone(),
+            total: self.queued.clone(),
+            gauge,
+        };
+        if let Some(q) = existing {
+            match q.tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    drop(map);
+                    let st = item.st.clone();
+                    drop(item);
+                    self.refuse(shared, &st);
+                }
+                // Closed between the check and the send: its task is ending and will
+                // not read this; the stanza goes back through `send`.
+                Err(mpsc::error::TrySendError::Closed(item)) => {
+                    drop(map);
+                    let st = item.st.clone();
+                    drop(item);
+                    self.send(shared, key, st);
+                }
+            }
+            return;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         // A new channel has room, so this send cannot fail.
-        let _ = tx.try_send(st);
-        map.insert(key.clone(), tx.clone());
+        let _ = tx.try_send(item);
+        map.insert(
+            key.clone(),
+            Queue {
+                tx: tx.clone(),
+                bytes: link_bytes,
+            },
+        );
         drop(map);
         let shared = shared.clone();
         let span =
@@ -136,20 +226,30 @@ impl Links {
         tokio::spawn(run(shared, key, tx, rx).instrument(span));
     }
 
+    fn refuse(&self, shared: &Arc<Shared>, st: &Stanza) {
+        shared.metrics.limit("s2s_queue_bytes");
+        super::bounce(shared, st, Condition::ResourceConstraint);
+    }
+
     /// Forget `key` if it still maps to `tx` (a newer link may have replaced it).
-    fn remove(&self, key: &LinkKey, tx: &mpsc::Sender<Stanza>) {
+    fn remove(&self, key: &LinkKey, tx: &mpsc::Sender<Queued>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(key).is_some_and(|t| t.same_channel(tx)) {
+        if map.get(key).is_some_and(|q| q.tx.same_channel(tx)) {
             map.remove(key);
         }
+    }
+
+    /// Bytes queued on all links now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 }
 
 async fn run(
     shared: Arc<Shared>,
     key: LinkKey,
-    tx: mpsc::Sender<Stanza>,
-    mut rx: mpsc::Receiver<Stanza>,
+    tx: mpsc::Sender<Queued>,
+    mut rx: mpsc::Receiver<Queued>,
 ) {
     let gauge = shared.metrics.s2s_streams.with_label_values(&["out"]);
     gauge.inc();
@@ -166,8 +266,8 @@ async fn run(
             drop(tx);
             rx.close();
             let cond = e.condition();
-            while let Ok(st) = rx.try_recv() {
-                super::bounce(&shared, &st, cond);
+            while let Ok(q) = rx.try_recv() {
+                super::bounce(&shared, &q.st, cond);
             }
             gauge.dec();
             return;
@@ -176,7 +276,7 @@ async fn run(
     info!("s2s link up");
     let mut bytes = Vec::with_capacity(4096);
     // The stanzas of the batch being written, so a failed write can bounce each one.
-    let mut batch: Vec<Stanza> = Vec::new();
+    let mut batch: Vec<Queued> = Vec::new();
     let mut idle_until = Instant::now() + IDLE;
     loop {
         tokio::select! {
@@ -184,12 +284,12 @@ async fn run(
                 let Some(st) = st else { break };
                 bytes.clear();
                 batch.clear();
-                bytes.extend_from_slice(&st.bytes);
+                bytes.extend_from_slice(&st.st.bytes);
                 batch.push(st);
                 while bytes.len() < BATCH {
                     match rx.try_recv() {
                         Ok(more) => {
-                            bytes.extend_from_slice(&more.bytes);
+                            bytes.extend_from_slice(&more.st.bytes);
                             batch.push(more);
                         }
                         Err(_) => break,
@@ -204,12 +304,17 @@ async fn run(
                 if !matches!(written, Ok(Ok(()))) {
                     debug!("s2s link write failed or timed out");
                     // These may or may not have arrived: tell their senders.
-                    for st in batch.drain(..) {
-                        super::bounce(&shared, &st, Condition::RemoteServerTimeout);
+                    for q in batch.drain(..) {
+                        super::bounce(&shared, &q.st, Condition::RemoteServerTimeout);
                     }
                     break;
                 }
                 shared.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(batch.len() as u64);
+                // Written: their bytes leave the queue's account.
+                batch.clear();
+                if bytes.capacity() > 4 * BATCH {
+                    bytes = Vec::with_capacity(4096);
+                }
                 idle_until = Instant::now() + IDLE;
             }
             f = s.next_frame() => {
@@ -260,7 +365,9 @@ async fn run(
             .inc_by(dropped);
     } else {
         // Anything still queued goes out on a fresh link (which bounces it if it fails).
-        while let Ok(st) = rx.try_recv() {
+        while let Ok(q) = rx.try_recv() {
+            let st = q.st.clone();
+            drop(q);
             shared.s2s.links.send(&shared, key.clone(), st);
         }
     }

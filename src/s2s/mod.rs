@@ -96,7 +96,7 @@ fn deliver(shared: &Arc<Shared>, snap: &Snapshot, key: LinkKey, mut st: Stanza) 
         };
         match crate::rewrite::rewrite(&st.bytes, rule, &mut out) {
             Ok(true) => {
-                st.bytes = out.into();
+                st.bytes = stanza::hold(&out);
                 shared
                     .metrics
                     .s2s_stanzas

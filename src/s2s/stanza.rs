@@ -27,6 +27,25 @@ impl Kind {
     }
 }
 
+/// Stanzas this long are held in memory of their own, mapped from the system, rather
+/// than the allocator's heap: a flood of them may fill the federation queues to their
+/// bound, and such memory goes back to the system as each one leaves its queue
+/// (heap memory freed in the middle of an arena stays with the process).
+const OWN_MAPPING: usize = 64 * 1024;
+
+/// A copy of `bytes` to keep while a stanza waits for its link.
+pub fn hold(bytes: &[u8]) -> Bytes {
+    if bytes.len() >= OWN_MAPPING
+        && let Ok(mut map) = memmap2::MmapMut::map_anon(bytes.len())
+    {
+        map.copy_from_slice(bytes);
+        if let Ok(map) = map.make_read_only() {
+            return Bytes::from_owner(map);
+        }
+    }
+    Bytes::copy_from_slice(bytes)
+}
+
 #[derive(Debug, Clone)]
 pub struct Stanza {
     pub bytes: Bytes,
@@ -81,7 +100,7 @@ impl Stanza {
             _ => return Ok(None),
         };
         Ok(Some(Stanza {
-            bytes: Bytes::copy_from_slice(bytes),
+            bytes: hold(bytes),
             kind,
             from: h.from.map(|c| c.into_owned()).unwrap_or_default(),
             to: h.to.map(|c| c.into_owned()).unwrap_or_default(),

@@ -136,6 +136,16 @@ impl Raw {
         (self.text(), start.elapsed())
     }
 
+    /// Read until the peer closes or `limit` passes; returns everything and whether
+    /// it closed.
+    pub fn read_to_close_or(&mut self, limit: Duration) -> (String, bool) {
+        let start = Instant::now();
+        while !self.closed && start.elapsed() < limit {
+            self.read_some();
+        }
+        (self.text(), self.closed)
+    }
+
     pub fn is_closed(&mut self) -> bool {
         self.read_some();
         self.closed

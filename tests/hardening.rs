@@ -1,0 +1,371 @@
+//! Faults an adversarial run found, each shown against real parts:
+//!
+//! - legacy auth: only a complete `set` reaches a backend, and only an empty `result`
+//!   counts as a login (Prosody answers an incomplete `set` with a `result` carrying
+//!   the fields form; jabberd2 too is checked);
+//! - a per-stream limit on failed logins, over SASL and iq:auth;
+//! - `limits.max_connections` counts connections exactly and refuses at once;
+//! - a client that pipelines its stream restart (with an XML declaration) behind its
+//!   authentication logs in;
+//! - federation queues bounded in bytes, in total and per link.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::dealer::{Dealer, backend_yaml};
+use common::jabberd2::Jabberd2Spec;
+use common::prosody::ProsodySpec;
+use common::raw::{HEADER, Raw};
+use common::{free_port, wait_for};
+
+const PW: &str = "s3cret";
+const SECS: Duration = Duration::from_secs(5);
+
+fn plain(user: &str, pw: &str) -> String {
+    format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+    )
+}
+
+fn iq_set(id: &str, fields: &str) -> String {
+    format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:auth'>{fields}</query></iq>")
+}
+
+/// Incomplete or digest `set`s are answered by dealer with 406 and never forwarded;
+/// the stream stays unauthenticated. Then a complete one logs in.
+fn legacy_auth_variants(d: &Dealer, user: &str, what: &str) {
+    let peeks = d.metric("dealer_auth_peeks_total{mechanism=\"iq-auth\"}");
+    for (i, fields) in [
+        format!("<username>{user}</username><resource>r</resource>"),
+        format!("<username>{user}</username><password>{PW}</password>"),
+        format!("<username>{user}</username><password>{PW}</password><resource></resource>"),
+        format!("<username>{user}</username><digest>0123456789abcdef</digest><resource>r</resource>"),
+        format!("<username>{user}</username><password>{PW}</password><digest>00</digest><resource>r</resource>"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = Raw::plain(d.c2s_plain);
+        r.send(HEADER.replace(" version='1.0'", ""));
+        r.send(iq_set(&format!("v{i}"), fields));
+        let got = r.expect("</iq>", SECS);
+        assert!(
+            got.contains(&format!("<iq type='error' id='v{i}'>"))
+                && got.contains("code='406' type='modify'")
+                && got.contains("<not-acceptable"),
+            "{what}: {fields}: {got}"
+        );
+        // Still before authentication: a stanza ends the stream, nothing is relayed.
+        r.send("<message to='x@example.com'><body>hi</body></message>");
+        let (got, _) = r.read_to_close(SECS);
+        assert!(got.contains("<not-authorized"), "{what}: {fields}: {got}");
+    }
+    assert_eq!(
+        d.metric("dealer_auth_peeks_total{mechanism=\"iq-auth\"}"),
+        peeks,
+        "{what}: no incomplete set was routed"
+    );
+    let mut r = Raw::plain(d.c2s_plain);
+    r.send(HEADER.replace(" version='1.0'", ""));
+    r.send(iq_set(
+        "ok",
+        &format!("<username>{user}</username><password>{PW}</password><resource>r</resource>"),
+    ));
+    let got = r.expect("id='ok'", SECS);
+    assert!(got.contains("type='result'"), "{what}: {got}\n{}", d.log());
+}
+
+#[test]
+fn legacy_auth_succeeds_only_when_the_backend_says_so() {
+    let p = ProsodySpec::new("example.com")
+        .user("alice", PW)
+        .module("legacyauth")
+        .start();
+    let d = Dealer::start(&format!(
+        "c2s: {{ legacy_auth: true }}\nlimits: {{ logins_per_source_per_second: 0 }}\nbackends:\n{}",
+        backend_yaml("node1", &p, "")
+    ));
+    legacy_auth_variants(&d, "alice", "prosody");
+
+    let j = Jabberd2Spec::new("example.com").user("zoe", PW).start();
+    let d = Dealer::start(&format!(
+        "c2s: {{ legacy_auth: true, mechanisms: [PLAIN] }}\nlimits: {{ logins_per_source_per_second: 0 }}\nbackends:\n{}",
+        j.backend_yaml("node1", "")
+    ));
+    legacy_auth_variants(&d, "zoe", "jabberd2");
+}
+
+#[test]
+fn failed_logins_end_the_stream() {
+    let p = ProsodySpec::new("example.com")
+        .user("alice", PW)
+        .module("legacyauth")
+        .start();
+    let d = Dealer::start(&format!(
+        "c2s: {{ legacy_auth: true }}\nlimits: {{ logins_per_source_per_second: 0, max_failed_logins: 5 }}\nbackends:\n{}",
+        backend_yaml("node1", &p, "")
+    ));
+    // SASL: four failures are answered and the stream goes on; the fifth ends it.
+    let mut r = Raw::plain(d.c2s_plain);
+    r.send(HEADER);
+    r.expect("</stream:features>", SECS);
+    for i in 1..=4 {
+        r.received.clear();
+        r.send(plain("alice", &format!("wrong{i}")));
+        let got = r.expect("</failure>", SECS);
+        assert!(got.contains("<not-authorized"), "{got}");
+    }
+    r.received.clear();
+    r.send(plain("alice", "wrong5"));
+    let (got, _) = r.read_to_close(SECS);
+    assert!(
+        got.contains("</failure>") && got.contains("<policy-violation"),
+        "{got}"
+    );
+    // iq:auth: wrong passwords one after the other; the fifth error ends the stream.
+    let mut r = Raw::plain(d.c2s_plain);
+    r.send(HEADER.replace(" version='1.0'", ""));
+    for i in 0..5 {
+        r.try_send(iq_set(
+            &format!("w{i}"),
+            &format!("<username>alice</username><password>x{i}</password><resource>r</resource>"),
+        ));
+        if i < 4 {
+            r.expect(&format!("id='w{i}'"), SECS);
+        }
+    }
+    let (got, _) = r.read_to_close(SECS);
+    assert_eq!(got.matches("type='error'").count(), 5, "{got}");
+    assert!(got.contains("<policy-violation"), "{got}");
+    assert_eq!(
+        d.metric("dealer_limit_hits_total{limit=\"failed_logins\"}"),
+        2.0
+    );
+    // The right password still works on a fresh stream.
+    let mut r = Raw::plain(d.c2s_plain);
+    r.send(HEADER);
+    r.expect("</stream:features>", SECS);
+    r.send(plain("alice", PW));
+    r.expect("<success", SECS);
+}
+
+#[test]
+fn a_pipelined_restart_with_a_declaration_logs_in() {
+    let p = ProsodySpec::new("example.com").user("alice", PW).start();
+    let node = ProsodySpec::new("node1.internal").user("bob", PW).start();
+    let shared = Dealer::start(&format!("backends:\n{}", backend_yaml("node1", &p, "")));
+    let masked = Dealer::start_with(
+        &format!(
+            "domains: masked\nbackends:\n  node1: {{ c2s: \"{}\", s2s: \"{}\", domain: node1.internal }}\n\
+             s2s: {{ dialback_secret: \"x\" }}\n",
+            node.c2s, node.s2s
+        ),
+        &format!("  s2s_internal: [\"127.0.0.1:{}\"]\n", free_port()),
+    );
+    for (d, user) in [(&shared, "alice"), (&masked, "bob")] {
+        let mut r = Raw::plain(d.c2s_plain);
+        r.send(HEADER);
+        r.expect("</stream:features>", SECS);
+        r.received.clear();
+        // Everything in one write: auth, then the restarted stream and a bind.
+        r.send(format!(
+            "{}{HEADER}<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>fast</resource></bind></iq>",
+            plain(user, PW)
+        ));
+        let got = r.expect("</iq>", SECS);
+        assert!(
+            got.contains("<success") && got.contains(&format!("{user}@example.com/fast")),
+            "{user}: {got}\n{}",
+            d.log()
+        );
+    }
+}
+
+#[test]
+fn max_connections_is_exact_and_refuses_at_once() {
+    let p = ProsodySpec::new("example.com").user("alice", PW).start();
+    for max in [4usize, 50] {
+        let d = Dealer::start(&format!(
+            "limits: {{ max_connections: {max}, max_connections_per_source: 0 }}\nbackends:\n{}",
+            backend_yaml("node1", &p, "")
+        ));
+        let mut held: Vec<Raw> = (0..max)
+            .map(|i| {
+                let mut r = Raw::plain(if i % 2 == 0 { d.c2s_plain } else { d.c2s });
+                r.send(HEADER);
+                r.expect("</stream:features>", SECS);
+                r
+            })
+            .collect();
+        // One more on a plaintext or STARTTLS listener: a stream error, at once.
+        let started = Instant::now();
+        let mut over = Raw::plain(d.c2s);
+        let (got, _) = over.read_to_close(SECS);
+        assert!(
+            got.contains("<resource-constraint") && got.contains("limit of"),
+            "{max}: {got}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{max}: answered at once"
+        );
+        // On Direct TLS: closed without a handshake.
+        let tcp = TcpStream::connect(d.c2s_tls).unwrap();
+        tcp.set_read_timeout(Some(SECS)).unwrap();
+        let mut buf = [0u8; 16];
+        let n = std::io::Read::read(&mut &tcp, &mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "{max}: Direct TLS over the limit is closed");
+        assert_eq!(
+            d.metric("dealer_session_drops_total{reason=\"connections\"}"),
+            1.0
+        );
+        // One leaves, the next gets in.
+        held.pop();
+        let ok = wait_for(SECS, || {
+            let mut r = Raw::plain(d.c2s_plain);
+            r.try_send(HEADER);
+            let (got, _) = r.read_to_close_or(Duration::from_millis(500));
+            got.contains("<stream:features").then_some(r)
+        });
+        assert!(ok.is_some(), "{max}: a freed slot is usable");
+        assert!(d.metric("dealer_limit_hits_total{limit=\"connections\"}") >= 2.0);
+        drop(held);
+    }
+}
+
+/// A peer that accepts s2s connections and never answers: links to it stay in setup,
+/// and their queues fill.
+struct Silent {
+    addr: SocketAddr,
+    held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = held.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(64).flatten() {
+                h.lock().unwrap().push(s);
+            }
+        });
+        Silent { addr, held }
+    }
+
+    /// Close every connection: the links waiting on them fail.
+    fn hang_up(&self) {
+        for s in self.held.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn rss_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn federation_queues_are_bounded_in_bytes() {
+    let p = ProsodySpec::new("example.com").user("alice", PW).start();
+    let silent = Silent::start();
+    let internal = free_port();
+    // Ten links of 8 MiB each could hold 80 MiB: the total bound (64 MiB) must hold.
+    let remotes = 10;
+    let routes: String = (0..remotes)
+        .map(|i| format!("remote{i}.test: \"{}\", ", silent.addr))
+        .collect();
+    // Bounces go back to the sender's backend; its s2s port refuses at once, so they
+    // are dropped quickly instead of waiting on a link of their own.
+    let d = Dealer::start_with(
+        &format!(
+            "backends:\n  node1: {{ c2s: \"{}\", s2s: \"127.0.0.1:1\" }}\n\
+             s2s: {{ dialback_secret: \"flood\", routes: {{ {routes} }} }}\n",
+            p.c2s
+        ),
+        &format!("  s2s_internal: [\"127.0.0.1:{internal}\"]\n"),
+    );
+    let bound = 64.0 * 1024.0 * 1024.0_f64;
+    let pid = d.process.pid();
+    let before = rss_kib(pid, "VmRSS:");
+    // A backend's outbound stream (the internal listener trusts its allow-list).
+    let mut s = TcpStream::connect(("127.0.0.1", internal)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='example.com' to='remote0.test' version='1.0'>").unwrap();
+    let mut seen = String::new();
+    let read = |s: &mut TcpStream, seen: &mut String, want: &str| {
+        let start = Instant::now();
+        while !seen.contains(want) && start.elapsed() < SECS {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = std::io::Read::read(s, &mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        assert!(seen.contains(want), "{seen}");
+    };
+    read(&mut s, &mut seen, "</stream:features>");
+    for i in 0..remotes {
+        write!(
+            s,
+            "<db:result from='example.com' to='remote{i}.test'>k</db:result>"
+        )
+        .unwrap();
+        read(&mut s, &mut seen, "to='example.com' type='valid'");
+        seen.clear();
+    }
+    // 3,000 stanzas of 250 KB, spread over the links.
+    let body = "x".repeat(250_000);
+    let gauge = "dealer_s2s_queued_bytes";
+    let mut peak = 0.0_f64;
+    for n in 0..3000 {
+        write!(
+            s,
+            "<message from='alice@example.com/r' to='rob@remote{}.test' id='f{n}'><body>{body}</body></message>",
+            n % remotes
+        )
+        .unwrap();
+        if n % 250 == 0 {
+            peak = peak.max(d.metric(gauge));
+        }
+    }
+    let settled = wait_for(Duration::from_secs(10), || {
+        let g = d.metric(gauge);
+        peak = peak.max(g);
+        (g > 0.0 && d.metric("dealer_limit_hits_total{limit=\"s2s_queue_bytes\"}") > 0.0)
+            .then_some(())
+    });
+    assert!(settled.is_some(), "the queues filled up:\n{}", d.log());
+    assert!(peak <= bound, "queued {peak} bytes, bound {bound}");
+    let grown_kib = rss_kib(pid, "VmHWM:").saturating_sub(before);
+    assert!(
+        grown_kib < 128 * 1024,
+        "dealer grew by {grown_kib} KiB for a 750 MB flood"
+    );
+    // When the links fail, their queues drain: bounced, and nothing stays counted.
+    silent.hang_up();
+    let drained = wait_for(Duration::from_secs(15), || {
+        (d.metric(gauge) == 0.0).then_some(())
+    });
+    assert!(drained.is_some(), "queues drained:\n{}", d.log());
+    // And the memory they held goes back to the system.
+    let released = wait_for(SECS, || {
+        (rss_kib(pid, "VmRSS:") < before + 16 * 1024).then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "rss before {before} KiB, peak +{grown_kib} KiB, after draining {} KiB",
+        rss_kib(pid, "VmRSS:")
+    );
+}
