@@ -68,7 +68,7 @@ fn decisions(c: &mut Criterion) {
         ("ranges/1000", ranges_config(1000)),
     ] {
         let config = Config::from_yaml(&yaml, Path::new(".")).expect("bench config is valid");
-        let router = Router::new(&config);
+        let router = Router::new(&config.routing_spec());
         let mut i = 0;
         c.bench_function(&format!("route/{label}"), |b| {
             b.iter(|| {
@@ -99,7 +99,7 @@ fn table_build(c: &mut Criterion) {
     for n in [10, 1000] {
         let config = Config::from_yaml(&hash_config(n), Path::new(".")).expect("valid");
         g.bench_function(format!("hash/{n}"), |b| {
-            b.iter(|| black_box(Router::new(&config)))
+            b.iter(|| black_box(Router::new(&config.routing_spec())))
         });
     }
     g.finish();

@@ -1,114 +1,117 @@
-//! The running proxy: state every task shares, and `run`, which takes bound listeners,
-//! the shared state and a stop future, so tests start dealer in-process on port 0.
+//! The running proxy, assembled: each part gets only what it uses (c2s and s2s their
+//! contexts, the health checks theirs, the reloader and the HTTP endpoint theirs),
+//! and `run` drives them from bound listeners and a stop future. `start` is the whole
+//! of `dealer --config FILE`: bind, one single-threaded runtime per CPU, run until a
+//! signal. The integration tests run the binary itself, on free loopback ports.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::checks::Checker;
 use crate::config::Listener;
-use crate::health::HealthRegistry;
-use crate::listener::{ConnLimits, Kind, accept_loop};
+use crate::listener::{ConnLimits, Gate, Kind, accept_loop};
 use crate::metrics::Metrics;
-use crate::shutdown::{Phase, Stop};
-use crate::snapshot::Snapshot;
+use crate::metrics::http::Endpoint;
+use crate::reload::Reloader;
+use crate::sessions::Sessions;
+use crate::shutdown::{Lifecycle, Phase, Stop};
+use crate::snapshot::{HealthRegistry, Live, Snapshot};
 use crate::tls::ServerTls;
 
-/// State shared by every task of one dealer instance.
-pub struct Shared {
-    /// The live configuration; replaced whole by a reload, never edited.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Metrics,
-    /// Where SIGHUP re-reads the configuration from.
-    pub config_path: Option<PathBuf>,
-    /// Backend health, shared by every snapshot.
-    pub health: HealthRegistry,
-    /// Server TLS configs; their certificate follows the live snapshot.
-    pub server_tls: ServerTls,
-    pub backend_tls: Arc<rustls::ClientConfig>,
-    pub s2s_tls: Arc<rustls::ClientConfig>,
-    pub s2s: crate::s2s::S2s,
-    pub conn_limits: Arc<ConnLimits>,
-    /// Every session task, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// Cancelled when shutdown begins: every accept loop, on every thread, stops.
-    pub accept_stop: CancellationToken,
-    /// Cancelled when sessions must end now (grace period over, or SIGINT).
-    pub sessions_stop: CancellationToken,
-    /// Relayed sessions, for shutdown and re-dealing.
-    pub sessions: crate::sessions::Sessions,
-    /// Reloads run one at a time, so generations are handed out in order.
-    pub(crate) reload_lock: Mutex<()>,
-    phase: tokio::sync::watch::Sender<Phase>,
+/// One dealer instance: the parts `run` starts, each holding its own share of the
+/// state (nothing here is handed to sessions whole).
+pub struct Dealer {
+    pub snapshot: Live,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub c2s: Arc<crate::c2s::Context>,
+    pub s2s: Arc<crate::s2s::Context>,
+    pub checker: Arc<Checker>,
+    pub reloader: Arc<Reloader>,
+    pub endpoint: Arc<Endpoint>,
+    gate: Arc<Gate>,
 }
 
-impl Shared {
-    /// `snapshot` must have been built with `health`.
+impl Dealer {
+    /// Assemble an instance around `snapshot`, which must have been built with
+    /// `health`; `config_path` is where SIGHUP re-reads the configuration.
     pub fn new(
         snapshot: Snapshot,
         health: HealthRegistry,
         config_path: Option<PathBuf>,
-    ) -> Arc<Shared> {
-        let metrics = Metrics::new();
+    ) -> Arc<Dealer> {
+        let metrics = Arc::new(Metrics::new());
         metrics.config_generation.set(snapshot.generation as i64);
         metrics.init_backends(&snapshot.config);
-        let fds = crate::limits::nofile().0;
-        let max = crate::limits::max_connections(snapshot.config.limits.max_connections, fds);
-        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-        let shared = Arc::new(Shared {
-            server_tls: ServerTls::new(snapshot.clone()),
-            backend_tls: crate::tls::backend_client_config(),
-            s2s_tls: crate::tls::s2s_client_config(),
-            s2s: crate::s2s::S2s::default(),
+        let fds = crate::fdlimit::nofile().0;
+        let max = crate::fdlimit::max_connections(snapshot.config.limits.max_connections, fds);
+        let snapshot: Live = Arc::new(ArcSwap::from_pointee(snapshot));
+        let lifecycle = Arc::new(Lifecycle::default());
+        let conn_limits = ConnLimits::new(max);
+        let live = snapshot.clone();
+        let server_tls = ServerTls::new(Arc::new(move || live.load().tls_key.clone()));
+        let backend_tls = crate::tls::backend_client_config();
+        let sessions = Arc::new(Sessions::default());
+        let checker = Arc::new(Checker {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            backend_tls: backend_tls.clone(),
+        });
+        let dealer = Dealer {
+            c2s: Arc::new(crate::c2s::Context {
+                snapshot: snapshot.clone(),
+                metrics: metrics.clone(),
+                conn_limits: conn_limits.clone(),
+                server_tls: server_tls.clone(),
+                backend_tls,
+                sessions: sessions.clone(),
+                lifecycle: lifecycle.clone(),
+            }),
+            s2s: Arc::new(crate::s2s::Context::new(
+                snapshot.clone(),
+                metrics.clone(),
+                conn_limits.clone(),
+                server_tls,
+                lifecycle.clone(),
+            )),
+            reloader: Arc::new(Reloader {
+                path: config_path,
+                snapshot: snapshot.clone(),
+                health: Arc::new(health),
+                metrics: metrics.clone(),
+                sessions,
+                checker: checker.clone(),
+                lock: std::sync::Mutex::new(()),
+            }),
+            endpoint: Arc::new(Endpoint {
+                metrics: metrics.clone(),
+                snapshot: snapshot.clone(),
+                lifecycle: lifecycle.clone(),
+            }),
+            gate: Arc::new(Gate {
+                limits: conn_limits,
+                metrics: metrics.clone(),
+                snapshot: snapshot.clone(),
+                tracker: lifecycle.tracker.clone(),
+            }),
+            checker,
             snapshot,
             metrics,
-            config_path,
-            health,
-            conn_limits: ConnLimits::new(max),
-            tracker: TaskTracker::new(),
-            accept_stop: CancellationToken::new(),
-            sessions_stop: CancellationToken::new(),
-            sessions: crate::sessions::Sessions::default(),
-            reload_lock: Mutex::new(()),
-            phase: tokio::sync::watch::Sender::new(Phase::Running),
-        });
-        shared.publish_health();
-        shared
-    }
-
-    /// Set `dealer_backend_up` for the live snapshot's backends.
-    pub fn publish_health(&self) {
-        let snap = self.snapshot.load();
-        for (id, b) in snap.config.backends.iter().enumerate() {
-            self.metrics
-                .backend_up
-                .with_label_values(&[&b.name])
-                .set(i64::from(snap.is_up(id)));
-        }
-    }
-
-    /// Whether dealer can take clients now (for `/readyz`).
-    pub fn ready(&self) -> Result<(), &'static str> {
-        match *self.phase.borrow() {
-            Phase::Running => {}
-            Phase::Draining | Phase::Stopped => return Err("shutting down"),
-        }
-        let snap = self.snapshot.load();
-        if (0..snap.config.backends.len()).any(|id| snap.is_up(id)) {
-            Ok(())
-        } else {
-            Err("no backend is up")
-        }
+            lifecycle,
+        };
+        dealer.checker.publish();
+        Arc::new(dealer)
     }
 
     /// Watch the lifecycle (tests assert on it).
     pub fn phase(&self) -> tokio::sync::watch::Receiver<Phase> {
-        self.phase.subscribe()
+        self.lifecycle.phase()
     }
 }
 
@@ -216,7 +219,7 @@ impl Duplicates {
 }
 
 /// Run until `stop` resolves, then drain and return.
-pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Future<Output = Stop>) {
+pub async fn run(mut listeners: Listeners, dealer: Arc<Dealer>, stop: impl Future<Output = Stop>) {
     let background_stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = listeners.http.take() {
@@ -225,25 +228,29 @@ pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Futur
         }
         tasks.spawn(crate::metrics::http::serve(
             l,
-            shared.clone(),
+            dealer.endpoint.clone(),
             background_stop.clone(),
         ));
     }
-    spawn_accept_loops(listeners, &shared, &mut tasks, true);
+    spawn_accept_loops(listeners, &dealer, &mut tasks, true);
     tasks.spawn(crate::reload::on_sighup(
-        shared.clone(),
+        dealer.reloader.clone(),
         background_stop.clone(),
     ));
-    tasks.spawn(crate::health::run(shared.clone(), background_stop.clone()));
+    tasks.spawn(crate::checks::run(
+        dealer.checker.clone(),
+        background_stop.clone(),
+    ));
 
     let how = stop.await;
     info!(?how, "stopping: no new connections");
-    shared.phase.send_replace(Phase::Draining);
-    shared.accept_stop.cancel();
-    shared.tracker.close();
-    let grace = shared.snapshot.load().config.shutdown.grace;
-    if how == Stop::Graceful && !shared.tracker.is_empty() {
-        info!(sessions = shared.tracker.len(), grace = ?grace, "draining sessions");
+    let life = &dealer.lifecycle;
+    life.set(Phase::Draining);
+    life.accept_stop.cancel();
+    life.tracker.close();
+    let grace = dealer.snapshot.load().config.shutdown.grace;
+    if how == Stop::Graceful && !life.tracker.is_empty() {
+        info!(sessions = life.tracker.len(), grace = ?grace, "draining sessions");
         // A second SIGTERM or a SIGINT during the drain ends it at once.
         let again = async {
             match crate::shutdown::signals().await {
@@ -252,7 +259,7 @@ pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Futur
             }
         };
         let drained = tokio::select! {
-            r = tokio::time::timeout(grace, shared.tracker.wait()) => r.is_ok(),
+            r = tokio::time::timeout(grace, life.tracker.wait()) => r.is_ok(),
             _ = again => {
                 info!("second signal: closing the rest now");
                 true
@@ -260,25 +267,25 @@ pub async fn run(mut listeners: Listeners, shared: Arc<Shared>, stop: impl Futur
         };
         if !drained {
             warn!(
-                sessions = shared.tracker.len(),
+                sessions = life.tracker.len(),
                 "grace period over: closing the rest"
             );
         }
     }
-    shared.sessions_stop.cancel();
+    life.sessions_stop.cancel();
     // Sessions watch `sessions_stop`; give them a moment to close their sockets.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), shared.tracker.wait()).await;
-    shared.phase.send_replace(Phase::Stopped);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), life.tracker.wait()).await;
+    life.set(Phase::Stopped);
     background_stop.cancel();
     while tasks.join_next().await.is_some() {}
 }
 
 /// Start an accept loop for every c2s and s2s listener in `listeners` on the current
-/// runtime; they stop with `shared.accept_stop`. Every worker thread accepts on the
-/// same sockets: only the main thread (`report`) says where dealer listens, once.
+/// runtime; they stop with the lifecycle's `accept_stop`. Every worker thread accepts
+/// on the same sockets: only the main thread (`report`) says where dealer listens, once.
 fn spawn_accept_loops(
     listeners: Listeners,
-    shared: &Arc<Shared>,
+    dealer: &Arc<Dealer>,
     tasks: &mut tokio::task::JoinSet<()>,
     report: bool,
 ) {
@@ -298,19 +305,20 @@ fn spawn_accept_loops(
     ] {
         for (l, cfg) in list {
             log(kind, &l);
-            let (shared, stop) = (shared.clone(), shared.accept_stop.clone());
+            let (gate, stop) = (dealer.gate.clone(), dealer.lifecycle.accept_stop.clone());
             match kind {
                 Kind::C2s | Kind::C2sTls => {
-                    tasks.spawn(accept_loop(l, kind, cfg, shared, stop, crate::c2s::serve))
+                    let ctx = dealer.c2s.clone();
+                    tasks.spawn(accept_loop(l, kind, cfg, gate, stop, move |a| {
+                        crate::c2s::serve(a, ctx.clone())
+                    }))
                 }
-                Kind::S2s | Kind::S2sInternal => tasks.spawn(accept_loop(
-                    l,
-                    kind,
-                    cfg,
-                    shared,
-                    stop,
-                    crate::s2s::accept::serve,
-                )),
+                Kind::S2s | Kind::S2sInternal => {
+                    let ctx = dealer.s2s.clone();
+                    tasks.spawn(accept_loop(l, kind, cfg, gate, stop, move |a| {
+                        crate::s2s::accept::serve(a, ctx.clone())
+                    }))
+                }
             };
         }
     }
@@ -321,7 +329,7 @@ fn spawn_accept_loops(
 /// connection) and running the sessions it accepts, until dealer has stopped. A
 /// session stays on the thread that accepted it, so its wake-ups never cross threads.
 pub fn spawn_worker(
-    shared: Arc<Shared>,
+    dealer: Arc<Dealer>,
     index: usize,
     listeners: Duplicates,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -337,8 +345,8 @@ pub fn spawn_worker(
         .spawn(move || {
             rt.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
-                spawn_accept_loops(listeners, &shared, &mut tasks, false);
-                let mut phase = shared.phase();
+                spawn_accept_loops(listeners, &dealer, &mut tasks, false);
+                let mut phase = dealer.phase();
                 while *phase.borrow_and_update() != Phase::Stopped {
                     if phase.changed().await.is_err() {
                         break;
@@ -347,4 +355,77 @@ pub fn spawn_worker(
                 while tasks.join_next().await.is_some() {}
             })
         })
+}
+
+/// Why `dealer --config FILE` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}: {}", .path.display(), .errors)]
+    Config {
+        path: PathBuf,
+        errors: crate::config::ConfigErrors,
+    },
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("binding listeners: {0}")]
+    Bind(std::io::Error),
+    #[error("starting a worker thread: {0}")]
+    Worker(std::io::Error),
+}
+
+/// `dealer --config FILE`: load and check the file, raise the descriptor limit, bind
+/// every listener, learn the backends' features, then run one single-threaded runtime
+/// per CPU — this thread and one worker per further CPU, all accepting on the same
+/// sockets, so a session's wake-ups stay on one thread — until SIGTERM or SIGINT.
+pub fn start(path: PathBuf) -> Result<(), StartError> {
+    let health = HealthRegistry::default();
+    let snap = Snapshot::load(&path, 1, &health).map_err(|errors| StartError::Config {
+        path: path.clone(),
+        errors,
+    })?;
+    for w in &snap.config.warnings {
+        warn!(warning = %w, "configuration");
+    }
+    let fds = crate::fdlimit::raise_nofile();
+    info!(
+        nofile = fds,
+        max_connections = crate::fdlimit::max_connections(snap.config.limits.max_connections, fds),
+        "descriptor budget"
+    );
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let (listeners, dealer) = rt.block_on(async {
+        let listeners = Listeners::bind(&snap).await.map_err(StartError::Bind)?;
+        let dealer = Dealer::new(snap, health, Some(path));
+        // Learn the backends' mechanisms before the first client asks for features.
+        crate::checks::check_all(&dealer.checker).await;
+        Ok::<_, StartError>((listeners, dealer))
+    })?;
+    let mut workers = Vec::new();
+    for i in 1..threads {
+        let dup = listeners.duplicate().map_err(StartError::Bind)?;
+        workers.push(spawn_worker(dealer.clone(), i, dup).map_err(StartError::Worker)?);
+    }
+    rt.block_on(async move {
+        let stop = async {
+            match crate::shutdown::signals().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM/SIGINT");
+                    std::future::pending().await
+                }
+            }
+        };
+        info!(threads, "dealer running");
+        run(listeners, dealer, stop).await;
+    });
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
 }

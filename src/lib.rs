@@ -2,9 +2,11 @@
 //!
 //! - [`config`]: the YAML file → validated, typed `Config`.
 //! - [`routing`]: who owns a user (normalise, then hash or ranges); health state; pure.
-//! - [`snapshot`]: config + routing table + TLS key, built whole and swapped atomically.
+//! - [`snapshot`]: config + routing table + TLS key + backend health, built whole and
+//!   swapped atomically.
 //! - [`reload`]: SIGHUP → new snapshot → one `ArcSwap::store`.
-//! - [`app`]: shared state and `run(listeners, shared, stop)`.
+//! - [`app`]: the instance assembled (each part gets its own context), `run`, and
+//!   `start` (the whole of `dealer --config FILE`, one runtime per CPU).
 //! - [`listener`]: accept loops and connection limits.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, parsed and encoded; sans-IO.
 //! - [`tls`]: rustls configs; the certificate follows the live snapshot.
@@ -15,21 +17,23 @@
 //! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
 //! - [`relay`]: splice (plain legs), copy (TLS legs) and rewrite (masked domains).
 //! - [`rewrite`]: JID rewriting for masked domains, by byte range, without a DOM.
-//! - [`health`]: backend health checks.
+//! - [`checks`]: backend health checks (their rise/fall state is `routing::health`).
 //! - [`sessions`]: live relayed sessions, for shutdown and re-dealing.
 //! - [`s2s`]: the federation face: inbound, internal, links out, dialback.
 //! - [`jid`]: JID splitting for routing.
 //! - [`metrics`]: metric names, the registry, the HTTP endpoint.
-//! - [`limits`]: process-wide limits (descriptors).
+//! - [`fdlimit`]: the descriptor budget `limits.max_connections` derives from.
 //! - [`shutdown`]: lifecycle phases and signals.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod backend;
 pub mod c2s;
+pub mod checks;
 pub mod config;
-pub mod health;
+pub mod fdlimit;
 pub mod jid;
-pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod net;

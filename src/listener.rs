@@ -13,8 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::app::Shared;
 use crate::config;
+use crate::metrics::Metrics;
+use crate::snapshot::Live;
 
 /// Which kind of listener accepted a connection (the `listener` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,17 +154,27 @@ fn source(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What every accept loop consults before a connection becomes a session.
+pub struct Gate {
+    pub limits: Arc<ConnLimits>,
+    pub metrics: Arc<Metrics>,
+    /// For the domain a refusal's stream header names.
+    pub snapshot: Live,
+    /// Every session task, so shutdown can wait for them.
+    pub tracker: tokio_util::task::TaskTracker,
+}
+
 /// Accept on `listener` until `stop`, handing each connection to `handle` in a task
-/// tracked by the shared tracker (so shutdown can wait for sessions).
+/// tracked by the gate's tracker (so shutdown can wait for sessions).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     kind: Kind,
     cfg: config::Listener,
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
     stop: CancellationToken,
     handle: F,
 ) where
-    F: Fn(Accepted, Arc<Shared>) -> Fut + Send + Sync + 'static,
+    F: Fn(Accepted) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let local = listener.local_addr().unwrap_or(cfg.addr);
@@ -186,14 +197,13 @@ pub async fn accept_loop<F, Fut>(
         };
         // The permit is taken after accept, so the limit counts connections, not
         // accept loops waiting (each listener on each thread has one).
-        let Ok(permit) = shared.conn_limits.total.clone().try_acquire_owned() else {
-            shared.metrics.limit("connections");
-            refuse(tcp, kind, &shared);
+        let Ok(permit) = gate.limits.total.clone().try_acquire_owned() else {
+            gate.metrics.limit("connections");
+            refuse(tcp, kind, &gate);
             continue;
         };
         // Socket options come from the listening socket (see `app::bind`).
-        shared
-            .metrics
+        gate.metrics
             .connections_accepted
             .with_label_values(&[kind.label()])
             .inc();
@@ -206,7 +216,7 @@ pub async fn accept_loop<F, Fut>(
             listener: cfg,
             permit,
         };
-        shared.tracker.spawn(handle(a, shared.clone()));
+        gate.tracker.spawn(handle(a));
     }
 }
 
@@ -218,30 +228,28 @@ const MAX_REFUSING: usize = 64;
 /// the kernel's queue until the client gives up: a stream error
 /// (`<resource-constraint/>`) on plaintext and STARTTLS listeners, a TCP close on
 /// Direct TLS ones (a stream error there would cost a TLS handshake per refusal).
-fn refuse(tcp: TcpStream, kind: Kind, shared: &Arc<Shared>) {
+fn refuse(tcp: TcpStream, kind: Kind, gate: &Gate) {
     static REFUSING: Semaphore = Semaphore::const_new(MAX_REFUSING);
     let ns = match kind {
         Kind::C2s => crate::xml::NS_CLIENT,
         Kind::S2s | Kind::S2sInternal => crate::xml::NS_SERVER,
         Kind::C2sTls => {
-            shared
-                .metrics
+            gate.metrics
                 .dropped(crate::metrics::DropReason::Connections, &"connection limit");
             return;
         }
     };
     let Ok(slot) = REFUSING.try_acquire() else {
-        shared
-            .metrics
+        gate.metrics
             .dropped(crate::metrics::DropReason::Connections, &"connection limit");
         return;
     };
-    let domain = shared.snapshot.load().config.domain.clone();
-    let metrics = shared.metrics.stream_errors.clone();
-    let max = shared.conn_limits.max_total;
+    let domain = gate.snapshot.load().config.domain.clone();
+    let metrics = gate.metrics.stream_errors.clone();
+    let max = gate.limits.max_total;
     tokio::spawn(async move {
         let _slot = slot;
-        let mut out = crate::xml::header::write(ns, &domain, None, &crate::c2s::stream_id(), true);
+        let mut out = crate::xml::header::write(ns, &domain, None, &crate::stream::new_id(), true);
         let cond = crate::xml::StreamError::ResourceConstraint;
         out.push_str(&cond.to_xml(
             None,

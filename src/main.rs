@@ -1,15 +1,14 @@
 //! The `dealer` command: run the proxy, check a config, or ask where names go.
 //! Thin on purpose: everything a test needs lives in the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing::{info, warn};
-
-use dealer::app::{self, Listeners, Shared};
 use dealer::snapshot::Snapshot;
 
 #[derive(Parser)]
@@ -71,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Snapshot, ExitCode> {
-    Snapshot::load(path, 1, &dealer::health::HealthRegistry::default()).map_err(|errors| {
+    Snapshot::load(path, 1, &dealer::snapshot::HealthRegistry::default()).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("{}: {e}", path.display());
         }
@@ -88,8 +87,8 @@ fn check(path: &Path) -> ExitCode {
     for w in &c.warnings {
         eprintln!("{}: warning: {w}", path.display());
     }
-    let (_, hard) = dealer::limits::nofile();
-    if let Some(w) = dealer::limits::check(c.limits.max_connections, hard) {
+    let (_, hard) = dealer::fdlimit::nofile();
+    if let Some(w) = dealer::fdlimit::check(c.limits.max_connections, hard) {
         eprintln!("{}: warning: {w}", path.display());
     }
     println!(
@@ -151,66 +150,5 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let health = dealer::health::HealthRegistry::default();
-    let snap = Snapshot::load(&path, 1, &health).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {}",
-            path.display(),
-            e.0.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("\n  ")
-        )
-    })?;
-    for w in &snap.config.warnings {
-        warn!(warning = %w, "configuration");
-    }
-    let fds = dealer::limits::raise_nofile();
-    info!(
-        nofile = fds,
-        max_connections = dealer::limits::max_connections(snap.config.limits.max_connections, fds),
-        "descriptor budget"
-    );
-    // Thread per core: this thread and each worker run a single-threaded runtime that
-    // accepts on the same listening sockets, so a session's wake-ups stay on one thread.
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (listeners, shared) = rt.block_on(async {
-        let listeners = Listeners::bind(&snap).await.context("binding listeners")?;
-        let shared = Shared::new(snap, health, Some(path));
-        // Learn the backends' mechanisms before the first client asks for features.
-        dealer::health::check_all(&shared).await;
-        Ok::<_, anyhow::Error>((listeners, shared))
-    })?;
-    let mut workers = Vec::new();
-    for i in 1..threads {
-        let dup = listeners
-            .duplicate()
-            .context("duplicating listening sockets")?;
-        workers
-            .push(app::spawn_worker(shared.clone(), i, dup).context("starting a worker thread")?);
-    }
-    let r = rt.block_on(async move {
-        let stop = async {
-            match dealer::shutdown::signals().await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM/SIGINT");
-                    std::future::pending().await
-                }
-            }
-        };
-        info!(threads, "dealer running");
-        app::run(listeners, shared, stop).await;
-        Ok::<(), anyhow::Error>(())
-    });
-    for w in workers {
-        let _ = w.join();
-    }
-    r
+    dealer::app::start(path).context("dealer")
 }

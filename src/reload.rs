@@ -9,9 +9,25 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::app::Shared;
+use crate::checks::Checker;
 use crate::config::ConfigErrors;
-use crate::snapshot::Snapshot;
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::snapshot::{HealthRegistry, Live, Snapshot};
+
+/// What a reload touches: the file, the live snapshot, the health state it shares
+/// with its successor, metrics, and the relayed sessions (for re-dealing).
+pub struct Reloader {
+    /// Where SIGHUP re-reads the configuration from.
+    pub path: Option<std::path::PathBuf>,
+    pub snapshot: Live,
+    pub health: Arc<HealthRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Arc<Sessions>,
+    pub checker: Arc<Checker>,
+    /// Reloads run one at a time, so generations are handed out in order.
+    pub lock: std::sync::Mutex<()>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -25,14 +41,14 @@ pub enum ReloadError {
 
 /// Reload synchronously (the routing table build is CPU work; call from a blocking
 /// thread). Returns the new generation.
-pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
-    let Some(path) = shared.config_path.as_deref() else {
+pub fn reload_now(r: &Reloader) -> Result<u64, ReloadError> {
+    let Some(path) = r.path.as_deref() else {
         return Err(ReloadError::NoFile);
     };
     // A poisoned lock only means an earlier reload panicked; the data it guards is ().
-    let _one_at_a_time = shared.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-    let old = shared.snapshot.load_full();
-    let result = Snapshot::reload(path, &old, &shared.health);
+    let _one_at_a_time = r.lock.lock().unwrap_or_else(|p| p.into_inner());
+    let old = r.snapshot.load_full();
+    let result = Snapshot::reload(path, &old, &r.health);
     match result {
         Ok(new) => {
             if new.config.listen.c2s != old.config.listen.c2s
@@ -47,30 +63,22 @@ pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
                 warn!(warning = %w, "configuration");
             }
             let generation = new.generation;
-            shared.snapshot.store(Arc::new(new));
-            shared.metrics.config_generation.set(generation as i64);
-            shared.metrics.init_backends(&shared.snapshot.load().config);
-            shared.publish_health();
-            shared
-                .metrics
-                .config_reloads
-                .with_label_values(&["ok"])
-                .inc();
+            r.snapshot.store(Arc::new(new));
+            r.metrics.config_generation.set(generation as i64);
+            r.metrics.init_backends(&r.snapshot.load().config);
+            r.checker.publish();
+            r.metrics.config_reloads.with_label_values(&["ok"]).inc();
             info!(config.generation = generation, "configuration reloaded");
-            let live = shared.snapshot.load_full();
+            let live = r.snapshot.load_full();
             if live.config.routing.redeal_on_reload {
-                let n = shared.sessions.redeal(&live);
-                shared.metrics.redeal_closed.inc_by(n as u64);
+                let n = r.sessions.redeal(&live);
+                r.metrics.redeal_closed.inc_by(n as u64);
                 info!(sessions = n, "re-deal: closed sessions whose user moved");
             }
             Ok(generation)
         }
         Err(e) => {
-            shared
-                .metrics
-                .config_reloads
-                .with_label_values(&["error"])
-                .inc();
+            r.metrics.config_reloads.with_label_values(&["error"]).inc();
             for problem in &e.0 {
                 error!(problem = %problem, "reload rejected; keeping the running configuration");
             }
@@ -80,9 +88,9 @@ pub fn reload_now(shared: &Shared) -> Result<u64, ReloadError> {
 }
 
 /// Reload off the async threads.
-pub async fn reload(shared: Arc<Shared>) -> Result<u64, ReloadError> {
-    let counter = shared.clone();
-    match tokio::task::spawn_blocking(move || reload_now(&shared)).await {
+pub async fn reload(r: Arc<Reloader>) -> Result<u64, ReloadError> {
+    let counter = r.clone();
+    match tokio::task::spawn_blocking(move || reload_now(&r)).await {
         Ok(r) => r,
         Err(e) => {
             counter
@@ -97,7 +105,7 @@ pub async fn reload(shared: Arc<Shared>) -> Result<u64, ReloadError> {
 }
 
 /// Reload on every SIGHUP until `stop`.
-pub async fn on_sighup(shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn on_sighup(r: Arc<Reloader>, stop: CancellationToken) {
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -111,6 +119,6 @@ pub async fn on_sighup(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         info!("SIGHUP: reloading configuration");
-        let _ = reload(shared.clone()).await;
+        let _ = reload(r.clone()).await;
     }
 }

@@ -8,10 +8,40 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
-use crate::config::{BackendId, Config, ConfigErrors, Mechanism};
-use crate::health::HealthRegistry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::config::{Backend, BackendId, Config, ConfigErrors, Mechanism};
 use crate::routing::health::BackendHealth;
 use crate::routing::{Decision, RouteError, Router};
+
+/// Health state of every backend any live snapshot names.
+#[derive(Debug, Default)]
+pub struct HealthRegistry {
+    map: Mutex<HashMap<String, Arc<BackendHealth>>>,
+}
+
+impl HealthRegistry {
+    fn key(b: &Backend) -> String {
+        format!("{}@{:?}", b.name, b.c2s)
+    }
+
+    /// The state for each of `config`'s backends, indexed by `BackendId`.
+    pub fn for_config(&self, config: &Config) -> Vec<Arc<BackendHealth>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let v: Vec<Arc<BackendHealth>> = config
+            .backends
+            .iter()
+            .map(|b| map.entry(Self::key(b)).or_default().clone())
+            .collect();
+        // Forget backends no snapshot can name any more (only this one is kept).
+        map.retain(|_, h| Arc::strong_count(h) > 1);
+        v
+    }
+}
+
+/// The live snapshot: loaded by sessions, replaced whole by a reload.
+pub type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -40,7 +70,7 @@ impl Snapshot {
             }
             None => None,
         };
-        let router = Router::new_reusing(&config, previous.map(|p| &p.router));
+        let router = Router::new_reusing(&config.routing_spec(), previous.map(|p| &p.router));
         let health = health.for_config(&config);
         Ok(Snapshot {
             config,

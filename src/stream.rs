@@ -240,3 +240,25 @@ impl XmlStream {
         self.close_with(out.as_bytes()).await;
     }
 }
+
+/// A fresh, unpredictable stream id: a counter hashed with a per-process random key
+/// (one `getrandom` per process, not per stream).
+pub fn new_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (a, b) = *KEY.get_or_init(|| {
+        let mut k = [0u8; 16];
+        // The OS generator does not fail on Linux once booted.
+        let _ = getrandom::fill(&mut k);
+        (
+            u64::from_le_bytes(k[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(k[8..].try_into().unwrap_or_default()),
+        )
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+    let hi = xxhash_rust::xxh3::xxh3_64_with_seed(&n, a);
+    let lo = xxhash_rust::xxh3::xxh3_64_with_seed(&n, b);
+    format!("{hi:016x}{lo:08x}", lo = lo as u32)
+}

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -14,7 +13,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::config::TlsFiles;
-use crate::snapshot::Snapshot;
 
 pub const ALPN_CLIENT: &[u8] = b"xmpp-client";
 pub const ALPN_SERVER: &[u8] = b"xmpp-server";
@@ -42,16 +40,23 @@ pub fn load_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
         .map_err(|e| format!("certificate and key do not belong together or are unusable: {e}"))
 }
 
-/// Serves the certificate of whatever snapshot is live at handshake time.
-#[derive(Debug)]
-pub struct SnapshotResolver {
-    snapshot: Arc<ArcSwap<Snapshot>>,
+/// Where the certificate comes from at handshake time (the live snapshot's, so a
+/// reload that changes it applies to the next handshake).
+pub type CertSource = Arc<dyn Fn() -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
+/// Serves the certificate its source gives at handshake time.
+struct LiveCert(CertSource);
+
+impl std::fmt::Debug for LiveCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveCert")
+    }
 }
 
-impl ResolvesServerCert for SnapshotResolver {
+impl ResolvesServerCert for LiveCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // dealer serves one public domain: the same certificate whatever the SNI.
-        self.snapshot.load().tls_key.clone()
+        (self.0)()
     }
 }
 
@@ -67,8 +72,8 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> ServerTls {
-        let resolver = Arc::new(SnapshotResolver { snapshot });
+    pub fn new(cert: CertSource) -> ServerTls {
+        let resolver = Arc::new(LiveCert(cert));
         let build = |alpn: Option<&[u8]>| {
             let mut c = rustls::ServerConfig::builder_with_provider(provider())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

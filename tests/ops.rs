@@ -287,7 +287,7 @@ fn reload_redeals_sessions_whose_owner_changed() {
         std::path::Path::new("."),
     )
     .unwrap();
-    let new_router = dealer::routing::Router::new(&new_cfg);
+    let new_router = dealer::routing::Router::new(&new_cfg.routing_spec());
     let moves = |u: &str| new_router.backend_name(new_router.route(u).unwrap().backend) == "node3";
     let mover = *names.iter().find(|u| moves(u)).expect("a user node3 takes");
     let stayer = *names.iter().find(|u| !moves(u)).expect("a user that stays");

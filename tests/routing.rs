@@ -16,12 +16,16 @@ fn data(file: &str) -> std::path::PathBuf {
 }
 
 fn router_from_file(file: &str) -> Router {
-    Router::new(&Config::load(&data(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
+    Router::new(
+        &Config::load(&data(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .routing_spec(),
+    )
 }
 
 fn router_from_yaml(yaml: &str) -> (Config, Router) {
     let c = Config::from_yaml(yaml, Path::new(".")).expect("valid test config");
-    let r = Router::new(&c);
+    let r = Router::new(&c.routing_spec());
     (c, r)
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::Context;
 use super::{Client, Login, LoginKind, SessionError};
-use crate::app::Shared;
 use crate::backend::{self, BackendError, BackendStream, Target};
 use crate::config::{BackendId, Domains};
 use crate::snapshot::Snapshot;
@@ -42,7 +42,7 @@ pub struct HandOver {
 /// Open the backend leg and watch authentication through.
 pub async fn authenticate(
     c: &mut Client,
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     snap: &Snapshot,
     id: BackendId,
     login: Login,
@@ -66,8 +66,7 @@ pub async fn authenticate(
         proxy: b.proxy_protocol.then_some((c.peer, c.local)),
     };
     let result_metric = |r: &str| {
-        shared
-            .metrics
+        ctx.metrics
             .auth_results
             .with_label_values(&[b.name.as_str(), r])
             .inc()
@@ -77,7 +76,7 @@ pub async fn authenticate(
     let mut bs = match backend::open(
         &target,
         limits,
-        &shared.backend_tls,
+        &ctx.backend_tls,
         started + cfg.limits.backend_connect_timeout,
     )
     .await
@@ -92,8 +91,7 @@ pub async fn authenticate(
             ));
         }
     };
-    shared
-        .metrics
+    ctx.metrics
         .backend_connect_duration
         .with_label_values(&[b.name.as_str()])
         .observe(started.elapsed().as_secs_f64());
@@ -106,7 +104,7 @@ pub async fn authenticate(
             .send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>")
             .await?;
         close_backend(&mut bs).await;
-        c.failed_login(shared)?;
+        c.failed_login(ctx)?;
         return Ok(Outcome::Retry);
     }
     let user = login
@@ -176,7 +174,7 @@ pub async fn authenticate(
                     Verdict::Failure => {
                         result_metric("failure");
                         close_backend(&mut bs).await;
-                        c.failed_login(shared)?;
+                        c.failed_login(ctx)?;
                         return Ok(Outcome::Retry);
                     }
                     Verdict::Registered => {
@@ -304,7 +302,7 @@ pub struct Held {
 }
 
 /// Start the relay of an authenticated session as a task of its own.
-pub fn spawn_relay(client: Client, h: Box<HandOver>, shared: Arc<Shared>, held: Held) {
+pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: Held) {
     let HandOver {
         backend,
         backend_name,
@@ -320,40 +318,40 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, shared: Arc<Shared>, held: 
     // costs more than the relay's own work on a busy session. Its last line names
     // the session instead.
     let who = (peer, user.clone());
-    let tracker = shared.tracker.clone();
+    let tracker = ctx.lifecycle.tracker.clone();
     // Two different futures: a plain session never carries the rewriting relay's state.
     match masking {
-        None => tracker.spawn(
-            async move {
-                let _held = held;
-                let live = shared.sessions.register(&user, &backend_name, &shared.sessions_stop);
-                let started = Instant::now();
-                let r = tokio::select! {
-                    r = crate::relay::run(client.0, client.1, backend.0, backend.1, &shared.metrics) => r,
-                    // Unparsed bytes: the only way to end it is to close the sockets.
-                    _ = live.token.cancelled() => Err(std::io::Error::other("closed by dealer")),
-                };
-                log_end(&who, &backend_name, started, r);
-            },
-        ),
-        Some(m) => tracker.spawn(
-            async move {
-                let _held = held;
-                let live = shared.sessions.register(&user, &backend_name, &shared.sessions_stop);
-                let started = Instant::now();
-                let r = crate::relay::rewrite::relay(
-                    client,
-                    backend,
-                    m,
-                    start,
-                    limits,
-                    crate::relay::Counters::new(&shared.metrics, "rewrite"),
-                    live.token.clone(),
-                )
-                .await;
-                log_end(&who, &backend_name, started, r);
-            },
-        ),
+        None => tracker.spawn(async move {
+            let _held = held;
+            let live = ctx
+                .sessions
+                .register(&user, &backend_name, &ctx.lifecycle.sessions_stop);
+            let started = Instant::now();
+            let r = tokio::select! {
+                r = crate::relay::run(client.0, client.1, backend.0, backend.1, &ctx.metrics) => r,
+                // Unparsed bytes: the only way to end it is to close the sockets.
+                _ = live.token.cancelled() => Err(std::io::Error::other("closed by dealer")),
+            };
+            log_end(&who, &backend_name, started, r);
+        }),
+        Some(m) => tracker.spawn(async move {
+            let _held = held;
+            let live = ctx
+                .sessions
+                .register(&user, &backend_name, &ctx.lifecycle.sessions_stop);
+            let started = Instant::now();
+            let r = crate::relay::rewrite::relay(
+                client,
+                backend,
+                m,
+                start,
+                limits,
+                crate::relay::Counters::new(&ctx.metrics, "rewrite"),
+                live.token.clone(),
+            )
+            .await;
+            log_end(&who, &backend_name, started, r);
+        }),
     };
 }
 

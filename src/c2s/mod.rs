@@ -25,7 +25,6 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span};
 use zeroize::Zeroizing;
 
-use crate::app::Shared;
 use crate::config::{BackendId, C2sMode, HostPort, Mechanism};
 use crate::listener::{Accepted, Kind};
 use crate::metrics::{ConnGauge, DropReason};
@@ -34,6 +33,21 @@ use crate::routing::RouteError;
 use crate::snapshot::Snapshot;
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::{FrameLimits, StreamError, StreamHeader, XmlError};
+
+/// What client sessions use of the running dealer: the live snapshot (routing,
+/// limits, TLS key), metrics, connection limits, TLS configs, and the registry of
+/// relayed sessions.
+pub struct Context {
+    pub snapshot: crate::snapshot::Live,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub conn_limits: Arc<crate::listener::ConnLimits>,
+    /// Server TLS configs; their certificate follows the live snapshot.
+    pub server_tls: crate::tls::ServerTls,
+    pub backend_tls: Arc<rustls::ClientConfig>,
+    /// Relayed sessions, for shutdown and re-dealing.
+    pub sessions: Arc<crate::sessions::Sessions>,
+    pub lifecycle: Arc<crate::shutdown::Lifecycle>,
+}
 
 /// How a session failed, and so what (if anything) the client is told.
 #[derive(Debug, thiserror::Error)]
@@ -119,25 +133,25 @@ impl Client {
 
     /// Send a stream error (with our header first if the stream has none yet) and
     /// close, bounded so a client that does not read cannot hold the session.
-    pub async fn stream_error(&mut self, shared: &Shared, cond: StreamError, text: Option<&str>) {
-        self.stream_error_with(shared, cond, None, text).await
+    pub async fn stream_error(&mut self, ctx: &Context, cond: StreamError, text: Option<&str>) {
+        self.stream_error_with(ctx, cond, None, text).await
     }
 
     /// A stream error whose condition element carries `content` (see-other-host).
     pub async fn stream_error_with(
         &mut self,
-        shared: &Shared,
+        ctx: &Context,
         cond: StreamError,
         content: Option<&str>,
         text: Option<&str>,
     ) {
         let header = (!self.header_sent).then(|| {
-            let domain = shared.snapshot.load().config.domain.clone();
+            let domain = ctx.snapshot.load().config.domain.clone();
             crate::xml::header::write(crate::xml::NS_CLIENT, &domain, None, &self.stream_id, true)
         });
         self.header_sent = true;
         self.stream
-            .stream_error(&shared.metrics, header, cond, content, text)
+            .stream_error(&ctx.metrics, header, cond, content, text)
             .await;
     }
 
@@ -145,11 +159,11 @@ impl Client {
     /// backend; the client has had its answer). Past `limits.max_failed_logins` the
     /// stream ends: without this, a client could try passwords for as long as the
     /// handshake deadline lasts.
-    pub fn failed_login(&mut self, shared: &Shared) -> Result<(), SessionError> {
+    pub fn failed_login(&mut self, ctx: &Context) -> Result<(), SessionError> {
         self.failed_logins += 1;
-        let max = shared.snapshot.load().config.limits.max_failed_logins;
+        let max = ctx.snapshot.load().config.limits.max_failed_logins;
         if max > 0 && self.failed_logins >= max {
-            shared.metrics.limit("failed_logins");
+            ctx.metrics.limit("failed_logins");
             return Err(SessionError::stream(
                 StreamError::PolicyViolation,
                 format!("{} failed logins on this stream", self.failed_logins),
@@ -225,30 +239,8 @@ pub fn decide(snap: &Snapshot, login: &Login, direct_tls: bool) -> Result<Action
     }
 }
 
-/// A fresh, unpredictable stream id: a counter hashed with a per-process random key
-/// (one `getrandom` per process, not per stream).
-pub fn stream_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let (a, b) = *KEY.get_or_init(|| {
-        let mut k = [0u8; 16];
-        // The OS generator does not fail on Linux once booted.
-        let _ = getrandom::fill(&mut k);
-        (
-            u64::from_le_bytes(k[..8].try_into().unwrap_or_default()),
-            u64::from_le_bytes(k[8..].try_into().unwrap_or_default()),
-        )
-    });
-    let n = NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes();
-    let hi = xxhash_rust::xxh3::xxh3_64_with_seed(&n, a);
-    let lo = xxhash_rust::xxh3::xxh3_64_with_seed(&n, b);
-    format!("{hi:016x}{lo:08x}", lo = lo as u32)
-}
-
 /// Run one client connection to its end.
-pub async fn serve(a: Accepted, shared: Arc<Shared>) {
+pub async fn serve(a: Accepted, ctx: Arc<Context>) {
     // Behind a PROXY-speaking balancer the socket's peer is the balancer: it is logged
     // as `proxy.addr`, and `client.addr` waits for the header (a span field recorded
     // twice would be printed twice).
@@ -257,17 +249,17 @@ pub async fn serve(a: Accepted, shared: Arc<Shared>) {
     } else {
         info_span!("c2s", client.addr = %a.peer, listener = a.kind.label(), user = tracing::field::Empty, backend.name = tracing::field::Empty)
     };
-    session(a, shared).instrument(span).await
+    session(a, ctx).instrument(span).await
 }
 
-async fn session(a: Accepted, shared: Arc<Shared>) {
+async fn session(a: Accepted, ctx: Arc<Context>) {
     let started = Instant::now();
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     let limits = FrameLimits::from_config(&snap.config.limits);
     let deadline = started + snap.config.limits.handshake_timeout;
     drop(snap);
     let permit = a.permit;
-    let mut gauge = ConnGauge::new(&shared.metrics, a.kind.label());
+    let mut gauge = ConnGauge::new(&ctx.metrics, a.kind.label());
     let mut client = Client {
         stream: XmlStream::new(Conn::Plain(a.tcp), limits),
         peer: a.peer,
@@ -276,17 +268,17 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         listener: a.listener,
         header: StreamHeader::default(),
         header_sent: false,
-        stream_id: stream_id(),
+        stream_id: crate::stream::new_id(),
         span_recorded: false,
         failed_logins: 0,
     };
     let handshake = async {
         // Each phase's state machine is boxed: the session task itself stays small, so
         // spawning it and switching phases moves a few pointers, not kilobytes.
-        let _slot = Box::pin(preauth::preamble(&mut client, &shared)).await?;
+        let _slot = Box::pin(preauth::preamble(&mut client, &ctx)).await?;
         loop {
-            let login = Box::pin(preauth::run(&mut client, &shared)).await?;
-            match Box::pin(route(&mut client, &shared, login, started, &mut gauge)).await? {
+            let login = Box::pin(preauth::run(&mut client, &ctx)).await?;
+            match Box::pin(route(&mut client, &ctx, login, started, &mut gauge)).await? {
                 forward::Outcome::Retry => continue,
                 forward::Outcome::HandOver(h) => return Ok((h, _slot)),
             }
@@ -295,13 +287,13 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
     let result = tokio::select! {
         r = tokio::time::timeout_at(deadline, handshake) => Some(r),
         // dealer still parses this stream: it can say why it ends.
-        _ = shared.sessions_stop.cancelled() => None,
+        _ = ctx.lifecycle.sessions_stop.cancelled() => None,
     };
     match result {
         None => {
             client
                 .stream_error(
-                    &shared,
+                    &ctx,
                     StreamError::SystemShutdown,
                     Some("dealer is shutting down"),
                 )
@@ -317,15 +309,15 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
                 slot,
                 gauge,
             };
-            forward::spawn_relay(client, handover, shared.clone(), held);
+            forward::spawn_relay(client, handover, ctx.clone(), held);
         }
-        Some(Ok(Err(e))) => report(&mut client, &shared, e).await,
+        Some(Ok(Err(e))) => report(&mut client, &ctx, e).await,
         Some(Err(_)) => {
-            shared.metrics.limit("handshake_timeout");
+            ctx.metrics.limit("handshake_timeout");
             debug!("handshake deadline passed");
             client
                 .stream_error(
-                    &shared,
+                    &ctx,
                     StreamError::ConnectionTimeout,
                     Some("login took too long"),
                 )
@@ -335,26 +327,24 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
 }
 
 /// Answer a failure while dealer still parses the stream.
-async fn report(client: &mut Client, shared: &Shared, e: SessionError) {
+async fn report(client: &mut Client, ctx: &Context, e: SessionError) {
     match e {
         SessionError::Xml(x) => {
             if let Some(limit) = x.limit() {
-                shared.metrics.limit(limit);
+                ctx.metrics.limit(limit);
             }
             info!(error = %x, "client stream rejected");
             let text = x.to_string();
-            client
-                .stream_error(shared, x.condition(), Some(&text))
-                .await;
+            client.stream_error(ctx, x.condition(), Some(&text)).await;
         }
         SessionError::Stream(cond, text) => {
             info!(condition = %cond, %text, "stream error");
             let text = (!text.is_empty()).then_some(text);
-            client.stream_error(shared, cond, text.as_deref()).await;
+            client.stream_error(ctx, cond, text.as_deref()).await;
         }
         SessionError::Gone(why) => debug!(%why, "client gone"),
-        SessionError::Tls(e) => shared.metrics.dropped(DropReason::TlsHandshake, &e),
-        SessionError::Dropped(reason, why) => shared.metrics.dropped(reason, &why),
+        SessionError::Tls(e) => ctx.metrics.dropped(DropReason::TlsHandshake, &e),
+        SessionError::Dropped(reason, why) => ctx.metrics.dropped(reason, &why),
         SessionError::Done => {}
     }
 }
@@ -362,15 +352,14 @@ async fn report(client: &mut Client, shared: &Shared, e: SessionError) {
 /// Route a login and act on it.
 async fn route(
     client: &mut Client,
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     login: Login,
     started: Instant,
     gauge: &mut ConnGauge,
 ) -> Result<forward::Outcome, SessionError> {
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     let decision = decide(&snap, &login, client.kind == Kind::C2sTls);
-    shared
-        .metrics
+    ctx.metrics
         .handshake_duration
         .with_label_values(&[client.kind.label()])
         .observe(started.elapsed().as_secs_f64());
@@ -378,19 +367,17 @@ async fn route(
         Ok(a) => a,
         Err(RouteError::Name(e)) => {
             // The backend would refuse this name too; let the client try another.
-            shared
-                .metrics
+            ctx.metrics
                 .routing_decisions
                 .with_label_values(&["none", "error"])
                 .inc();
             info!(error = %e, "unroutable username");
             preauth::refuse(client, &login, "not-authorized", &e.to_string()).await?;
-            client.failed_login(shared)?;
+            client.failed_login(ctx)?;
             return Ok(forward::Outcome::Retry);
         }
         Err(e) => {
-            shared
-                .metrics
+            ctx.metrics
                 .routing_decisions
                 .with_label_values(&["none", "error"])
                 .inc();
@@ -422,19 +409,18 @@ async fn route(
     } else {
         info!(user = login.username.as_deref().unwrap_or(""), backend.name = %name, "another login on this stream");
     }
-    shared
-        .metrics
+    ctx.metrics
         .routing_decisions
         .with_label_values(&[name, outcome])
         .inc();
     match action {
         Action::Redirect(_, to) => {
-            redirect::send(client, shared, &login, &to).await;
+            redirect::send(client, ctx, &login, &to).await;
             Err(SessionError::Done)
         }
         Action::Forward(id) => {
             gauge.set("authenticating");
-            let r = forward::authenticate(client, shared, &snap, id, login).await;
+            let r = forward::authenticate(client, ctx, &snap, id, login).await;
             if matches!(r, Ok(forward::Outcome::Retry)) {
                 gauge.set("handshake");
             }

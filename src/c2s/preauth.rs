@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tracing::debug;
 use zeroize::Zeroizing;
 
+use super::Context;
 use super::peek::{PeekError, decode_sasl, sasl_username};
 use super::{Client, Login, LoginKind, SessionError};
-use crate::app::Shared;
 use crate::config::{Mechanism, StartTls};
 use crate::listener::{Kind, SourceSlot};
 use crate::metrics::DropReason;
@@ -23,7 +23,7 @@ use crate::xml::escape::{attr as esc_attr, text as esc_text};
 use crate::xml::{Frame, NS_CLIENT, NS_IQ_AUTH, NS_IQ_REGISTER, NS_SASL, NS_TLS, StreamError};
 
 /// PROXY header, Direct TLS, and the per-source connection limit.
-pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot, SessionError> {
+pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, SessionError> {
     if c.listener.proxy_protocol {
         let Conn::Plain(tcp) = &mut c.stream.conn else {
             return Err(SessionError::Gone("not a TCP connection".into()));
@@ -44,18 +44,13 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
     }
     // Counted before any TLS work, so one source cannot make dealer do handshakes
     // past its limit.
-    let max = shared
-        .snapshot
-        .load()
-        .config
-        .limits
-        .max_connections_per_source;
-    let slot = shared.conn_limits.admit(c.peer.ip(), max);
+    let max = ctx.snapshot.load().config.limits.max_connections_per_source;
+    let slot = ctx.conn_limits.admit(c.peer.ip(), max);
     if c.kind == Kind::C2sTls {
         if slot.is_none() {
             // A stream error could only be read through TLS: a refusal would cost a
             // handshake. Close instead.
-            shared.metrics.limit("connections_per_source");
+            ctx.metrics.limit("connections_per_source");
             return Err(SessionError::Dropped(
                 DropReason::ConnectionsPerSource,
                 format!("too many connections from {}", c.peer.ip()),
@@ -64,7 +59,7 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
         let Conn::Plain(tcp) = c.stream.take_conn() else {
             return Err(SessionError::Gone("not a TCP connection".into()));
         };
-        let tls = tokio_rustls::TlsAcceptor::from(shared.server_tls.direct_client.clone())
+        let tls = tokio_rustls::TlsAcceptor::from(ctx.server_tls.direct_client.clone())
             .accept(crate::net::TlsTcp::direct(tcp))
             .await
             .map_err(SessionError::Tls)?;
@@ -73,7 +68,7 @@ pub async fn preamble(c: &mut Client, shared: &Arc<Shared>) -> Result<SourceSlot
     match slot {
         Some(slot) => Ok(slot),
         None => {
-            shared.metrics.limit("connections_per_source");
+            ctx.metrics.limit("connections_per_source");
             Err(SessionError::stream(
                 StreamError::PolicyViolation,
                 "too many connections from your address",
@@ -100,12 +95,12 @@ enum Step {
 }
 
 /// Speak the pre-auth stream until the client's first authentication element.
-pub async fn run(c: &mut Client, shared: &Arc<Shared>) -> Result<Login, SessionError> {
+pub async fn run(c: &mut Client, ctx: &Arc<Context>) -> Result<Login, SessionError> {
     loop {
         if !c.header_sent {
-            open_stream(c, shared).await?;
+            open_stream(c, ctx).await?;
         }
-        match elements(c, shared).await? {
+        match elements(c, ctx).await? {
             Step::Restart => c.header_sent = false,
             Step::Login(l) => return Ok(l),
         }
@@ -113,7 +108,7 @@ pub async fn run(c: &mut Client, shared: &Arc<Shared>) -> Result<Login, SessionE
 }
 
 /// Read and check the client's stream header; answer with ours and the features.
-async fn open_stream(c: &mut Client, shared: &Arc<Shared>) -> Result<(), SessionError> {
+async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<(), SessionError> {
     c.stream.restart();
     let header = match c.stream.next_frame().await? {
         Frame::Header { len, header } => {
@@ -128,9 +123,9 @@ async fn open_stream(c: &mut Client, shared: &Arc<Shared>) -> Result<(), Session
             ));
         }
     };
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     c.header = header;
-    c.stream_id = super::stream_id();
+    c.stream_id = crate::stream::new_id();
     if !c.header.is_stream() {
         return Err(SessionError::stream(
             StreamError::InvalidNamespace,
@@ -249,10 +244,10 @@ async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> 
     }
 }
 
-async fn elements(c: &mut Client, shared: &Arc<Shared>) -> Result<Step, SessionError> {
+async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionError> {
     loop {
         let (e, len) = next_element(c).await?;
-        let snap = shared.snapshot.load_full();
+        let snap = ctx.snapshot.load_full();
         match (e.ns.as_str(), e.name.as_str()) {
             (NS_TLS, "starttls") => {
                 c.stream.consume(len);
@@ -264,13 +259,13 @@ async fn elements(c: &mut Client, shared: &Arc<Shared>) -> Result<Step, SessionE
                     return Err(SessionError::Done);
                 }
                 c.stream
-                    .starttls_server(shared.server_tls.starttls.clone())
+                    .starttls_server(ctx.server_tls.starttls.clone())
                     .await?;
                 debug!("tls up (STARTTLS)");
                 return Ok(Step::Restart);
             }
             (NS_SASL, "auth") => {
-                if let Some(l) = sasl(c, shared, &snap, &e, len).await? {
+                if let Some(l) = sasl(c, ctx, &snap, &e, len).await? {
                     return Ok(Step::Login(l));
                 }
             }
@@ -281,7 +276,7 @@ async fn elements(c: &mut Client, shared: &Arc<Shared>) -> Result<Step, SessionE
                     .await?;
             }
             (NS_CLIENT, "iq") => {
-                if let Some(l) = iq(c, shared, &snap, &e, len).await? {
+                if let Some(l) = iq(c, ctx, &snap, &e, len).await? {
                     return Ok(Step::Login(l));
                 }
             }
@@ -314,12 +309,12 @@ async fn sasl_failure(c: &mut Client, condition: &str, text: &str) -> Result<(),
 }
 
 /// Too many logins from this address?
-fn login_allowed(c: &Client, shared: &Shared, snap: &Snapshot) -> Result<(), SessionError> {
+fn login_allowed(c: &Client, ctx: &Context, snap: &Snapshot) -> Result<(), SessionError> {
     let rate = snap.config.limits.logins_per_source_per_second;
-    if shared.conn_limits.allow_login(c.peer.ip(), rate) {
+    if ctx.conn_limits.allow_login(c.peer.ip(), rate) {
         Ok(())
     } else {
-        shared.metrics.limit("logins_per_source");
+        ctx.metrics.limit("logins_per_source");
         Err(SessionError::stream(
             StreamError::PolicyViolation,
             "too many logins from your address; try again later",
@@ -331,7 +326,7 @@ fn login_allowed(c: &Client, shared: &Shared, snap: &Snapshot) -> Result<(), Ses
 /// sent no initial response. `Ok(None)` means the client was answered and may retry.
 async fn sasl(
     c: &mut Client,
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     snap: &Snapshot,
     e: &Element,
     len: usize,
@@ -339,18 +334,18 @@ async fn sasl(
     if starttls_required(c) {
         c.stream.consume_zeroed(len);
         sasl_failure(c, "encryption-required", "STARTTLS first").await?;
-        c.failed_login(shared)?;
+        c.failed_login(ctx)?;
         return Ok(None);
     }
     let name = e.attr("mechanism").unwrap_or_default();
     let Some(mech) = Mechanism::from_name(name).filter(|m| snap.mechanisms().contains(m)) else {
         c.stream.consume_zeroed(len);
         sasl_failure(c, "invalid-mechanism", "").await?;
-        c.failed_login(shared)?;
+        c.failed_login(ctx)?;
         return Ok(None);
     };
-    login_allowed(c, shared, snap)?;
-    shared.metrics.peek(mech);
+    login_allowed(c, ctx, snap)?;
+    ctx.metrics.peek(mech);
     let text = e.text();
     let initial = decode_sasl(&text);
     // The element carried the credentials: keep a copy for the backend, wipe the buffer.
@@ -359,7 +354,7 @@ async fn sasl(
     let (data, first) = match initial {
         Err(_) => {
             sasl_failure(c, "incorrect-encoding", "").await?;
-            c.failed_login(shared)?;
+            c.failed_login(ctx)?;
             return Ok(None);
         }
         Ok(Some(d)) => (d, first),
@@ -374,17 +369,17 @@ async fn sasl(
             c.stream.consume_zeroed(rlen);
             if r.is("abort", NS_SASL) {
                 sasl_failure(c, "aborted", "").await?;
-                c.failed_login(shared)?;
+                c.failed_login(ctx)?;
                 return Ok(None);
             }
             if !r.is("response", NS_SASL) {
                 sasl_failure(c, "malformed-request", "expected <response/>").await?;
-                c.failed_login(shared)?;
+                c.failed_login(ctx)?;
                 return Ok(None);
             }
             let Ok(Some(d)) = decode_sasl(&text) else {
                 sasl_failure(c, "incorrect-encoding", "").await?;
-                c.failed_login(shared)?;
+                c.failed_login(ctx)?;
                 return Ok(None);
             };
             // Written straight into a zeroed-on-drop buffer of the final size, so no
@@ -409,12 +404,12 @@ async fn sasl(
             Ok(u) => Some(u),
             Err(PeekError::ChannelBinding) => {
                 sasl_failure(c, "malformed-request", "channel binding is not offered").await?;
-                c.failed_login(shared)?;
+                c.failed_login(ctx)?;
                 return Ok(None);
             }
             Err(err) => {
                 sasl_failure(c, "malformed-request", &err.to_string()).await?;
-                c.failed_login(shared)?;
+                c.failed_login(ctx)?;
                 return Ok(None);
             }
         },
@@ -429,7 +424,7 @@ async fn sasl(
 /// `<iq/>` before authentication: XEP-0078 and XEP-0077, when enabled.
 async fn iq(
     c: &mut Client,
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     snap: &Snapshot,
     e: &Element,
     len: usize,
@@ -470,11 +465,11 @@ async fn iq(
                 // which would answer it with a `result` carrying the fields form.
                 c.stream.consume_zeroed(len);
                 iq_error(c, &id, "modify", "not-acceptable", "406", NS_IQ_AUTH).await?;
-                c.failed_login(shared)?;
+                c.failed_login(ctx)?;
                 return Ok(None);
             }
             let kind = LoginKind::IqAuth { id: id.clone() };
-            iq_login(c, shared, snap, q, len, NS_IQ_AUTH, kind, &id).await
+            iq_login(c, ctx, snap, q, len, NS_IQ_AUTH, kind, &id).await
         }
         ("get", _, Some(_)) => {
             c.stream.consume(len);
@@ -487,7 +482,7 @@ async fn iq(
         }
         ("set", _, Some(q)) => {
             let kind = LoginKind::Register { id: id.clone() };
-            iq_login(c, shared, snap, q, len, NS_IQ_REGISTER, kind, &id).await
+            iq_login(c, ctx, snap, q, len, NS_IQ_REGISTER, kind, &id).await
         }
         _ => {
             c.stream.consume(len);
@@ -505,7 +500,7 @@ async fn iq(
 #[allow(clippy::too_many_arguments)]
 async fn iq_login(
     c: &mut Client,
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     snap: &Snapshot,
     query: &Element,
     len: usize,
@@ -513,13 +508,13 @@ async fn iq_login(
     kind: LoginKind,
     id: &str,
 ) -> Result<Option<Login>, SessionError> {
-    login_allowed(c, shared, snap)?;
+    login_allowed(c, ctx, snap)?;
     let label = if ns == NS_IQ_AUTH {
         "iq-auth"
     } else {
         "register"
     };
-    shared.metrics.auth_peeks.with_label_values(&[label]).inc();
+    ctx.metrics.auth_peeks.with_label_values(&[label]).inc();
     let user = query
         .child("username", ns)
         .map(|u| u.text().trim().to_owned());
@@ -533,7 +528,7 @@ async fn iq_login(
         })),
         None => {
             iq_error(c, id, "modify", "not-acceptable", "406", ns).await?;
-            c.failed_login(shared)?;
+            c.failed_login(ctx)?;
             Ok(None)
         }
     }

@@ -8,13 +8,13 @@
 
 use tracing::info;
 
+use super::Context;
 use super::{Client, Login, LoginKind};
-use crate::app::Shared;
 use crate::config::HostPort;
 use crate::xml::StreamError;
 use crate::xml::escape::{attr as esc_attr, text as esc_text};
 
-pub async fn send(c: &mut Client, shared: &Shared, login: &Login, to: &HostPort) {
+pub async fn send(c: &mut Client, ctx: &Context, login: &Login, to: &HostPort) {
     let target = to.to_string();
     info!(redirect.to = %target, "redirecting");
     match &login.kind {
@@ -27,7 +27,7 @@ pub async fn send(c: &mut Client, shared: &Shared, login: &Login, to: &HostPort)
             c.close_with(s.as_bytes()).await;
         }
         LoginKind::Sasl(_) | LoginKind::Register { .. } => {
-            c.stream_error_with(shared, StreamError::SeeOtherHost, Some(&target), None)
+            c.stream_error_with(ctx, StreamError::SeeOtherHost, Some(&target), None)
                 .await;
         }
     }

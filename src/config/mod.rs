@@ -1,6 +1,6 @@
 //! Configuration: `file` (the YAML as written) → `validate` (every error, each naming
 //! its key) → [`Config`], an immutable, typed value. `Config` holds no derived state
-//! (routing tables, TLS keys); those are built from it by `crate::snapshot`.
+//! (routing tables, TLS keys); those are built from it by the snapshot.
 
 pub mod file;
 pub mod validate;
@@ -16,8 +16,7 @@ use ipnet::IpNet;
 
 pub use values::HostPort;
 
-/// Index of a backend in [`Config::backends`] (sorted by name, so stable for a file).
-pub type BackendId = usize;
+pub use crate::routing::{BackendId, Normalise, RangeRow, Strategy};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +58,22 @@ impl Config {
 
     pub fn backend_id(&self, name: &str) -> Option<BackendId> {
         self.backends.iter().position(|b| b.name == name)
+    }
+
+    /// What the routing table is built from.
+    pub fn routing_spec(&self) -> crate::routing::Spec<'_> {
+        crate::routing::Spec {
+            strategy: self.routing.strategy,
+            normalise: self.routing.normalise,
+            ranges: &self.routing.ranges,
+            default: self.routing.default,
+            backends: self
+                .backends
+                .iter()
+                .map(|b| (b.name.as_str(), b.weight))
+                .collect(),
+            fallback: self.health.fallback,
+        }
     }
 }
 
@@ -154,17 +169,6 @@ pub enum Domains {
     Masked,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    Hash,
-    Ranges,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Normalise {
-    Nodeprep,
-    Precis,
-}
 
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -178,12 +182,6 @@ pub struct Routing {
     pub redeal_on_reload: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RangeRow {
-    pub from: String,
-    pub to: String,
-    pub backend: BackendId,
-}
 
 #[derive(Debug, Clone)]
 pub struct Backend {

@@ -18,10 +18,35 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::app::Shared;
+use super::Metrics;
+use crate::shutdown::{Lifecycle, Phase};
+use crate::snapshot::Live;
+
+/// What the endpoint reads: metrics, the live snapshot, the lifecycle.
+pub struct Endpoint {
+    pub metrics: Arc<Metrics>,
+    pub snapshot: Live,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl Endpoint {
+    /// Whether dealer can take clients now (for `/readyz`).
+    pub fn ready(&self) -> Result<(), &'static str> {
+        match self.lifecycle.current() {
+            Phase::Running => {}
+            Phase::Draining | Phase::Stopped => return Err("shutting down"),
+        }
+        let snap = self.snapshot.load();
+        if (0..snap.config.backends.len()).any(|id| snap.is_up(id)) {
+            Ok(())
+        } else {
+            Err("no backend is up")
+        }
+    }
+}
 
 /// Serve until `stop` is cancelled. The accept loop survives every accept error.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, ep: Arc<Endpoint>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             // Cancel-safe: `accept` loses nothing when the other branch wins.
@@ -37,12 +62,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
                 continue;
             }
         };
-        let shared = shared.clone();
+        let ep = ep.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req)) }
+                let ep = ep.clone();
+                async move { Ok::<_, Infallible>(handle(&ep, req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -56,13 +81,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
     }
 }
 
-fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(ep: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut r = text(StatusCode::OK, shared.metrics.render());
+            let mut r = text(StatusCode::OK, ep.metrics.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -70,19 +95,19 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match shared.ready() {
+        "/readyz" => match ep.ready() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {why}\n"),
             ),
         },
-        "/route" => route(shared, req.uri().query().unwrap_or("")),
+        "/route" => route(ep, req.uri().query().unwrap_or("")),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
-fn route(shared: &Shared, query: &str) -> Response<Full<Bytes>> {
+fn route(ep: &Endpoint, query: &str) -> Response<Full<Bytes>> {
     let mut name = None;
     let mut explain = false;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -98,7 +123,7 @@ fn route(shared: &Shared, query: &str) -> Response<Full<Bytes>> {
             "usage: /route?name=NAME[&explain=1]\n".into(),
         );
     };
-    let snap = shared.snapshot.load();
+    let snap = ep.snapshot.load();
     let mut r = match snap.route_line(&name, explain) {
         Ok(line) => text(StatusCode::OK, line),
         Err(line) => text(StatusCode::UNPROCESSABLE_ENTITY, line),

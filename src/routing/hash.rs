@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::config::BackendId;
+use super::BackendId;
 
 /// 2^20 slots: each slot is under a millionth of the users, so the slot grid adds
 /// well under 1% of imbalance for clusters up to a few hundred backends.

@@ -8,10 +8,48 @@ pub mod ranges;
 
 use std::fmt::Write as _;
 
-use crate::config::{BackendId, Config, Normalise, Strategy};
 use hash::HashRing;
 use normalise::NormaliseError;
 use ranges::{RangeMatch, RangeTable};
+
+/// Index of a backend in the configuration's backend list (sorted by name, so stable
+/// for a file).
+pub type BackendId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Hash,
+    Ranges,
+}
+
+/// How usernames are compared (the way the backends compare localparts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalise {
+    Nodeprep,
+    Precis,
+}
+
+/// A row of the range table: names from `from` to everything that starts with `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeRow {
+    pub from: String,
+    pub to: String,
+    pub backend: BackendId,
+}
+
+/// What a routing table is built from (the configuration's routing and backends).
+#[derive(Debug, Clone)]
+pub struct Spec<'a> {
+    pub strategy: Strategy,
+    pub normalise: Normalise,
+    /// Bounds already normalised; sorted by `from`, validated not to overlap.
+    pub ranges: &'a [RangeRow],
+    pub default: Option<BackendId>,
+    /// `(name, weight)` in `BackendId` order.
+    pub backends: Vec<(&'a str, u32)>,
+    /// A down backend's users may move to the next hash choice.
+    pub fallback: bool,
+}
 
 #[derive(Debug, Clone)]
 enum Table {
@@ -62,37 +100,36 @@ pub enum RouteError {
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Router {
-        Self::new_reusing(config, None)
+    pub fn new(spec: &Spec<'_>) -> Router {
+        Self::new_reusing(spec, None)
     }
 
-    /// Build for `config`, reusing `previous`'s hash table when the backends and their
+    /// Build for `spec`, reusing `previous`'s hash table when the backends and their
     /// weights did not change (building one for 1,000 backends takes about a second).
-    pub fn new_reusing(config: &Config, previous: Option<&Router>) -> Router {
+    pub fn new_reusing(spec: &Spec<'_>, previous: Option<&Router>) -> Router {
         let prev_ring = match previous.map(|p| &p.table) {
             Some(Table::Hash(r)) => Some(r),
             _ => None,
         };
-        let table = match config.routing.strategy {
+        let table = match spec.strategy {
             Strategy::Hash => Table::Hash(HashRing::new_reusing(
-                config
-                    .backends
+                spec.backends
                     .iter()
                     .enumerate()
-                    .map(|(id, b)| (id, b.name.as_str(), b.weight)),
+                    .map(|(id, &(name, weight))| (id, name, weight)),
                 prev_ring,
             )),
             // Validation guarantees `default` with ranges; 0 keeps this total anyway.
             Strategy::Ranges => Table::Ranges(RangeTable::new(
-                config.routing.ranges.clone(),
-                config.routing.default.unwrap_or(0),
+                spec.ranges.to_vec(),
+                spec.default.unwrap_or(0),
             )),
         };
         Router {
-            normalise: config.routing.normalise,
+            normalise: spec.normalise,
             table,
-            names: config.backends.iter().map(|b| b.name.clone()).collect(),
-            fallback: config.health.fallback,
+            names: spec.backends.iter().map(|(n, _)| n.to_string()).collect(),
+            fallback: spec.fallback,
         }
     }
 

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use precis_core::profile::Profile;
 use precis_profiles::UsernameCaseMapped;
 
-use crate::config::Normalise;
+use super::Normalise;
 
 /// RFC 7622 §3.3: a localpart is at most 1023 octets.
 pub const MAX_LOCALPART_BYTES: usize = 1023;

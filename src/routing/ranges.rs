@@ -7,7 +7,7 @@
 //! Validated rows never overlap, so at most one row covers a name: the last row whose
 //! `from <= n`, found by binary search.
 
-use crate::config::{BackendId, RangeRow};
+use super::{BackendId, RangeRow};
 
 /// Does the row `from`–`to` cover `n`?
 #[inline]

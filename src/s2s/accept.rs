@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::Context;
 use super::stanza::Stanza;
 use super::{dialback, dispatch, link::LinkError, open_stream};
-use crate::app::Shared;
 use crate::config::StartTls;
 use crate::jid::{Jid, domain_key};
 use crate::listener::{Accepted, Kind};
@@ -101,21 +101,21 @@ struct Peer {
 /// Pairs one stream may authenticate (dialback piggybacking); beyond this, refuse.
 const MAX_PAIRS: usize = 64;
 
-pub async fn serve(a: Accepted, shared: Arc<Shared>) {
+pub async fn serve(a: Accepted, ctx: Arc<Context>) {
     let span = if a.listener.proxy_protocol {
         info_span!("s2s_in", proxy.addr = %a.peer, peer.addr = tracing::field::Empty, listener = a.kind.label())
     } else {
         info_span!("s2s_in", peer.addr = %a.peer, listener = a.kind.label())
     };
-    session(a, shared).instrument(span).await
+    session(a, ctx).instrument(span).await
 }
 
-async fn session(a: Accepted, shared: Arc<Shared>) {
+async fn session(a: Accepted, ctx: Arc<Context>) {
     let _permit = a.permit;
     let internal = a.kind == Kind::S2sInternal;
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     let direction = if internal { "internal" } else { "in" };
-    let gauge = shared.metrics.s2s_streams.with_label_values(&[direction]);
+    let gauge = ctx.metrics.s2s_streams.with_label_values(&[direction]);
     gauge.inc();
     let mut p = Peer {
         stream: XmlStream::new(
@@ -125,7 +125,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
         internal,
         header: StreamHeader::default(),
         header_sent: false,
-        id: crate::c2s::stream_id(),
+        id: crate::stream::new_id(),
         local: snap.config.domain.clone(),
         authed: Vec::new(),
         peer: a.peer.ip(),
@@ -152,7 +152,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
             _ => {
                 stream_error(
                     &mut p,
-                    &shared,
+                    &ctx,
                     StreamError::NotWellFormed,
                     "expected a PROXY protocol header",
                 )
@@ -170,7 +170,7 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
             .iter()
             .any(|n| n.contains(&p.peer))
     {
-        shared.metrics.limit("s2s_internal_allow");
+        ctx.metrics.limit("s2s_internal_allow");
         warn!("internal s2s connection from an address outside s2s.internal_allow");
         Err(err(
             StreamError::PolicyViolation,
@@ -184,16 +184,16 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
             snap.config.limits.max_connections_per_source
         };
         drop(snap);
-        match shared.conn_limits.admit(p.peer, max) {
+        match ctx.conn_limits.admit(p.peer, max) {
             Some(_slot) => {
-                let stop = shared.sessions_stop.clone();
+                let stop = ctx.lifecycle.sessions_stop.clone();
                 tokio::select! {
-                    r = run(&mut p, &shared, deadline) => r,
+                    r = run(&mut p, &ctx, deadline) => r,
                     _ = stop.cancelled() => Err(err(StreamError::SystemShutdown, "dealer is shutting down")),
                 }
             }
             None => {
-                shared.metrics.limit("connections_per_source");
+                ctx.metrics.limit("connections_per_source");
                 Err(err(
                     StreamError::PolicyViolation,
                     "too many connections from your address",
@@ -204,48 +204,48 @@ async fn session(a: Accepted, shared: Arc<Shared>) {
     match result {
         Ok(()) | Err(S2sError::Done) => {}
         Err(S2sError::Gone(why)) => debug!(%why, "s2s peer gone"),
-        Err(S2sError::Dropped(reason, why)) => shared.metrics.dropped(reason, &why),
+        Err(S2sError::Dropped(reason, why)) => ctx.metrics.dropped(reason, &why),
         Err(S2sError::Xml(x)) => {
             if let Some(l) = x.limit() {
-                shared.metrics.limit(l);
+                ctx.metrics.limit(l);
             }
             let text = x.to_string();
-            stream_error(&mut p, &shared, x.condition(), &text).await;
+            stream_error(&mut p, &ctx, x.condition(), &text).await;
         }
         Err(S2sError::Stream(cond, text)) => {
             info!(condition = %cond, %text, "s2s stream error");
-            stream_error(&mut p, &shared, cond, &text).await;
+            stream_error(&mut p, &ctx, cond, &text).await;
         }
     }
     gauge.dec();
 }
 
-async fn stream_error(p: &mut Peer, shared: &Shared, cond: StreamError, text: &str) {
+async fn stream_error(p: &mut Peer, ctx: &Context, cond: StreamError, text: &str) {
     let header =
         (!p.header_sent).then(|| crate::xml::header::write(NS_SERVER, &p.local, None, &p.id, true));
     let text = (!text.is_empty()).then_some(text);
     p.stream
-        .stream_error(&shared.metrics, header, cond, None, text)
+        .stream_error(&ctx.metrics, header, cond, None, text)
         .await;
 }
 
-async fn run(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Result<(), S2sError> {
+async fn run(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result<(), S2sError> {
     loop {
         // The deadline covers getting to the first authenticated exchange.
         let opened = if p.authed.is_empty() && !p.header_sent {
-            tokio::time::timeout_at(deadline, open(p, shared))
+            tokio::time::timeout_at(deadline, open(p, ctx))
                 .await
                 .map_err(|_| {
-                    shared.metrics.limit("handshake_timeout");
+                    ctx.metrics.limit("handshake_timeout");
                     err(StreamError::ConnectionTimeout, "stream not opened in time")
                 })?
         } else if !p.header_sent {
-            open(p, shared).await
+            open(p, ctx).await
         } else {
             Ok(())
         };
         opened?;
-        match elements(p, shared, deadline).await? {
+        match elements(p, ctx, deadline).await? {
             Next::Restart => p.header_sent = false,
             Next::Closed => return Ok(()),
         }
@@ -257,7 +257,7 @@ enum Next {
     Closed,
 }
 
-async fn open(p: &mut Peer, shared: &Arc<Shared>) -> Result<(), S2sError> {
+async fn open(p: &mut Peer, ctx: &Arc<Context>) -> Result<(), S2sError> {
     p.stream.restart();
     let header = match p.stream.next_frame().await? {
         Frame::Header { len, header } => {
@@ -266,8 +266,8 @@ async fn open(p: &mut Peer, shared: &Arc<Shared>) -> Result<(), S2sError> {
         }
         _ => return Err(err(StreamError::NotWellFormed, "expected a stream header")),
     };
-    let snap = shared.snapshot.load_full();
-    p.id = crate::c2s::stream_id();
+    let snap = ctx.snapshot.load_full();
+    p.id = crate::stream::new_id();
     if !header.is_stream() || header.default_ns.as_deref() != Some(NS_SERVER) {
         return Err(err(StreamError::InvalidNamespace, "expected jabber:server"));
     }
@@ -312,13 +312,13 @@ async fn open(p: &mut Peer, shared: &Arc<Shared>) -> Result<(), S2sError> {
     Ok(())
 }
 
-async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Result<Next, S2sError> {
+async fn elements(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result<Next, S2sError> {
     loop {
         let frame = if p.authed.is_empty() {
             tokio::time::timeout_at(deadline, p.stream.next_frame())
                 .await
                 .map_err(|_| {
-                    shared.metrics.limit("handshake_timeout");
+                    ctx.metrics.limit("handshake_timeout");
                     err(StreamError::ConnectionTimeout, "no dialback in time")
                 })??
         } else {
@@ -340,21 +340,21 @@ async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Resu
         let scope = Scope::from_header(&p.header);
         if let Some(st) = Stanza::parse(&p.stream.buf[..len], &scope)? {
             p.stream.consume(len);
-            stanza(p, shared, st)?;
+            stanza(p, ctx, st)?;
             continue;
         }
         let e = Element::parse(&p.stream.buf[..len], &scope)?;
         p.stream.consume(len);
         match (e.ns.as_str(), e.name.as_str()) {
             (NS_TLS, "starttls") => {
-                let snap = shared.snapshot.load_full();
+                let snap = ctx.snapshot.load_full();
                 if p.stream.conn.is_tls() || snap.tls_key.is_none() || p.starttls == StartTls::Off {
                     return Err(err(StreamError::PolicyViolation, "STARTTLS is not offered"));
                 }
                 // The handshake, too, runs against a clock.
                 tokio::time::timeout(
                     snap.config.limits.handshake_timeout,
-                    p.stream.starttls_server(shared.server_tls.starttls.clone()),
+                    p.stream.starttls_server(ctx.server_tls.starttls.clone()),
                 )
                 .await
                 .map_err(|_| {
@@ -365,8 +365,8 @@ async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Resu
             (NS_DIALBACK, _) if p.starttls == StartTls::Required && !p.stream.conn.is_tls() => {
                 return Err(err(StreamError::PolicyViolation, "STARTTLS first"));
             }
-            (NS_DIALBACK, "result") if e.attr("type").is_none() => db_result(p, shared, &e).await?,
-            (NS_DIALBACK, "verify") if e.attr("type").is_none() => db_verify(p, shared, &e).await?,
+            (NS_DIALBACK, "result") if e.attr("type").is_none() => db_result(p, ctx, &e).await?,
+            (NS_DIALBACK, "verify") if e.attr("type").is_none() => db_verify(p, ctx, &e).await?,
             _ => {
                 return Err(err(
                     StreamError::UnsupportedStanzaType,
@@ -378,7 +378,7 @@ async fn elements(p: &mut Peer, shared: &Arc<Shared>, deadline: Instant) -> Resu
 }
 
 /// A dialback request: may the stream carry stanzas from `from` to `to`?
-async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<(), S2sError> {
+async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), S2sError> {
     let (Some(from), Some(to)) = (e.attr("from"), e.attr("to")) else {
         return Err(err(
             StreamError::ImproperAddressing,
@@ -386,7 +386,7 @@ async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
         ));
     };
     let (from, to) = (domain_key(from), domain_key(to));
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     let answer = |kind: &str| {
         format!(
             "<db:result from='{}' to='{}' type='{kind}'/>",
@@ -438,7 +438,7 @@ async fn db_result(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
         let key = e.text();
         // Only the originating domain's own server can vouch for it; a domain of
         // ours cannot originate from outside.
-        from != snap.config.domain && ask_authority(shared, &from, &to, &p.id, key.trim()).await
+        from != snap.config.domain && ask_authority(ctx, &from, &to, &p.id, key.trim()).await
     };
     if valid {
         p.authed.push((from.clone(), to.clone()));
@@ -476,14 +476,14 @@ fn internal_may_originate(c: &crate::config::Config, peer: std::net::IpAddr, fro
 }
 
 /// An authoritative check of a key dealer issued for one of its links.
-async fn db_verify(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<(), S2sError> {
+async fn db_verify(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), S2sError> {
     let (Some(from), Some(to), Some(id)) = (e.attr("from"), e.attr("to"), e.attr("id")) else {
         return Err(err(
             StreamError::ImproperAddressing,
             "db:verify needs from, to and id",
         ));
     };
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
     // `from` is the receiving server that got our key, `to` the domain we claimed; on
     // the federation listener dealer vouches only for the public domain.
@@ -502,11 +502,10 @@ async fn db_verify(p: &mut Peer, shared: &Arc<Shared>, e: &Element) -> Result<()
 }
 
 /// A stanza on an authenticated stream: check its addressing, then send it on.
-fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError> {
+fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> {
     let dir = if p.internal { "out" } else { "in" };
     let reject = |cond: StreamError, text: &str| {
-        shared
-            .metrics
+        ctx.metrics
             .s2s_stanzas
             .with_label_values(&[dir, "rejected"])
             .inc();
@@ -536,7 +535,7 @@ fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError
         };
         return Err(reject(cond, "to a domain this stream is not for"));
     }
-    let snap = shared.snapshot.load_full();
+    let snap = ctx.snapshot.load_full();
     let st = if p.internal && snap.config.domains == crate::config::Domains::Masked {
         // The backend whose internal domain authenticated this stream speaks for it.
         if !snap
@@ -561,8 +560,7 @@ fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError
                 ));
             }
         }
-        shared
-            .metrics
+        ctx.metrics
             .s2s_stanzas
             .with_label_values(&["out", "masked"])
             .inc();
@@ -570,14 +568,14 @@ fn stanza(p: &mut Peer, shared: &Arc<Shared>, st: Stanza) -> Result<(), S2sError
     } else {
         st
     };
-    dispatch(shared, st);
+    dispatch(ctx, st);
     Ok(())
 }
 
 /// Ask `originating`'s authoritative server whether `key` is its key for the stream
 /// `id` it opened to `receiving`.
 async fn ask_authority(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     originating: &str,
     receiving: &str,
     id: &str,
@@ -585,7 +583,7 @@ async fn ask_authority(
 ) -> bool {
     match tokio::time::timeout(
         VERIFY_TIMEOUT,
-        verify_with(shared, originating, receiving, id, key),
+        verify_with(ctx, originating, receiving, id, key),
     )
     .await
     {
@@ -602,15 +600,14 @@ async fn ask_authority(
 }
 
 async fn verify_with(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     originating: &str,
     receiving: &str,
     id: &str,
     key: &str,
 ) -> Result<bool, LinkError> {
-    let snap = shared.snapshot.load_full();
-    let addrs = shared
-        .s2s
+    let snap = ctx.snapshot.load_full();
+    let addrs = ctx
         .resolver(&snap)
         .map_err(|e| LinkError::NotFound(e.to_string()))?
         .lookup(originating, snap.config.s2s.routes.get(originating))

@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::Context;
 use super::stanza::{Condition, Stanza};
 use super::{dialback, open_stream};
-use crate::app::Shared;
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
@@ -156,9 +156,9 @@ impl Links {
     /// in bytes (or a queue past `QUEUE` stanzas) is bounced with
     /// `resource-constraint`: reading on and bouncing keeps every other link moving,
     /// where stopping to read would block them all behind one slow peer.
-    pub fn send(&self, shared: &Arc<Shared>, key: LinkKey, st: Stanza) {
+    pub fn send(&self, ctx: &Arc<Context>, key: LinkKey, st: Stanza) {
         let (per_link, total) = {
-            let snap = shared.snapshot.load();
+            let snap = ctx.snapshot.load();
             (
                 snap.config.s2s.queue_bytes_per_link,
                 snap.config.s2s.queue_bytes,
@@ -173,14 +173,14 @@ impl Links {
             .unwrap_or_default();
         if !reserve(&self.queued, n, total) {
             drop(map);
-            return self.refuse(shared, &st);
+            return self.refuse(ctx, &st);
         }
         if !reserve(&link_bytes, n, per_link) {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             drop(map);
-            return self.refuse(shared, &st);
+            return self.refuse(ctx, &st);
         }
-        let gauge = shared.metrics.s2s_queued_bytes.clone();
+        let gauge = ctx.metrics.s2s_queued_bytes.clone();
         gauge.set(self.queued.load(Ordering::Acquire) as i64);
         let item = Queued {
             st,
@@ -196,7 +196,7 @@ impl Links {
                     drop(map);
                     let st = item.st.clone();
                     drop(item);
-                    self.refuse(shared, &st);
+                    self.refuse(ctx, &st);
                 }
                 // Closed between the check and the send: its task is ending and will
                 // not read this; the stanza goes back through `send`.
@@ -204,7 +204,7 @@ impl Links {
                     drop(map);
                     let st = item.st.clone();
                     drop(item);
-                    self.send(shared, key, st);
+                    self.send(ctx, key, st);
                 }
             }
             return;
@@ -220,15 +220,15 @@ impl Links {
             },
         );
         drop(map);
-        let shared = shared.clone();
+        let ctx = ctx.clone();
         let span =
             info_span!("s2s_link", link.from = %key.from, link.to = %key.to, link.dest = ?key.dest);
-        tokio::spawn(run(shared, key, tx, rx).instrument(span));
+        tokio::spawn(run(ctx, key, tx, rx).instrument(span));
     }
 
-    fn refuse(&self, shared: &Arc<Shared>, st: &Stanza) {
-        shared.metrics.limit("s2s_queue_bytes");
-        super::bounce(shared, st, Condition::ResourceConstraint);
+    fn refuse(&self, ctx: &Arc<Context>, st: &Stanza) {
+        ctx.metrics.limit("s2s_queue_bytes");
+        super::bounce(ctx, st, Condition::ResourceConstraint);
     }
 
     /// Forget `key` if it still maps to `tx` (a newer link may have replaced it).
@@ -246,14 +246,14 @@ impl Links {
 }
 
 async fn run(
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     key: LinkKey,
     tx: mpsc::Sender<Queued>,
     mut rx: mpsc::Receiver<Queued>,
 ) {
-    let gauge = shared.metrics.s2s_streams.with_label_values(&["out"]);
+    let gauge = ctx.metrics.s2s_streams.with_label_values(&["out"]);
     gauge.inc();
-    let setup = tokio::time::timeout(SETUP, establish(&shared, &key)).await;
+    let setup = tokio::time::timeout(SETUP, establish(&ctx, &key)).await;
     let mut s = match setup {
         Ok(Ok(s)) => s,
         failed => {
@@ -262,12 +262,12 @@ async fn run(
                 _ => LinkError::Timeout,
             };
             warn!(error = %e, "s2s link failed");
-            shared.s2s.links.remove(&key, &tx);
+            ctx.links.remove(&key, &tx);
             drop(tx);
             rx.close();
             let cond = e.condition();
             while let Ok(q) = rx.try_recv() {
-                super::bounce(&shared, &q.st, cond);
+                super::bounce(&ctx, &q.st, cond);
             }
             gauge.dec();
             return;
@@ -305,11 +305,11 @@ async fn run(
                     debug!("s2s link write failed or timed out");
                     // These may or may not have arrived: tell their senders.
                     for q in batch.drain(..) {
-                        super::bounce(&shared, &q.st, Condition::RemoteServerTimeout);
+                        super::bounce(&ctx, &q.st, Condition::RemoteServerTimeout);
                     }
                     break;
                 }
-                shared.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(batch.len() as u64);
+                ctx.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(batch.len() as u64);
                 // Written: their bytes leave the queue's account.
                 batch.clear();
                 if bytes.capacity() > 4 * BATCH {
@@ -338,7 +338,7 @@ async fn run(
             }
             // dealer is stopping: the inbound streams that fed this link are closing
             // too; close the stream politely instead of having the process exit cut it.
-            _ = shared.sessions_stop.cancelled() => {
+            _ = ctx.lifecycle.sessions_stop.cancelled() => {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
                     s.send(StreamError::SystemShutdown.to_xml(None, None).as_bytes()),
@@ -349,17 +349,16 @@ async fn run(
         }
     }
     debug!("s2s link down");
-    shared.s2s.links.remove(&key, &tx);
+    ctx.links.remove(&key, &tx);
     drop(tx);
     rx.close();
-    if shared.sessions_stop.is_cancelled() {
+    if ctx.lifecycle.sessions_stop.is_cancelled() {
         // Nowhere left to send them, nor their bounces.
         let mut dropped = 0;
         while rx.try_recv().is_ok() {
             dropped += 1;
         }
-        shared
-            .metrics
+        ctx.metrics
             .s2s_stanzas
             .with_label_values(&[out_label(&key), "dropped"])
             .inc_by(dropped);
@@ -368,7 +367,7 @@ async fn run(
         while let Ok(q) = rx.try_recv() {
             let st = q.st.clone();
             drop(q);
-            shared.s2s.links.send(&shared, key.clone(), st);
+            ctx.links.send(&ctx, key.clone(), st);
         }
     }
     gauge.dec();
@@ -393,17 +392,15 @@ fn out_label(key: &LinkKey) -> &'static str {
 }
 
 /// Connect, open, STARTTLS when offered, and pass dialback as `key.from`.
-async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, LinkError> {
-    let snap = shared.snapshot.load_full();
+async fn establish(ctx: &Arc<Context>, key: &LinkKey) -> Result<XmlStream, LinkError> {
+    let snap = ctx.snapshot.load_full();
     let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
     let limits = FrameLimits::from_config(&snap.config.limits);
     let addrs = match &key.dest {
         Dest::Backend { addr, .. } => vec![*addr],
         Dest::Remote => {
             let route = snap.config.s2s.routes.get(&key.to);
-            shared
-                .s2s
-                .resolver(&snap)
+            ctx.resolver(&snap)
                 .map_err(|e| LinkError::NotFound(e.to_string()))?
                 .lookup(&key.to, route)
                 .await
@@ -450,7 +447,7 @@ async fn establish(shared: &Arc<Shared>, key: &LinkKey) -> Result<XmlStream, Lin
     {
         let name = rustls::pki_types::ServerName::try_from(key.to.clone())
             .map_err(|_| LinkError::Protocol("domain is not a DNS name".into()))?;
-        s.starttls_client(&header, shared.s2s_tls.clone(), name)
+        s.starttls_client(&header, ctx.s2s_tls.clone(), name)
             .await?;
         (header, features) = open_stream(&mut s, &key.from, &key.to).await?;
     }

@@ -17,7 +17,6 @@ pub mod stanza;
 
 use std::sync::{Arc, Mutex};
 
-use crate::app::Shared;
 use crate::config::Domains;
 use crate::jid::{Jid, domain_key};
 use crate::snapshot::Snapshot;
@@ -28,15 +27,41 @@ use link::{Dest, LinkError, LinkKey, Links};
 use resolve::{ResolveError, Resolver};
 use stanza::{Condition, Stanza};
 
-/// s2s state shared by every stream of one dealer instance.
-#[derive(Default)]
-pub struct S2s {
+/// What s2s streams and links use of the running dealer: the live snapshot (routing,
+/// dialback secret, routes), metrics, connection limits, TLS configs, the links
+/// dealer opened, and the resolver for the federation.
+pub struct Context {
+    pub snapshot: crate::snapshot::Live,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub conn_limits: Arc<crate::listener::ConnLimits>,
+    pub server_tls: crate::tls::ServerTls,
+    pub s2s_tls: Arc<rustls::ClientConfig>,
     pub links: Links,
+    pub lifecycle: Arc<crate::shutdown::Lifecycle>,
     /// Built on first use and again when `s2s.resolver` changes.
     resolver: Mutex<Option<Resolver>>,
 }
 
-impl S2s {
+impl Context {
+    pub fn new(
+        snapshot: crate::snapshot::Live,
+        metrics: Arc<crate::metrics::Metrics>,
+        conn_limits: Arc<crate::listener::ConnLimits>,
+        server_tls: crate::tls::ServerTls,
+        lifecycle: Arc<crate::shutdown::Lifecycle>,
+    ) -> Context {
+        Context {
+            snapshot,
+            metrics,
+            conn_limits,
+            server_tls,
+            s2s_tls: crate::tls::s2s_client_config(),
+            links: Links::default(),
+            lifecycle,
+            resolver: Mutex::new(None),
+        }
+    }
+
     pub fn resolver(&self, snap: &Snapshot) -> Result<Resolver, ResolveError> {
         let want = snap.config.s2s.resolver;
         let mut r = self.resolver.lock().unwrap_or_else(|p| p.into_inner());
@@ -76,18 +101,18 @@ pub async fn open_stream(
 
 /// Send a stanza on its way: to the owner's backend when it is for a user of the
 /// public domain, else to its domain's servers. Undeliverable stanzas are bounced.
-pub fn dispatch(shared: &Arc<Shared>, st: Stanza) {
-    let snap = shared.snapshot.load_full();
+pub fn dispatch(ctx: &Arc<Context>, st: Stanza) {
+    let snap = ctx.snapshot.load_full();
     match target(&snap, &st) {
-        Ok(key) => deliver(shared, &snap, key, st),
-        Err(cond) => bounce(shared, &st, cond),
+        Ok(key) => deliver(ctx, &snap, key, st),
+        Err(cond) => bounce(ctx, &st, cond),
     }
 }
 
 /// Queue `st` on its link. With masked domains, a stanza for a backend has its `to`
 /// rewritten to the backend's internal domain; only the bytes change, so the
 /// stanza's fields (used for bounces) keep the public addresses.
-fn deliver(shared: &Arc<Shared>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
+fn deliver(ctx: &Arc<Context>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
     if snap.config.domains == Domains::Masked && matches!(key.dest, Dest::Backend { .. }) {
         let mut out = Vec::with_capacity(st.bytes.len() + 16);
         let rule = crate::rewrite::Rule::To {
@@ -97,17 +122,16 @@ fn deliver(shared: &Arc<Shared>, snap: &Snapshot, key: LinkKey, mut st: Stanza) 
         match crate::rewrite::rewrite(&st.bytes, rule, &mut out) {
             Ok(true) => {
                 st.bytes = stanza::hold(&out);
-                shared
-                    .metrics
+                ctx.metrics
                     .s2s_stanzas
                     .with_label_values(&["in", "masked"])
                     .inc();
             }
             Ok(false) => {}
-            Err(_) => return bounce(shared, &st, Condition::ServiceUnavailable),
+            Err(_) => return bounce(ctx, &st, Condition::ServiceUnavailable),
         }
     }
-    shared.s2s.links.send(shared, key, st);
+    ctx.links.send(ctx, key, st);
 }
 
 /// A stanza a backend sent out, with masked domains: every JID at the backend's
@@ -183,23 +207,21 @@ pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
 }
 
 /// Return an undeliverable stanza to its sender with `cond` (never for errors).
-pub fn bounce(shared: &Arc<Shared>, st: &Stanza, cond: Condition) {
-    let snap = shared.snapshot.load_full();
+pub fn bounce(ctx: &Arc<Context>, st: &Stanza, cond: Condition) {
+    let snap = ctx.snapshot.load_full();
     let inbound = Jid::parse(&st.to).is_some_and(|j| j.domain_is(&snap.config.domain));
     let dir = if inbound { "in" } else { "out" };
     if let Some(b) = st.bounce(cond) {
-        shared
-            .metrics
+        ctx.metrics
             .s2s_stanzas
             .with_label_values(&[dir, "bounced"])
             .inc();
         // A bounce that cannot be delivered either is dropped, not bounced again.
         if let Ok(key) = target(&snap, &b) {
-            deliver(shared, &snap, key, b);
+            deliver(ctx, &snap, key, b);
         }
     } else {
-        shared
-            .metrics
+        ctx.metrics
             .s2s_stanzas
             .with_label_values(&[dir, "dropped"])
             .inc();

@@ -5,39 +5,35 @@
 //! Backends are keyed by name and address, so a reload keeps what checks learned
 //! about a backend it did not change.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::app::Shared;
 use crate::backend::{Target, probe};
 use crate::config::{Backend, Config, Domains};
-use crate::routing::health::{BackendHealth, Transition};
+use crate::metrics::Metrics;
+use crate::routing::health::Transition;
+use crate::snapshot::Live;
 
-/// Health state of every backend any live snapshot names.
-#[derive(Debug, Default)]
-pub struct HealthRegistry {
-    map: Mutex<HashMap<String, Arc<BackendHealth>>>,
+/// What the checks use: the live snapshot (its backends and their health state),
+/// metrics, and the TLS config of the leg to backends.
+pub struct Checker {
+    pub snapshot: Live,
+    pub metrics: Arc<Metrics>,
+    pub backend_tls: Arc<rustls::ClientConfig>,
 }
 
-impl HealthRegistry {
-    fn key(b: &Backend) -> String {
-        format!("{}@{:?}", b.name, b.c2s)
-    }
-
-    /// The state for each of `config`'s backends, indexed by `BackendId`.
-    pub fn for_config(&self, config: &Config) -> Vec<Arc<BackendHealth>> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let v: Vec<Arc<BackendHealth>> = config
-            .backends
-            .iter()
-            .map(|b| map.entry(Self::key(b)).or_default().clone())
-            .collect();
-        // Forget backends no snapshot can name any more (only this one is kept).
-        map.retain(|_, h| Arc::strong_count(h) > 1);
-        v
+impl Checker {
+    /// Set `dealer_backend_up` for the live snapshot's backends.
+    pub fn publish(&self) {
+        let snap = self.snapshot.load();
+        for (id, b) in snap.config.backends.iter().enumerate() {
+            self.metrics
+                .backend_up
+                .with_label_values(&[&b.name])
+                .set(i64::from(snap.is_up(id)));
+        }
     }
 }
 
@@ -64,13 +60,13 @@ pub fn target(config: &Config, b: &Backend) -> Option<Target> {
 }
 
 /// One round: check every backend of the live snapshot concurrently.
-pub async fn check_all(shared: &Shared) {
-    let snap = shared.snapshot.load_full();
+pub async fn check_all(checker: &Checker) {
+    let snap = checker.snapshot.load_full();
     let cfg = &snap.config;
     let mut set = tokio::task::JoinSet::new();
     for (id, b) in cfg.backends.iter().enumerate() {
         let Some(t) = target(cfg, b) else { continue };
-        let tls = shared.backend_tls.clone();
+        let tls = checker.backend_tls.clone();
         let timeout = cfg.health.timeout;
         set.spawn(async move { (id, probe(&t, &tls, timeout).await) });
     }
@@ -98,7 +94,7 @@ pub async fn check_all(shared: &Shared) {
             }
             Err(e) => debug!(backend.name = %b.name, error = %e, "health check failed"),
         }
-        shared
+        checker
             .metrics
             .health_checks
             .with_label_values(&[b.name.as_str(), if ok { "ok" } else { "failed" }])
@@ -110,7 +106,7 @@ pub async fn check_all(shared: &Shared) {
             Some(Transition::WentUp) => info!(backend.name = %b.name, "backend up"),
             None => {}
         }
-        shared
+        checker
             .metrics
             .backend_up
             .with_label_values(&[&b.name])
@@ -119,10 +115,10 @@ pub async fn check_all(shared: &Shared) {
 }
 
 /// Check forever, every `health.interval` of the live snapshot, until `stop`.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn run(checker: Arc<Checker>, stop: CancellationToken) {
     loop {
-        check_all(&shared).await;
-        let interval = shared.snapshot.load().config.health.interval;
+        check_all(&checker).await;
+        let interval = checker.snapshot.load().config.health.interval;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
