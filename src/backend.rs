@@ -28,7 +28,7 @@ pub enum BackendError {
     #[error("backend sent {0}")]
     Protocol(String),
     #[error("starttls: {0}")]
-    Tls(#[from] crate::starttls::StartTlsError),
+    Tls(#[from] crate::stream::StartTlsError),
 }
 
 impl From<crate::stream::OpenError> for BackendError {

@@ -10,8 +10,8 @@
 //! - [`listener`]: accept loops and connection limits.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, parsed and encoded; sans-IO.
 //! - [`tls`]: rustls configs; the certificate follows the live snapshot.
-//! - [`net`], [`stream`]: a plain-or-TLS connection, and an XML stream over it.
-//! - [`starttls`]: the one STARTTLS upgrade, server and client side.
+//! - [`net`], [`stream`]: a plain-or-TLS connection, and an XML stream over it (with
+//!   its TLS upgrades: Direct TLS, and the one STARTTLS, server and client side).
 //! - [`xml`]: the one incremental framer, stream headers, stream errors.
 //! - [`c2s`]: client sessions: pre-auth, auth peek, redirect, forward.
 //! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
@@ -46,7 +46,6 @@ pub mod s2s;
 pub mod sessions;
 pub mod shutdown;
 pub mod snapshot;
-pub mod starttls;
 pub mod stream;
 pub mod tls;
 pub mod xml;

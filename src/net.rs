@@ -237,9 +237,8 @@ pub fn tune_socket(sock: &socket2::SockRef<'_>) {
 }
 
 /// Read exactly a PROXY protocol header from `tcp`, nothing after it: what follows may
-/// be a TLS ClientHello that a TLS acceptor must see. v1 is read a byte at a time (a
-/// short line, once per connection); v2 announces its length after 16 bytes. The
-/// outer error is the connection's, the inner one the header's.
+/// be a TLS ClientHello that a TLS acceptor must see. The outer error is the
+/// connection's, the inner one the header's.
 pub async fn read_proxy_header(
     tcp: &mut TcpStream,
 ) -> io::Result<Result<crate::proxy_protocol::ProxyInfo, crate::proxy_protocol::ProxyError>> {
@@ -252,14 +251,8 @@ pub async fn read_proxy_header(
             Ok(None) => {}
             Err(e) => return Ok(Err(e)),
         }
-        let want = if buf.len() >= 16 && buf[0] == b'\r' {
-            (16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]))).saturating_sub(buf.len())
-        } else {
-            1
-        }
-        .max(1);
         let start = buf.len();
-        buf.resize(start + want, 0);
+        buf.resize(start + proxy_protocol::next_read(&buf), 0);
         tcp.read_exact(&mut buf[start..]).await?;
     }
 }

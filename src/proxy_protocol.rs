@@ -115,6 +115,19 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, ProxyError> {
     }
 }
 
+/// How many bytes to read next so as not to read past a header that starts with
+/// `buf`: what follows it may be a TLS ClientHello that a TLS library must see. A v2
+/// header announces its length after 16 bytes; before that, and for v1, one byte.
+pub fn next_read(buf: &[u8]) -> usize {
+    if buf.len() >= V2_FIXED_LEN && buf[0] == b'\r' {
+        (V2_FIXED_LEN + usize::from(u16::from_be_bytes([buf[14], buf[15]])))
+            .saturating_sub(buf.len())
+            .max(1)
+    } else {
+        1
+    }
+}
+
 /// The v2 header a proxy sends to tell its backend who the client is (command PROXY,
 /// STREAM over INET or INET6). If source and destination are of different families,
 /// the IPv4 one is mapped to IPv4-mapped IPv6 so that both are INET6: the header has

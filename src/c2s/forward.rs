@@ -145,10 +145,10 @@ pub async fn authenticate(
                     }
                     continue;
                 };
-                let e = Element::parse(&bs.stream.buf[..len], &scope)
+                let e = Element::parse(&bs.stream.buffered()[..len], &scope)
                     .map_err(|x| backend_failed(BackendError::Stream(StreamIoError::Xml(x))))?;
                 // Pass the backend's answer on verbatim.
-                c.stream.send(&bs.stream.buf[..len]).await?;
+                c.stream.send(&bs.stream.buffered()[..len]).await?;
                 bs.stream.consume(len);
                 match verdict(&login.kind, &e) {
                     Verdict::Continue => {}
@@ -207,7 +207,7 @@ pub async fn authenticate(
                         // Only the next step of this exchange goes to the backend: an
                         // element that starts another (a second <auth/>, another iq)
                         // would authenticate someone dealer did not route.
-                        if !expected_from_client(&login.kind, &c.stream.buf[..len], &c.header) {
+                        if !expected_from_client(&login.kind, &c.stream.buffered()[..len], &c.header) {
                             c.stream.consume_zeroed(len);
                             close_backend(&mut bs).await;
                             return Err(SessionError::stream(
@@ -216,7 +216,7 @@ pub async fn authenticate(
                             ));
                         }
                         // SASL responses carry proofs: wipe them once passed on.
-                        let sent = bs.stream.send(&c.stream.buf[..len]).await;
+                        let sent = bs.stream.send(&c.stream.buffered()[..len]).await;
                         c.stream.consume_zeroed(len);
                         sent.map_err(|e| backend_failed(e.into()))?;
                     }
@@ -312,8 +312,8 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
         user,
     } = *h;
     let peer = client.peer;
-    let client = (client.stream.conn, client.stream.buf);
-    let backend = (backend.stream.conn, backend.stream.buf);
+    let client = client.stream.into_parts();
+    let backend = backend.stream.into_parts();
     // The relay runs without the connection's span: entering a span on every wake-up
     // costs more than the relay's own work on a busy session. Its last line names
     // the session instead.

@@ -88,9 +88,9 @@ impl From<StreamIoError> for SessionError {
     }
 }
 
-impl From<crate::starttls::StartTlsError> for SessionError {
-    fn from(e: crate::starttls::StartTlsError) -> Self {
-        use crate::starttls::StartTlsError as E;
+impl From<crate::stream::StartTlsError> for SessionError {
+    fn from(e: crate::stream::StartTlsError) -> Self {
+        use crate::stream::StartTlsError as E;
         match e {
             E::Pipelined => SessionError::Dropped(DropReason::StarttlsPipelined, e.to_string()),
             E::Handshake(e) => SessionError::Tls(e),
@@ -128,7 +128,7 @@ pub struct Client {
 
 impl Client {
     pub fn tls(&self) -> bool {
-        self.stream.conn.is_tls()
+        self.stream.is_tls()
     }
 
     /// Send a stream error (with our header first if the stream has none yet) and

@@ -15,7 +15,6 @@ use super::{Client, Login, LoginKind, SessionError};
 use crate::config::{Mechanism, StartTls};
 use crate::listener::{Kind, SourceSlot};
 use crate::metrics::DropReason;
-use crate::net::Conn;
 use crate::proxy_protocol::ProxyInfo;
 use crate::snapshot::Snapshot;
 use crate::xml::element::{Element, Scope};
@@ -25,10 +24,7 @@ use crate::xml::{Frame, NS_CLIENT, NS_IQ_AUTH, NS_IQ_REGISTER, NS_SASL, NS_TLS, 
 /// PROXY header, Direct TLS, and the per-source connection limit.
 pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, SessionError> {
     if c.listener.proxy_protocol {
-        let Conn::Plain(tcp) = &mut c.stream.conn else {
-            return Err(SessionError::Gone("not a TCP connection".into()));
-        };
-        match read_proxy_header(tcp).await? {
+        match read_proxy_header(&mut c.stream).await? {
             ProxyInfo::Tcp {
                 source,
                 destination,
@@ -56,14 +52,9 @@ pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, 
                 format!("too many connections from {}", c.peer.ip()),
             ));
         }
-        let Conn::Plain(tcp) = c.stream.take_conn() else {
-            return Err(SessionError::Gone("not a TCP connection".into()));
-        };
-        let tls = tokio_rustls::TlsAcceptor::from(ctx.server_tls.direct_client.clone())
-            .accept(crate::net::TlsTcp::direct(tcp))
-            .await
-            .map_err(SessionError::Tls)?;
-        c.stream.conn = Conn::Tls(Box::new(tls.into()));
+        c.stream
+            .tls_server_direct(ctx.server_tls.direct_client.clone())
+            .await?;
     }
     match slot {
         Some(slot) => Ok(slot),
@@ -77,8 +68,8 @@ pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, 
     }
 }
 
-async fn read_proxy_header(tcp: &mut tokio::net::TcpStream) -> Result<ProxyInfo, SessionError> {
-    match crate::net::read_proxy_header(tcp).await? {
+async fn read_proxy_header(s: &mut crate::stream::XmlStream) -> Result<ProxyInfo, SessionError> {
+    match s.read_proxy_header().await? {
         Ok(info) => Ok(info),
         Err(e) => Err(SessionError::stream(
             StreamError::NotWellFormed,
@@ -226,7 +217,8 @@ async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> 
         match c.stream.next_frame().await? {
             Frame::Whitespace { len } => c.stream.consume(len),
             Frame::Element { len } => {
-                let e = Element::parse(&c.stream.buf[..len], &Scope::from_header(&c.header))?;
+                let e =
+                    Element::parse(&c.stream.buffered()[..len], &Scope::from_header(&c.header))?;
                 return Ok((e, len));
             }
             Frame::Close { len } => {
@@ -349,7 +341,7 @@ async fn sasl(
     let text = e.text();
     let initial = decode_sasl(&text);
     // The element carried the credentials: keep a copy for the backend, wipe the buffer.
-    let first = Zeroizing::new(c.stream.buf[..len].to_vec());
+    let first = Zeroizing::new(c.stream.buffered()[..len].to_vec());
     c.stream.consume_zeroed(len);
     let (data, first) = match initial {
         Err(_) => {
@@ -518,7 +510,7 @@ async fn iq_login(
     let user = query
         .child("username", ns)
         .map(|u| u.text().trim().to_owned());
-    let first = Zeroizing::new(c.stream.buf[..len].to_vec());
+    let first = Zeroizing::new(c.stream.buffered()[..len].to_vec());
     c.stream.consume_zeroed(len);
     match user.filter(|u| !u.is_empty()) {
         Some(u) => Ok(Some(Login {

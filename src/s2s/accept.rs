@@ -60,9 +60,9 @@ impl From<StreamIoError> for S2sError {
     }
 }
 
-impl From<crate::starttls::StartTlsError> for S2sError {
-    fn from(e: crate::starttls::StartTlsError) -> Self {
-        use crate::starttls::StartTlsError as E;
+impl From<crate::stream::StartTlsError> for S2sError {
+    fn from(e: crate::stream::StartTlsError) -> Self {
+        use crate::stream::StartTlsError as E;
         match e {
             E::Pipelined => S2sError::Dropped(DropReason::StarttlsPipelined, e.to_string()),
             E::Handshake(e) => S2sError::Dropped(DropReason::TlsHandshake, e.to_string()),
@@ -114,6 +114,9 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     let _permit = a.permit;
     let internal = a.kind == Kind::S2sInternal;
     let snap = ctx.snapshot.load_full();
+    // One deadline from accept to the first authenticated exchange, PROXY header
+    // included (as on c2s).
+    let deadline = Instant::now() + snap.config.limits.handshake_timeout;
     let direction = if internal { "internal" } else { "in" };
     let gauge = ctx.metrics.s2s_streams.with_label_values(&[direction]);
     gauge.inc();
@@ -134,15 +137,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     if a.listener.proxy_protocol {
         // Behind an L4 balancer: the header names the real peer, which the allow-list
         // and the per-source limit must see.
-        let Conn::Plain(tcp) = &mut p.stream.conn else {
-            gauge.dec();
-            return;
-        };
-        let header = tokio::time::timeout(
-            snap.config.limits.handshake_timeout,
-            crate::net::read_proxy_header(tcp),
-        )
-        .await;
+        let header = tokio::time::timeout_at(deadline, p.stream.read_proxy_header()).await;
         match header {
             Ok(Ok(Ok(crate::proxy_protocol::ProxyInfo::Tcp { source, .. }))) => {
                 p.peer = source.ip();
@@ -177,7 +172,6 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
             "not allowed to connect here",
         ))
     } else {
-        let deadline = Instant::now() + snap.config.limits.handshake_timeout;
         let max = if internal {
             0
         } else {
@@ -296,7 +290,7 @@ async fn open(p: &mut Peer, ctx: &Arc<Context>) -> Result<(), S2sError> {
     );
     if version {
         out.push_str("<stream:features>");
-        if !p.stream.conn.is_tls() && snap.tls_key.is_some() && p.starttls != StartTls::Off {
+        if !p.stream.is_tls() && snap.tls_key.is_some() && p.starttls != StartTls::Off {
             out.push_str(if p.starttls == StartTls::Required {
                 "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
             } else {
@@ -338,17 +332,17 @@ async fn elements(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result
             Frame::Element { len } => len,
         };
         let scope = Scope::from_header(&p.header);
-        if let Some(st) = Stanza::parse(&p.stream.buf[..len], &scope)? {
+        if let Some(st) = Stanza::parse(&p.stream.buffered()[..len], &scope)? {
             p.stream.consume(len);
             stanza(p, ctx, st)?;
             continue;
         }
-        let e = Element::parse(&p.stream.buf[..len], &scope)?;
+        let e = Element::parse(&p.stream.buffered()[..len], &scope)?;
         p.stream.consume(len);
         match (e.ns.as_str(), e.name.as_str()) {
             (NS_TLS, "starttls") => {
                 let snap = ctx.snapshot.load_full();
-                if p.stream.conn.is_tls() || snap.tls_key.is_none() || p.starttls == StartTls::Off {
+                if p.stream.is_tls() || snap.tls_key.is_none() || p.starttls == StartTls::Off {
                     return Err(err(StreamError::PolicyViolation, "STARTTLS is not offered"));
                 }
                 // The handshake, too, runs against a clock.
@@ -362,7 +356,7 @@ async fn elements(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result
                 })??;
                 return Ok(Next::Restart);
             }
-            (NS_DIALBACK, _) if p.starttls == StartTls::Required && !p.stream.conn.is_tls() => {
+            (NS_DIALBACK, _) if p.starttls == StartTls::Required && !p.stream.is_tls() => {
                 return Err(err(StreamError::PolicyViolation, "STARTTLS first"));
             }
             (NS_DIALBACK, "result") if e.attr("type").is_none() => db_result(p, ctx, &e).await?,

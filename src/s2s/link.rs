@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -72,7 +71,7 @@ pub enum LinkError {
     #[error("the destination is dealer itself")]
     Loop,
     #[error("starttls: {0}")]
-    Tls(#[from] crate::starttls::StartTlsError),
+    Tls(#[from] crate::stream::StartTlsError),
 }
 
 impl From<crate::stream::OpenError> for LinkError {
@@ -296,9 +295,7 @@ async fn run(
                     }
                 }
                 let written = tokio::time::timeout(WRITE, async {
-                    s.conn.write_all(&bytes).await?;
-                    // TLS keeps the tail of a record buffered until flushed.
-                    s.conn.flush().await
+                    s.write_flushed(&bytes).await
                 })
                 .await;
                 if !matches!(written, Ok(Ok(()))) {
@@ -320,7 +317,7 @@ async fn run(
             f = s.next_frame() => {
                 match f {
                     Ok(Frame::Element { len }) => {
-                        let is_error = Element::parse(&s.buf[..len], &Scope::default())
+                        let is_error = Element::parse(&s.buffered()[..len], &Scope::default())
                             .map(|e| e.is("error", NS_STREAMS))
                             .unwrap_or(true);
                         s.consume(len);

@@ -1,3 +1,4 @@
+//! TLS upgrades of an XML stream: Direct TLS on an accepted connection, and
 //! STARTTLS (RFC 6120 §5.4) at every site where dealer upgrades a stream: as the
 //! server (a client or a federated peer asked) and as the client (dealer asks a backend
 //! or a remote server). One rule for the bytes around the upgrade, everywhere:
@@ -11,8 +12,8 @@
 
 use std::sync::Arc;
 
+use super::{OpenError, StreamIoError, XmlStream};
 use crate::net::{Conn, TlsTcp};
-use crate::stream::{OpenError, StreamIoError, XmlStream};
 use crate::xml::{NS_TLS, StreamHeader};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,29 @@ impl XmlStream {
             .map_err(StartTlsError::Handshake)?;
         self.conn = Conn::Tls(Box::new(tls.into()));
         self.restart();
+        Ok(())
+    }
+
+    /// Direct TLS (XEP-0368) on an accepted connection: the handshake before any XML.
+    pub async fn tls_server_direct(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<(), StartTlsError> {
+        if !self.buf.is_empty() {
+            return Err(StartTlsError::Pipelined);
+        }
+        let tcp = match self.take_conn() {
+            Conn::Plain(tcp) => tcp,
+            other => {
+                self.conn = other;
+                return Err(StartTlsError::NotPlain);
+            }
+        };
+        let tls = tokio_rustls::TlsAcceptor::from(config)
+            .accept(TlsTcp::direct(tcp))
+            .await
+            .map_err(StartTlsError::Handshake)?;
+        self.conn = Conn::Tls(Box::new(tls.into()));
         Ok(())
     }
 

@@ -11,6 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::net::Conn;
 use crate::xml::{Frame, FrameLimits, Framer, XmlError};
 
+pub mod upgrade;
+
+pub use upgrade::StartTlsError;
+
 /// Read granularity; small on purpose: pre-auth frames are small, and an idle
 /// session should not pin a large buffer.
 const READ_CHUNK: usize = 4096;
@@ -26,10 +30,10 @@ pub enum StreamIoError {
 }
 
 pub struct XmlStream {
-    pub conn: Conn,
+    conn: Conn,
     /// Bytes read and not yet consumed; frames are cut from its front.
-    pub buf: BytesMut,
-    pub framer: Framer,
+    buf: BytesMut,
+    framer: Framer,
 }
 
 impl XmlStream {
@@ -43,6 +47,42 @@ impl XmlStream {
             conn,
             buf,
             framer: Framer::new(limits),
+        }
+    }
+
+    /// The bytes read and not yet consumed: a frame `next_frame` returned is their
+    /// first `len` bytes.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    /// The connection and the bytes read from it that no phase consumed, for a relay
+    /// that takes over.
+    pub fn into_parts(self) -> (Conn, BytesMut) {
+        (self.conn, self.buf)
+    }
+
+    /// Write `data` and flush, without a deadline (the caller has one).
+    pub async fn write_flushed(&mut self, data: &[u8]) -> io::Result<()> {
+        self.conn.write_all(data).await?;
+        // TLS keeps the tail of a record buffered until flushed.
+        self.conn.flush().await
+    }
+
+    /// Read a PROXY protocol header from the connection, exactly, before any other
+    /// byte was read (what follows may be a TLS ClientHello). The outer error is the
+    /// connection's, the inner one the header's.
+    pub async fn read_proxy_header(
+        &mut self,
+    ) -> io::Result<Result<crate::proxy_protocol::ProxyInfo, crate::proxy_protocol::ProxyError>>
+    {
+        match &mut self.conn {
+            Conn::Plain(tcp) if self.buf.is_empty() => crate::net::read_proxy_header(tcp).await,
+            _ => Err(io::Error::other("a PROXY header comes first, on plain TCP")),
         }
     }
 
@@ -118,9 +158,8 @@ impl XmlStream {
         self.buf.advance(len);
     }
 
-    /// Move the connection out (for a TLS upgrade); put the upgraded one back with
-    /// `self.conn = …`.
-    pub fn take_conn(&mut self) -> Conn {
+    /// Move the connection out (for a TLS upgrade, which puts the upgraded one back).
+    fn take_conn(&mut self) -> Conn {
         std::mem::replace(&mut self.conn, Conn::Gone)
     }
 
