@@ -150,7 +150,7 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
                 Kind::Copy | Kind::CopyTls => dealer::relay::copy::relay(
                     client_leg,
                     backend_leg,
-                    &Counters::new(&metrics, "copy"),
+                    &Counters::new(&metrics, dealer::metrics::RelayKind::Copy),
                 )
                 .await
                 .map(|_| ()),
@@ -168,7 +168,7 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
                         backend: "stream:stream".into(),
                     },
                     FrameLimits::default(),
-                    Counters::new(&metrics, "rewrite"),
+                    Counters::new(&metrics, dealer::metrics::RelayKind::Rewrite),
                     tokio_util::sync::CancellationToken::new(),
                 )
                 .await

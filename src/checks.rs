@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{Target, probe};
 use crate::config::{Backend, Config, Domains};
-use crate::metrics::Metrics;
+use crate::metrics::{CheckResult, Metrics};
 use crate::routing::health::Transition;
 use crate::snapshot::Live;
 
@@ -29,10 +29,7 @@ impl Checker {
     pub fn publish(&self) {
         let snap = self.snapshot.load();
         for (id, b) in snap.config.backends.iter().enumerate() {
-            self.metrics
-                .backend_up
-                .with_label_values(&[&b.name])
-                .set(i64::from(snap.is_up(id)));
+            self.metrics.backend_up(&b.name, snap.is_up(id));
         }
     }
 }
@@ -94,11 +91,14 @@ pub async fn check_all(checker: &Checker) {
             }
             Err(e) => debug!(backend.name = %b.name, error = %e, "health check failed"),
         }
-        checker
-            .metrics
-            .health_checks
-            .with_label_values(&[b.name.as_str(), if ok { "ok" } else { "failed" }])
-            .inc();
+        checker.metrics.health_check(
+            &b.name,
+            if ok {
+                CheckResult::Ok
+            } else {
+                CheckResult::Failed
+            },
+        );
         match h.observe(ok, cfg.health.rise, cfg.health.fall) {
             Some(Transition::WentDown) => {
                 warn!(backend.name = %b.name, error = %result.err().map(|e| e.to_string()).unwrap_or_default(), "backend down")
@@ -106,11 +106,7 @@ pub async fn check_all(checker: &Checker) {
             Some(Transition::WentUp) => info!(backend.name = %b.name, "backend up"),
             None => {}
         }
-        checker
-            .metrics
-            .backend_up
-            .with_label_values(&[&b.name])
-            .set(i64::from(h.is_up()));
+        checker.metrics.backend_up(&b.name, h.is_up());
     }
 }
 

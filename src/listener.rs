@@ -18,24 +18,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::Live;
 
 /// Which kind of listener accepted a connection (the `listener` metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    C2s,
-    C2sTls,
-    S2s,
-    S2sInternal,
-}
-
-impl Kind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::C2s => "c2s",
-            Kind::C2sTls => "c2s_tls",
-            Kind::S2s => "s2s",
-            Kind::S2sInternal => "s2s_internal",
-        }
-    }
-}
+pub use crate::metrics::Listener as Kind;
 
 /// A connection as the accept loop hands it to its session task.
 pub struct Accepted {
@@ -198,15 +181,12 @@ pub async fn accept_loop<F, Fut>(
         // The permit is taken after accept, so the limit counts connections, not
         // accept loops waiting (each listener on each thread has one).
         let Ok(permit) = gate.limits.total.clone().try_acquire_owned() else {
-            gate.metrics.limit("connections");
+            gate.metrics.limit(crate::metrics::Limit::Connections);
             refuse(tcp, kind, &gate);
             continue;
         };
         // Socket options come from the listening socket (see `app::bind`).
-        gate.metrics
-            .connections_accepted
-            .with_label_values(&[kind.label()])
-            .inc();
+        gate.metrics.accepted(kind);
         debug!(listener = kind.label(), client.addr = %peer, "accepted");
         let a = Accepted {
             tcp,
@@ -245,7 +225,7 @@ fn refuse(tcp: TcpStream, kind: Kind, gate: &Gate) {
         return;
     };
     let domain = gate.snapshot.load().config.domain.clone();
-    let metrics = gate.metrics.stream_errors.clone();
+    let metrics = gate.metrics.clone();
     let max = gate.limits.max_total;
     tokio::spawn(async move {
         let _slot = slot;
@@ -257,7 +237,7 @@ fn refuse(tcp: TcpStream, kind: Kind, gate: &Gate) {
                 "dealer is at its limit of {max} connections; try again later"
             )),
         ));
-        metrics.with_label_values(&[cond.name()]).inc();
+        metrics.stream_error(cond);
         let mut s = crate::stream::XmlStream::new(
             crate::net::Conn::Plain(tcp),
             crate::xml::FrameLimits::default(),

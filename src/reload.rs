@@ -67,7 +67,7 @@ pub fn reload_now(r: &Reloader) -> Result<u64, ReloadError> {
             r.metrics.config_generation.set(generation as i64);
             r.metrics.init_backends(&r.snapshot.load().config);
             r.checker.publish();
-            r.metrics.config_reloads.with_label_values(&["ok"]).inc();
+            r.metrics.reloaded(crate::metrics::ReloadResult::Ok);
             info!(config.generation = generation, "configuration reloaded");
             let live = r.snapshot.load_full();
             if live.config.routing.redeal_on_reload {
@@ -78,7 +78,7 @@ pub fn reload_now(r: &Reloader) -> Result<u64, ReloadError> {
             Ok(generation)
         }
         Err(e) => {
-            r.metrics.config_reloads.with_label_values(&["error"]).inc();
+            r.metrics.reloaded(crate::metrics::ReloadResult::Error);
             for problem in &e.0 {
                 error!(problem = %problem, "reload rejected; keeping the running configuration");
             }
@@ -95,9 +95,7 @@ pub async fn reload(r: Arc<Reloader>) -> Result<u64, ReloadError> {
         Err(e) => {
             counter
                 .metrics
-                .config_reloads
-                .with_label_values(&["error"])
-                .inc();
+                .reloaded(crate::metrics::ReloadResult::Error);
             error!(error = %e, "reload task failed; keeping the running configuration");
             Err(ReloadError::Task(e.to_string()))
         }

@@ -14,6 +14,7 @@ use super::Context;
 use super::{Client, Login, LoginKind, SessionError};
 use crate::backend::{self, BackendError, BackendStream, Target};
 use crate::config::{BackendId, Domains};
+use crate::metrics::{AuthResult, Cause, RelayKind, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::StreamIoError;
 use crate::xml::element::{Element, Scope};
@@ -65,12 +66,7 @@ pub async fn authenticate(
         tls: b.tls,
         proxy: b.proxy_protocol.then_some((c.peer, c.local)),
     };
-    let result_metric = |r: &str| {
-        ctx.metrics
-            .auth_results
-            .with_label_values(&[b.name.as_str(), r])
-            .inc()
-    };
+    let result_metric = |r: AuthResult| ctx.metrics.auth_result(&b.name, r);
     let started = Instant::now();
     let limits = FrameLimits::from_config(&cfg.limits);
     let mut bs = match backend::open(
@@ -83,7 +79,7 @@ pub async fn authenticate(
     {
         Ok(bs) => bs,
         Err(e) => {
-            result_metric("unreachable");
+            result_metric(AuthResult::Unreachable);
             warn!(backend.name = %b.name, error = %e, "backend unreachable");
             return Err(SessionError::stream(
                 StreamError::RemoteConnectionFailed,
@@ -92,13 +88,12 @@ pub async fn authenticate(
         }
     };
     ctx.metrics
-        .backend_connect_duration
-        .with_label_values(&[b.name.as_str()])
+        .backend_connect_duration(&b.name)
         .observe(started.elapsed().as_secs_f64());
     if let LoginKind::Sasl(m) = login.kind
         && !bs.features.mechanisms.iter().any(|x| x == m.name())
     {
-        result_metric("failure");
+        result_metric(AuthResult::Failure);
         info!(mechanism = %m, offered = ?bs.features.mechanisms, "backend lacks the client's mechanism");
         c.stream
             .send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>")
@@ -123,7 +118,7 @@ pub async fn authenticate(
         _ => None,
     };
     if let Err(e) = bs.stream.send(&login.first).await {
-        result_metric("unreachable");
+        result_metric(AuthResult::Unreachable);
         return Err(backend_failed(e.into()));
     }
     drop(login.first);
@@ -153,7 +148,7 @@ pub async fn authenticate(
                 match verdict(&login.kind, &e) {
                     Verdict::Continue => {}
                     Verdict::Success => {
-                        result_metric("success");
+                        result_metric(AuthResult::Success);
                         debug!("authenticated; handing over");
                         let start = match login.kind {
                             LoginKind::IqAuth { .. } => crate::relay::rewrite::Start::InStream {
@@ -172,7 +167,7 @@ pub async fn authenticate(
                         })));
                     }
                     Verdict::Failure => {
-                        result_metric("failure");
+                        result_metric(AuthResult::Failure);
                         close_backend(&mut bs).await;
                         c.failed_login(ctx)?;
                         return Ok(Outcome::Retry);
@@ -183,9 +178,9 @@ pub async fn authenticate(
                         return Ok(Outcome::Retry);
                     }
                     Verdict::StreamError => {
-                        result_metric("failure");
+                        result_metric(AuthResult::Failure);
                         c.close_with(b"</stream:stream>").await;
-                        return Err(SessionError::Done);
+                        return Err(SessionError::Done(Side::Backend, Cause::Closed));
                     }
                 }
             }
@@ -224,7 +219,7 @@ pub async fn authenticate(
                         c.stream.consume(len);
                         close_backend(&mut bs).await;
                         c.close_with(b"</stream:stream>").await;
-                        return Err(SessionError::Done);
+                        return Err(SessionError::Done(Side::Client, Cause::Closed));
                     }
                     _ => c.stream.consume(len),
                 }
@@ -312,6 +307,7 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
         user,
     } = *h;
     let peer = client.peer;
+    let kind = client.kind;
     let client = client.stream.into_parts();
     let backend = backend.stream.into_parts();
     // The relay runs without the connection's span: entering a span on every wake-up
@@ -330,9 +326,9 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
             let r = tokio::select! {
                 r = crate::relay::run(client.0, client.1, backend.0, backend.1, &ctx.metrics) => r,
                 // Unparsed bytes: the only way to end it is to close the sockets.
-                _ = live.token.cancelled() => Err(std::io::Error::other("closed by dealer")),
+                _ = live.token.cancelled() => Err(crate::relay::RelayError::stopped()),
             };
-            log_end(&who, &backend_name, started, r);
+            log_end(&ctx, kind, &who, &backend_name, started, r);
         }),
         Some(m) => tracker.spawn(async move {
             let _held = held;
@@ -346,21 +342,28 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
                 m,
                 start,
                 limits,
-                crate::relay::Counters::new(&ctx.metrics, "rewrite"),
+                crate::relay::Counters::new(&ctx.metrics, RelayKind::Rewrite),
                 live.token.clone(),
             )
             .await;
-            log_end(&who, &backend_name, started, r);
+            log_end(&ctx, kind, &who, &backend_name, started, r);
         }),
     };
 }
 
 fn log_end(
+    ctx: &Context,
+    kind: crate::listener::Kind,
     (peer, user): &(std::net::SocketAddr, String),
     backend_name: &str,
     started: Instant,
-    r: std::io::Result<crate::relay::Totals>,
+    r: Result<crate::relay::Totals, crate::relay::RelayError>,
 ) {
+    let (side, cause) = match &r {
+        Ok(t) => (t.closed_by, Cause::Closed),
+        Err(e) => (e.side, e.cause),
+    };
+    ctx.metrics.session_end(kind, side, cause);
     match r {
         Ok(t) => info!(
             client.addr = %peer,

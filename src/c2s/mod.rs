@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{BackendId, C2sMode, HostPort, Mechanism};
 use crate::listener::{Accepted, Kind};
-use crate::metrics::{ConnGauge, DropReason};
+use crate::metrics::{Cause, ConnGauge, ConnState, DropReason, Limit, Outcome, Side};
 use crate::net::Conn;
 use crate::routing::RouteError;
 use crate::snapshot::Snapshot;
@@ -49,32 +49,72 @@ pub struct Context {
     pub lifecycle: Arc<crate::shutdown::Lifecycle>,
 }
 
-/// How a session failed, and so what (if anything) the client is told.
+/// How a session ended before hand-over, which side ended it, and so what (if
+/// anything) the client is told. Every end is counted by side and cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The client's bytes broke XML or a limit.
     #[error("{0}")]
     Xml(#[from] XmlError),
-    /// The client hung up or the connection failed: nobody to tell.
+    /// The client hung up or its connection failed: nobody to tell.
     #[error("client connection: {0}")]
     Gone(String),
-    /// A condition to send as a stream error, with optional text.
-    #[error("{0}: {1}")]
-    Stream(StreamError, String),
+    /// A condition to send as a stream error, with optional text; `side` is who
+    /// caused it.
+    #[error("{cond}: {text}")]
+    Stream {
+        side: Side,
+        cause: Cause,
+        cond: StreamError,
+        text: String,
+    },
     /// The TLS handshake failed: no stream to report on.
     #[error("tls handshake: {0}")]
     Tls(std::io::Error),
     /// dealer closes the connection without a word (counted and logged by reason).
     #[error("dropped ({reason}): {why}", reason = .0.label(), why = .1)]
     Dropped(DropReason, String),
-    /// The session ended the way it should (redirected, closed by the client).
-    #[error("done")]
-    Done,
+    /// The session ended the way it should: closed by `Side`, or redirected.
+    #[error("done ({0}, {1})")]
+    Done(Side, Cause),
 }
 
 impl SessionError {
+    /// A stream error; who is to blame follows from the condition: the backend for
+    /// `<remote-connection-failed/>`, dealer for limits and shutdown, else the client.
     pub fn stream(cond: StreamError, text: impl Into<String>) -> SessionError {
-        SessionError::Stream(cond, text.into())
+        let (side, cause) = match cond {
+            StreamError::RemoteConnectionFailed => (Side::Backend, Cause::Unavailable),
+            StreamError::PolicyViolation | StreamError::ResourceConstraint => {
+                (Side::Dealer, Cause::Refused)
+            }
+            StreamError::SystemShutdown => (Side::Dealer, Cause::Shutdown),
+            StreamError::InternalServerError => (Side::Dealer, Cause::Unavailable),
+            StreamError::ConnectionTimeout => (Side::Client, Cause::Timeout),
+            _ => (Side::Client, Cause::Protocol),
+        };
+        SessionError::Stream {
+            side,
+            cause,
+            cond,
+            text: text.into(),
+        }
+    }
+
+    /// Who ended the session, and how.
+    pub fn attribution(&self) -> (Side, Cause) {
+        match self {
+            SessionError::Xml(_) => (Side::Client, Cause::Protocol),
+            SessionError::Gone(_) => (Side::Client, Cause::Gone),
+            SessionError::Stream { side, cause, .. } => (*side, *cause),
+            SessionError::Tls(_) => (Side::Client, Cause::Tls),
+            SessionError::Dropped(DropReason::StarttlsPipelined, _) => {
+                (Side::Client, Cause::Protocol)
+            }
+            SessionError::Dropped(DropReason::TlsHandshake, _) => (Side::Client, Cause::Tls),
+            SessionError::Dropped(_, _) => (Side::Dealer, Cause::Refused),
+            SessionError::Done(side, cause) => (*side, *cause),
+        }
     }
 }
 
@@ -106,6 +146,16 @@ impl From<std::io::Error> for SessionError {
     }
 }
 
+/// Where a client's current stream stands while dealer parses it. A new stream
+/// (after STARTTLS, or a failed login's retry on the same stream) starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The client's stream header is awaited; dealer has sent nothing on this stream.
+    AwaitingHeader,
+    /// dealer answered with its header and features: pre-auth elements flow.
+    Open,
+}
+
 /// The client side of a session while dealer still parses it.
 pub struct Client {
     pub stream: XmlStream,
@@ -117,8 +167,8 @@ pub struct Client {
     pub listener: crate::config::Listener,
     /// The client's latest stream header.
     pub header: StreamHeader,
-    /// Whether dealer has sent its own header on the current stream.
-    pub header_sent: bool,
+    /// Where the current stream stands.
+    pub phase: Phase,
     pub stream_id: String,
     /// The span's user and backend fields are set (on the first routed login).
     pub span_recorded: bool,
@@ -145,11 +195,11 @@ impl Client {
         content: Option<&str>,
         text: Option<&str>,
     ) {
-        let header = (!self.header_sent).then(|| {
+        let header = (self.phase == Phase::AwaitingHeader).then(|| {
             let domain = ctx.snapshot.load().config.domain.clone();
             crate::xml::header::write(crate::xml::NS_CLIENT, &domain, None, &self.stream_id, true)
         });
-        self.header_sent = true;
+        self.phase = Phase::Open;
         self.stream
             .stream_error(&ctx.metrics, header, cond, content, text)
             .await;
@@ -163,7 +213,7 @@ impl Client {
         self.failed_logins += 1;
         let max = ctx.snapshot.load().config.limits.max_failed_logins;
         if max > 0 && self.failed_logins >= max {
-            ctx.metrics.limit("failed_logins");
+            ctx.metrics.limit(crate::metrics::Limit::FailedLogins);
             return Err(SessionError::stream(
                 StreamError::PolicyViolation,
                 format!("{} failed logins on this stream", self.failed_logins),
@@ -259,7 +309,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     let deadline = started + snap.config.limits.handshake_timeout;
     drop(snap);
     let permit = a.permit;
-    let mut gauge = ConnGauge::new(&ctx.metrics, a.kind.label());
+    let mut gauge = ConnGauge::new(&ctx.metrics, a.kind);
     let mut client = Client {
         stream: XmlStream::new(Conn::Plain(a.tcp), limits),
         peer: a.peer,
@@ -267,7 +317,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         kind: a.kind,
         listener: a.listener,
         header: StreamHeader::default(),
-        header_sent: false,
+        phase: Phase::AwaitingHeader,
         stream_id: crate::stream::new_id(),
         span_recorded: false,
         failed_logins: 0,
@@ -291,6 +341,8 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     };
     match result {
         None => {
+            ctx.metrics
+                .session_end(client.kind, Side::Dealer, Cause::Shutdown);
             client
                 .stream_error(
                     &ctx,
@@ -300,7 +352,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
                 .await;
         }
         Some(Ok(Ok((handover, slot)))) => {
-            gauge.set("relaying");
+            gauge.set(ConnState::Relaying);
             // The relay gets a task of its own holding only what it needs, so that an
             // idle session costs the relay's few hundred bytes, not this handshake's
             // whole state machine.
@@ -313,7 +365,9 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         }
         Some(Ok(Err(e))) => report(&mut client, &ctx, e).await,
         Some(Err(_)) => {
-            ctx.metrics.limit("handshake_timeout");
+            ctx.metrics.limit(Limit::HandshakeTimeout);
+            ctx.metrics
+                .session_end(client.kind, Side::Client, Cause::Timeout);
             debug!("handshake deadline passed");
             client
                 .stream_error(
@@ -326,18 +380,20 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     }
 }
 
-/// Answer a failure while dealer still parses the stream.
+/// Answer a failure while dealer still parses the stream, and count the end.
 async fn report(client: &mut Client, ctx: &Context, e: SessionError) {
+    let (side, cause) = e.attribution();
+    ctx.metrics.session_end(client.kind, side, cause);
     match e {
         SessionError::Xml(x) => {
-            if let Some(limit) = x.limit() {
+            if let Some(limit) = x.limit().and_then(Limit::from_label) {
                 ctx.metrics.limit(limit);
             }
             info!(error = %x, "client stream rejected");
             let text = x.to_string();
             client.stream_error(ctx, x.condition(), Some(&text)).await;
         }
-        SessionError::Stream(cond, text) => {
+        SessionError::Stream { cond, text, .. } => {
             info!(condition = %cond, %text, "stream error");
             let text = (!text.is_empty()).then_some(text);
             client.stream_error(ctx, cond, text.as_deref()).await;
@@ -345,7 +401,7 @@ async fn report(client: &mut Client, ctx: &Context, e: SessionError) {
         SessionError::Gone(why) => debug!(%why, "client gone"),
         SessionError::Tls(e) => ctx.metrics.dropped(DropReason::TlsHandshake, &e),
         SessionError::Dropped(reason, why) => ctx.metrics.dropped(reason, &why),
-        SessionError::Done => {}
+        SessionError::Done(..) => {}
     }
 }
 
@@ -360,27 +416,20 @@ async fn route(
     let snap = ctx.snapshot.load_full();
     let decision = decide(&snap, &login, client.kind == Kind::C2sTls);
     ctx.metrics
-        .handshake_duration
-        .with_label_values(&[client.kind.label()])
+        .handshake_duration(client.kind)
         .observe(started.elapsed().as_secs_f64());
     let action = match decision {
         Ok(a) => a,
         Err(RouteError::Name(e)) => {
             // The backend would refuse this name too; let the client try another.
-            ctx.metrics
-                .routing_decisions
-                .with_label_values(&["none", "error"])
-                .inc();
+            ctx.metrics.routing(None, Outcome::Error);
             info!(error = %e, "unroutable username");
             preauth::refuse(client, &login, "not-authorized", &e.to_string()).await?;
             client.failed_login(ctx)?;
             return Ok(forward::Outcome::Retry);
         }
         Err(e) => {
-            ctx.metrics
-                .routing_decisions
-                .with_label_values(&["none", "error"])
-                .inc();
+            ctx.metrics.routing(None, Outcome::Error);
             return Err(SessionError::stream(
                 StreamError::RemoteConnectionFailed,
                 e.to_string(),
@@ -388,8 +437,8 @@ async fn route(
         }
     };
     let (id, outcome) = match &action {
-        Action::Redirect(id, _) => (*id, "redirect"),
-        Action::Forward(id) => (*id, "forward"),
+        Action::Redirect(id, _) => (*id, Outcome::Redirect),
+        Action::Forward(id) => (*id, Outcome::Forward),
     };
     let name = &snap.config.backends[id].name;
     // A span field recorded twice is printed twice: record the first login only
@@ -409,20 +458,17 @@ async fn route(
     } else {
         info!(user = login.username.as_deref().unwrap_or(""), backend.name = %name, "another login on this stream");
     }
-    ctx.metrics
-        .routing_decisions
-        .with_label_values(&[name, outcome])
-        .inc();
+    ctx.metrics.routing(Some(name), outcome);
     match action {
         Action::Redirect(_, to) => {
             redirect::send(client, ctx, &login, &to).await;
-            Err(SessionError::Done)
+            Err(SessionError::Done(Side::Dealer, Cause::Redirected))
         }
         Action::Forward(id) => {
-            gauge.set("authenticating");
+            gauge.set(ConnState::Authenticating);
             let r = forward::authenticate(client, ctx, &snap, id, login).await;
             if matches!(r, Ok(forward::Outcome::Retry)) {
-                gauge.set("handshake");
+                gauge.set(ConnState::Handshake);
             }
             r
         }

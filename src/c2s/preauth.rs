@@ -11,10 +11,10 @@ use zeroize::Zeroizing;
 
 use super::Context;
 use super::peek::{PeekError, decode_sasl, sasl_username};
-use super::{Client, Login, LoginKind, SessionError};
+use super::{Client, Login, LoginKind, Phase, SessionError};
 use crate::config::{Mechanism, StartTls};
 use crate::listener::{Kind, SourceSlot};
-use crate::metrics::DropReason;
+use crate::metrics::{Cause, DropReason, Peek, Side};
 use crate::proxy_protocol::ProxyInfo;
 use crate::snapshot::Snapshot;
 use crate::xml::element::{Element, Scope};
@@ -46,7 +46,8 @@ pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, 
         if slot.is_none() {
             // A stream error could only be read through TLS: a refusal would cost a
             // handshake. Close instead.
-            ctx.metrics.limit("connections_per_source");
+            ctx.metrics
+                .limit(crate::metrics::Limit::ConnectionsPerSource);
             return Err(SessionError::Dropped(
                 DropReason::ConnectionsPerSource,
                 format!("too many connections from {}", c.peer.ip()),
@@ -59,7 +60,8 @@ pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, 
     match slot {
         Some(slot) => Ok(slot),
         None => {
-            ctx.metrics.limit("connections_per_source");
+            ctx.metrics
+                .limit(crate::metrics::Limit::ConnectionsPerSource);
             Err(SessionError::stream(
                 StreamError::PolicyViolation,
                 "too many connections from your address",
@@ -88,11 +90,11 @@ enum Step {
 /// Speak the pre-auth stream until the client's first authentication element.
 pub async fn run(c: &mut Client, ctx: &Arc<Context>) -> Result<Login, SessionError> {
     loop {
-        if !c.header_sent {
+        if c.phase == Phase::AwaitingHeader {
             open_stream(c, ctx).await?;
         }
         match elements(c, ctx).await? {
-            Step::Restart => c.header_sent = false,
+            Step::Restart => c.phase = Phase::AwaitingHeader,
             Step::Login(l) => return Ok(l),
         }
     }
@@ -173,7 +175,7 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<(), SessionEr
         out.push_str(&features(c, &snap));
     }
     c.stream.send(out.as_bytes()).await?;
-    c.header_sent = true;
+    c.phase = Phase::Open;
     Ok(())
 }
 
@@ -224,7 +226,7 @@ async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> 
             Frame::Close { len } => {
                 c.stream.consume(len);
                 c.close_with(b"</stream:stream>").await;
-                return Err(SessionError::Done);
+                return Err(SessionError::Done(Side::Client, Cause::Closed));
             }
             Frame::Header { .. } => {
                 return Err(SessionError::stream(
@@ -248,7 +250,7 @@ async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionErr
                         b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
                     )
                     .await;
-                    return Err(SessionError::Done);
+                    return Err(SessionError::Done(Side::Client, Cause::Protocol));
                 }
                 c.stream
                     .starttls_server(ctx.server_tls.starttls.clone())
@@ -306,7 +308,7 @@ fn login_allowed(c: &Client, ctx: &Context, snap: &Snapshot) -> Result<(), Sessi
     if ctx.conn_limits.allow_login(c.peer.ip(), rate) {
         Ok(())
     } else {
-        ctx.metrics.limit("logins_per_source");
+        ctx.metrics.limit(crate::metrics::Limit::LoginsPerSource);
         Err(SessionError::stream(
             StreamError::PolicyViolation,
             "too many logins from your address; try again later",
@@ -337,7 +339,7 @@ async fn sasl(
         return Ok(None);
     };
     login_allowed(c, ctx, snap)?;
-    ctx.metrics.peek(mech);
+    ctx.metrics.peek(Peek::of(mech));
     let text = e.text();
     let initial = decode_sasl(&text);
     // The element carried the credentials: keep a copy for the backend, wipe the buffer.
@@ -501,12 +503,11 @@ async fn iq_login(
     id: &str,
 ) -> Result<Option<Login>, SessionError> {
     login_allowed(c, ctx, snap)?;
-    let label = if ns == NS_IQ_AUTH {
-        "iq-auth"
+    ctx.metrics.peek(if ns == NS_IQ_AUTH {
+        Peek::IqAuth
     } else {
-        "register"
-    };
-    ctx.metrics.auth_peeks.with_label_values(&[label]).inc();
+        Peek::Register
+    });
     let user = query
         .child("username", ns)
         .map(|u| u.text().trim().to_owned());

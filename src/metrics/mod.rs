@@ -1,97 +1,46 @@
 //! Prometheus metrics: an owned registry per dealer instance (several can run in one
-//! test process), every name from `names`, label values known in advance set to zero
-//! at start so that rates and alerts work from the first scrape.
+//! test process), every name from `names`, every label value from `labels` (enums, so
+//! a typo cannot create a series), and the series whose label values are known in
+//! advance exported at zero from the start so that rates and alerts work from the
+//! first scrape. Callers count through typed methods; the vectors stay private.
 
 pub mod http;
+pub mod labels;
 pub mod names;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-use crate::config::{Config, Mechanism};
+use crate::config::Config;
+use crate::xml::StreamError;
+pub use labels::{
+    AuthResult, Cause, CheckResult, ConnState, DropReason, Limit, Listener, Outcome, Peek,
+    RelayDirection, RelayKind, ReloadResult, S2sStreams, Side, StanzaDirection, StanzaResult,
+};
 
-/// Listener kinds, the `listener` label.
-pub const LISTENERS: [&str; 4] = ["c2s", "c2s_tls", "s2s", "s2s_internal"];
-/// Session states, the `state` label of `dealer_connections`.
-pub const STATES: [&str; 3] = ["handshake", "authenticating", "relaying"];
-/// What a client authenticated with, the `mechanism` label of auth peeks.
-pub const PEEK_KINDS: [&str; 6] = [
-    "PLAIN",
-    "SCRAM-SHA-1",
-    "SCRAM-SHA-256",
-    "ANONYMOUS",
-    "iq-auth",
-    "register",
+/// Stream error conditions dealer sends (`condition`).
+const CONDITIONS: [StreamError; 18] = [
+    StreamError::BadFormat,
+    StreamError::ConnectionTimeout,
+    StreamError::HostUnknown,
+    StreamError::ImproperAddressing,
+    StreamError::InternalServerError,
+    StreamError::InvalidFrom,
+    StreamError::InvalidNamespace,
+    StreamError::NotAuthorized,
+    StreamError::NotWellFormed,
+    StreamError::PolicyViolation,
+    StreamError::RemoteConnectionFailed,
+    StreamError::ResourceConstraint,
+    StreamError::RestrictedXml,
+    StreamError::SeeOtherHost,
+    StreamError::SystemShutdown,
+    StreamError::UnsupportedEncoding,
+    StreamError::UnsupportedStanzaType,
+    StreamError::UnsupportedVersion,
 ];
-pub const OUTCOMES: [&str; 3] = ["redirect", "forward", "error"];
-/// Limits of DESIGN.md §6, the `limit` label.
-pub const LIMITS: [&str; 11] = [
-    "header_bytes",
-    "stanza_bytes",
-    "depth",
-    "attributes",
-    "handshake_timeout",
-    "connections",
-    "connections_per_source",
-    "logins_per_source",
-    "s2s_internal_allow",
-    "failed_logins",
-    "s2s_queue_bytes",
-];
-/// Stream error conditions dealer sends.
-pub const CONDITIONS: [&str; 18] = [
-    "bad-format",
-    "connection-timeout",
-    "host-unknown",
-    "improper-addressing",
-    "internal-server-error",
-    "invalid-from",
-    "invalid-namespace",
-    "not-authorized",
-    "not-well-formed",
-    "policy-violation",
-    "remote-connection-failed",
-    "resource-constraint",
-    "restricted-xml",
-    "see-other-host",
-    "system-shutdown",
-    "unsupported-encoding",
-    "unsupported-stanza-type",
-    "unsupported-version",
-];
-
-/// Why dealer ended a session without a stream error: the `reason` label of
-/// `dealer_session_drops_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Bytes other than whitespace between `<starttls/>` and the TLS handshake.
-    StarttlsPipelined,
-    /// The TLS handshake failed (or took longer than the handshake deadline).
-    TlsHandshake,
-    /// `limits.max_connections` reached on a Direct TLS listener.
-    Connections,
-    /// `limits.max_connections_per_source` reached on a Direct TLS listener.
-    ConnectionsPerSource,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 4] = [
-        DropReason::StarttlsPipelined,
-        DropReason::TlsHandshake,
-        DropReason::Connections,
-        DropReason::ConnectionsPerSource,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::StarttlsPipelined => "starttls_pipelined",
-            DropReason::TlsHandshake => "tls_handshake",
-            DropReason::Connections => "connections",
-            DropReason::ConnectionsPerSource => "connections_per_source",
-        }
-    }
-}
 
 /// Lines a second that `Metrics::dropped` logs at most; the rest are counted only,
 /// and the next line says how many were left out (a slowloris must not flood the log).
@@ -101,58 +50,33 @@ pub struct Metrics {
     registry: Registry,
     /// `(window start, lines logged in it, lines left out since the last one logged)`.
     drop_log: std::sync::Mutex<(std::time::Instant, u32, u64)>,
-    /// Sessions dealer ended without a stream error: `reason`.
-    pub session_drops: IntCounterVec,
     /// Generation of the live config snapshot: 1 at start, +1 per successful reload.
     pub config_generation: IntGauge,
-    /// `result` = `ok` | `error`.
-    pub config_reloads: IntCounterVec,
-    /// `listener`.
-    pub connections_accepted: IntCounterVec,
-    /// Open connections: `listener`, `state`.
-    pub connections: IntGaugeVec,
-    /// From accept to the routing decision: `listener`.
-    pub handshake_duration: HistogramVec,
-    /// `mechanism`.
-    pub auth_peeks: IntCounterVec,
-    /// `backend`, `outcome` (redirect | forward | error).
-    pub routing_decisions: IntCounterVec,
-    /// `limit`.
-    pub limit_hits: IntCounterVec,
-    /// Stream errors dealer sent: `condition`.
-    pub stream_errors: IntCounterVec,
-    /// 1 when the backend counts as up: `backend`.
-    pub backend_up: IntGaugeVec,
-    /// `backend`, `result` (ok | failed).
-    pub health_checks: IntCounterVec,
-    /// `backend`, `result` (success | failure | unreachable).
-    pub auth_results: IntCounterVec,
-    /// Connect plus stream open to a backend at login: `backend`.
-    pub backend_connect_duration: HistogramVec,
-    /// Bytes relayed after hand-over: `kind` (splice | copy | rewrite), `direction`.
-    pub relay_bytes: IntCounterVec,
-    /// Open s2s streams: `direction` (in | out | internal).
-    pub s2s_streams: IntGaugeVec,
-    /// s2s stanzas: `direction` (in: to backends, out: to the federation), `result`
-    /// (routed | masked | bounced | dropped | rejected; masked counts the stanzas whose
-    /// JIDs were rewritten, which are also routed).
-    pub s2s_stanzas: IntCounterVec,
     /// Bytes of stanzas waiting in s2s link queues (bounded by `s2s.queue_bytes`).
     pub s2s_queued_bytes: IntGauge,
     /// Sessions closed by a re-deal because their user moved to another backend.
-    pub redeal_closed: prometheus::IntCounter,
+    pub redeal_closed: IntCounter,
     /// Of the `splice` relay's bytes, those moved by splice(2) (bursts) rather than
     /// through its small copy buffer (interactive traffic).
-    pub relay_spliced_bytes: prometheus::IntCounter,
+    pub relay_spliced_bytes: IntCounter,
+    session_drops: IntCounterVec,
+    session_ends: IntCounterVec,
+    config_reloads: IntCounterVec,
+    connections_accepted: IntCounterVec,
+    connections: IntGaugeVec,
+    handshake_duration: HistogramVec,
+    auth_peeks: IntCounterVec,
+    routing_decisions: IntCounterVec,
+    limit_hits: IntCounterVec,
+    stream_errors: IntCounterVec,
+    backend_up: IntGaugeVec,
+    health_checks: IntCounterVec,
+    auth_results: IntCounterVec,
+    backend_connect_duration: HistogramVec,
+    relay_bytes: IntCounterVec,
+    s2s_streams: IntGaugeVec,
+    s2s_stanzas: IntCounterVec,
 }
-
-pub const S2S_DIRECTIONS: [&str; 3] = ["in", "out", "internal"];
-pub const S2S_RESULTS: [&str; 5] = ["routed", "masked", "bounced", "dropped", "rejected"];
-
-/// Relay kinds and directions, the labels of `dealer_relay_bytes_total`.
-pub const RELAY_KINDS: [&str; 3] = ["splice", "copy", "rewrite"];
-pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
-pub const AUTH_RESULTS: [&str; 3] = ["success", "failure", "unreachable"];
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -192,15 +116,48 @@ fn latency_buckets() -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let config_generation = IntGauge::new(
-            names::CONFIG_GENERATION,
-            "Generation of the running configuration (1 at start, +1 per successful reload).",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(config_generation.clone()))
-            .expect("metric names are unique");
+        let single = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let single_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            r.register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
         let m = Metrics {
-            config_generation,
+            drop_log: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
+            config_generation: single_gauge(
+                names::CONFIG_GENERATION,
+                "Generation of the running configuration (1 at start, +1 per successful reload).",
+            ),
+            s2s_queued_bytes: single_gauge(
+                names::S2S_QUEUED_BYTES,
+                "Bytes of stanzas waiting in s2s link queues (never above s2s.queue_bytes).",
+            ),
+            redeal_closed: single(
+                names::REDEAL_CLOSED,
+                "Relayed sessions closed by a reload's re-deal because their user now belongs to another backend.",
+            ),
+            relay_spliced_bytes: single(
+                names::RELAY_SPLICED_BYTES,
+                "Bytes of the plain-leg relay moved by splice(2), zero copy (bursts); the rest of kind=splice went through a small buffer.",
+            ),
+            session_drops: counter(
+                &r,
+                names::SESSION_DROPS,
+                "Sessions dealer closed without a stream error, by reason.",
+                &["reason"],
+            ),
+            session_ends: counter(
+                &r,
+                names::SESSION_ENDS,
+                "Sessions ended, by the side that ended them and the cause.",
+                &["listener", "side", "cause"],
+            ),
             config_reloads: counter(
                 &r,
                 names::CONFIG_RELOADS,
@@ -293,79 +250,42 @@ impl Metrics {
                 "s2s stanzas by direction (in: to backends, out: to the federation) and result.",
                 &["direction", "result"],
             ),
-            redeal_closed: {
-                let c = prometheus::IntCounter::new(
-                    names::REDEAL_CLOSED,
-                    "Relayed sessions closed by a reload's re-deal because their user now belongs to another backend.",
-                )
-                .expect("static metric definition");
-                r.register(Box::new(c.clone()))
-                    .expect("metric names are unique");
-                c
-            },
-            relay_spliced_bytes: {
-                let c = prometheus::IntCounter::new(
-                    names::RELAY_SPLICED_BYTES,
-                    "Bytes of the plain-leg relay moved by splice(2), zero copy (bursts); the rest of kind=splice went through a small buffer.",
-                )
-                .expect("static metric definition");
-                r.register(Box::new(c.clone()))
-                    .expect("metric names are unique");
-                c
-            },
-            s2s_queued_bytes: {
-                let g = IntGauge::new(
-                    names::S2S_QUEUED_BYTES,
-                    "Bytes of stanzas waiting in s2s link queues (never above s2s.queue_bytes).",
-                )
-                .expect("static metric definition");
-                r.register(Box::new(g.clone()))
-                    .expect("metric names are unique");
-                g
-            },
-            session_drops: counter(
-                &r,
-                names::SESSION_DROPS,
-                "Sessions dealer closed without a stream error, by reason.",
-                &["reason"],
-            ),
-            drop_log: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
             registry: r,
         };
         for d in DropReason::ALL {
             m.session_drops.with_label_values(&[d.label()]);
         }
-        for d in S2S_DIRECTIONS {
-            m.s2s_streams.with_label_values(&[d]);
+        for d in S2sStreams::ALL {
+            m.s2s_streams.with_label_values(&[d.label()]);
         }
-        for d in ["in", "out"] {
-            for r in S2S_RESULTS {
-                m.s2s_stanzas.with_label_values(&[d, r]);
+        for d in StanzaDirection::ALL {
+            for r in StanzaResult::ALL {
+                m.s2s_stanzas.with_label_values(&[d.label(), r.label()]);
             }
         }
-        for k in RELAY_KINDS {
-            for d in DIRECTIONS {
-                m.relay_bytes.with_label_values(&[k, d]);
+        for k in RelayKind::ALL {
+            for d in RelayDirection::ALL {
+                m.relay_bytes.with_label_values(&[k.label(), d.label()]);
             }
         }
-        for v in ["ok", "error"] {
-            m.config_reloads.with_label_values(&[v]);
+        for v in ReloadResult::ALL {
+            m.config_reloads.with_label_values(&[v.label()]);
         }
-        for l in LISTENERS {
-            m.connections_accepted.with_label_values(&[l]);
-            m.handshake_duration.with_label_values(&[l]);
-            for s in STATES {
-                m.connections.with_label_values(&[l, s]);
+        for l in Listener::ALL {
+            m.connections_accepted.with_label_values(&[l.label()]);
+            m.handshake_duration.with_label_values(&[l.label()]);
+            for s in ConnState::ALL {
+                m.connections.with_label_values(&[l.label(), s.label()]);
             }
         }
-        for k in PEEK_KINDS {
-            m.auth_peeks.with_label_values(&[k]);
+        for k in Peek::ALL {
+            m.auth_peeks.with_label_values(&[k.label()]);
         }
-        for l in LIMITS {
-            m.limit_hits.with_label_values(&[l]);
+        for l in Limit::ALL {
+            m.limit_hits.with_label_values(&[l.label()]);
         }
         for c in CONDITIONS {
-            m.stream_errors.with_label_values(&[c]);
+            m.stream_errors.with_label_values(&[c.name()]);
         }
         m
     }
@@ -374,22 +294,94 @@ impl Metrics {
     /// every reload, so a new backend shows up before its first event).
     pub fn init_backends(&self, config: &Config) {
         for b in &config.backends {
-            for o in OUTCOMES {
-                self.routing_decisions.with_label_values(&[&b.name, o]);
+            for o in Outcome::ALL {
+                self.routing_decisions
+                    .with_label_values(&[&b.name, o.label()]);
             }
-            for r in ["ok", "failed"] {
-                self.health_checks.with_label_values(&[&b.name, r]);
+            for r in CheckResult::ALL {
+                self.health_checks.with_label_values(&[&b.name, r.label()]);
             }
             self.backend_up.with_label_values(&[&b.name]);
-            for r in AUTH_RESULTS {
-                self.auth_results.with_label_values(&[&b.name, r]);
+            for r in AuthResult::ALL {
+                self.auth_results.with_label_values(&[&b.name, r.label()]);
             }
             self.backend_connect_duration.with_label_values(&[&b.name]);
         }
     }
 
-    pub fn peek(&self, m: Mechanism) {
-        self.auth_peeks.with_label_values(&[m.name()]).inc();
+    pub fn peek(&self, p: Peek) {
+        self.auth_peeks.with_label_values(&[p.label()]).inc();
+    }
+
+    pub fn limit(&self, limit: Limit) {
+        self.limit_hits.with_label_values(&[limit.label()]).inc();
+    }
+
+    pub fn stream_error(&self, cond: StreamError) {
+        self.stream_errors.with_label_values(&[cond.name()]).inc();
+    }
+
+    /// `backend` is `None` for a decision that named no backend (an error).
+    pub fn routing(&self, backend: Option<&str>, outcome: Outcome) {
+        self.routing_decisions
+            .with_label_values(&[backend.unwrap_or("none"), outcome.label()])
+            .inc();
+    }
+
+    pub fn auth_result(&self, backend: &str, r: AuthResult) {
+        self.auth_results
+            .with_label_values(&[backend, r.label()])
+            .inc();
+    }
+
+    pub fn health_check(&self, backend: &str, r: CheckResult) {
+        self.health_checks
+            .with_label_values(&[backend, r.label()])
+            .inc();
+    }
+
+    pub fn backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .with_label_values(&[backend])
+            .set(i64::from(up));
+    }
+
+    pub fn reloaded(&self, r: ReloadResult) {
+        self.config_reloads.with_label_values(&[r.label()]).inc();
+    }
+
+    pub fn accepted(&self, l: Listener) {
+        self.connections_accepted
+            .with_label_values(&[l.label()])
+            .inc();
+    }
+
+    pub fn handshake_duration(&self, l: Listener) -> Histogram {
+        self.handshake_duration.with_label_values(&[l.label()])
+    }
+
+    pub fn backend_connect_duration(&self, backend: &str) -> Histogram {
+        self.backend_connect_duration.with_label_values(&[backend])
+    }
+
+    pub fn relay_bytes(&self, kind: RelayKind, dir: RelayDirection) -> IntCounter {
+        self.relay_bytes
+            .with_label_values(&[kind.label(), dir.label()])
+    }
+
+    pub fn s2s_streams(&self, d: S2sStreams) -> IntGauge {
+        self.s2s_streams.with_label_values(&[d.label()])
+    }
+
+    pub fn s2s_stanzas(&self, d: StanzaDirection, r: StanzaResult) -> IntCounter {
+        self.s2s_stanzas.with_label_values(&[d.label(), r.label()])
+    }
+
+    /// A session ended: which side ended it, and why.
+    pub fn session_end(&self, l: Listener, side: Side, cause: Cause) {
+        self.session_ends
+            .with_label_values(&[l.label(), side.label(), cause.label()])
+            .inc();
     }
 
     /// Count a session dealer closes without a word, and log why at `info`, at most
@@ -419,10 +411,6 @@ impl Metrics {
         }
     }
 
-    pub fn limit(&self, limit: &str) {
-        self.limit_hits.with_label_values(&[limit]).inc();
-    }
-
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         TextEncoder::new()
@@ -441,28 +429,30 @@ impl Default for Metrics {
 /// the slot is released when dropped, however the session ends.
 pub struct ConnGauge {
     gauge: IntGaugeVec,
-    listener: &'static str,
-    state: &'static str,
+    listener: Listener,
+    state: ConnState,
 }
 
 impl ConnGauge {
-    pub fn new(m: &Metrics, listener: &'static str) -> ConnGauge {
+    pub fn new(m: &Metrics, listener: Listener) -> ConnGauge {
         m.connections
-            .with_label_values(&[listener, STATES[0]])
+            .with_label_values(&[listener.label(), ConnState::Handshake.label()])
             .inc();
         ConnGauge {
             gauge: m.connections.clone(),
             listener,
-            state: STATES[0],
+            state: ConnState::Handshake,
         }
     }
 
-    pub fn set(&mut self, state: &'static str) {
+    pub fn set(&mut self, state: ConnState) {
         if state != self.state {
             self.gauge
-                .with_label_values(&[self.listener, self.state])
+                .with_label_values(&[self.listener.label(), self.state.label()])
                 .dec();
-            self.gauge.with_label_values(&[self.listener, state]).inc();
+            self.gauge
+                .with_label_values(&[self.listener.label(), state.label()])
+                .inc();
             self.state = state;
         }
     }
@@ -471,7 +461,7 @@ impl ConnGauge {
 impl Drop for ConnGauge {
     fn drop(&mut self) {
         self.gauge
-            .with_label_values(&[self.listener, self.state])
+            .with_label_values(&[self.listener.label(), self.state.label()])
             .dec();
     }
 }

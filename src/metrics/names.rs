@@ -12,6 +12,7 @@ pub const ROUTING_DECISIONS: &str = "dealer_routing_decisions_total";
 pub const LIMIT_HITS: &str = "dealer_limit_hits_total";
 pub const STREAM_ERRORS: &str = "dealer_stream_errors_total";
 pub const SESSION_DROPS: &str = "dealer_session_drops_total";
+pub const SESSION_ENDS: &str = "dealer_session_ends_total";
 
 pub const BACKEND_UP: &str = "dealer_backend_up";
 pub const HEALTH_CHECKS: &str = "dealer_health_checks_total";

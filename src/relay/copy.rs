@@ -12,7 +12,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Counters, Totals};
+use super::{Counters, FirstClose, RelayError, Totals};
+use crate::metrics::Side;
 use crate::net::Conn;
 
 /// One TLS record's worth of plaintext.
@@ -52,7 +53,7 @@ impl Dir {
         mut src: Pin<&mut Conn>,
         mut dst: Pin<&mut Conn>,
         counter: &prometheus::IntCounter,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<Result<(), (End, io::Error)>> {
         loop {
             if self.done {
                 return Poll::Ready(Ok(()));
@@ -60,9 +61,10 @@ impl Dir {
             if self.pos < self.end {
                 // Write what is buffered before reading more.
                 let buf = self.buf.as_ref().expect("data implies a buffer");
-                let n = ready!(dst.as_mut().poll_write(cx, &buf[self.pos..self.end]))?;
+                let n = ready!(dst.as_mut().poll_write(cx, &buf[self.pos..self.end]))
+                    .map_err(|e| (End::Dst, e))?;
                 if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err((End::Dst, io::ErrorKind::WriteZero.into())));
                 }
                 self.pos += n;
                 self.total += n as u64;
@@ -70,14 +72,14 @@ impl Dir {
                 continue;
             }
             if self.eof {
-                ready!(dst.as_mut().poll_flush(cx))?;
-                ready!(dst.as_mut().poll_shutdown(cx))?;
+                ready!(dst.as_mut().poll_flush(cx)).map_err(|e| (End::Dst, e))?;
+                ready!(dst.as_mut().poll_shutdown(cx)).map_err(|e| (End::Dst, e))?;
                 self.done = true;
                 continue;
             }
             // Flush before waiting for more input, so TLS records leave promptly.
             if self.buf.is_some() {
-                ready!(dst.as_mut().poll_flush(cx))?;
+                ready!(dst.as_mut().poll_flush(cx)).map_err(|e| (End::Dst, e))?;
             }
             let mut buf = self.buf.take().unwrap_or_else(take_buf);
             let mut rb = ReadBuf::new(&mut buf);
@@ -89,7 +91,7 @@ impl Dir {
                 }
                 Poll::Ready(Err(e)) => {
                     put_buf(buf);
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err((End::Src, e)));
                 }
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();
@@ -115,9 +117,20 @@ impl Drop for Dir {
     }
 }
 
-pub async fn relay(mut client: Conn, mut backend: Conn, counters: &Counters) -> io::Result<Totals> {
+/// Which end of a direction failed.
+enum End {
+    Src,
+    Dst,
+}
+
+pub async fn relay(
+    mut client: Conn,
+    mut backend: Conn,
+    counters: &Counters,
+) -> Result<Totals, RelayError> {
     let mut up = Dir::default();
     let mut down = Dir::default();
+    let first = FirstClose::default();
     poll_fn(|cx| {
         let a = up.poll(
             cx,
@@ -125,8 +138,15 @@ pub async fn relay(mut client: Conn, mut backend: Conn, counters: &Counters) -> 
             Pin::new(&mut backend),
             &counters.client_to_backend,
         );
-        if let Poll::Ready(Err(e)) = a {
-            return Poll::Ready(Err(e));
+        if let Poll::Ready(Err((end, e))) = a {
+            let side = match end {
+                End::Src => Side::Client,
+                End::Dst => Side::Backend,
+            };
+            return Poll::Ready(Err(RelayError::gone(side, e)));
+        }
+        if up.done {
+            first.note(Side::Client);
         }
         let b = down.poll(
             cx,
@@ -134,8 +154,15 @@ pub async fn relay(mut client: Conn, mut backend: Conn, counters: &Counters) -> 
             Pin::new(&mut client),
             &counters.backend_to_client,
         );
-        if let Poll::Ready(Err(e)) = b {
-            return Poll::Ready(Err(e));
+        if let Poll::Ready(Err((end, e))) = b {
+            let side = match end {
+                End::Src => Side::Backend,
+                End::Dst => Side::Client,
+            };
+            return Poll::Ready(Err(RelayError::gone(side, e)));
+        }
+        if down.done {
+            first.note(Side::Backend);
         }
         if up.done && down.done {
             Poll::Ready(Ok(()))
@@ -147,5 +174,6 @@ pub async fn relay(mut client: Conn, mut backend: Conn, counters: &Counters) -> 
     Ok(Totals {
         client_to_backend: up.total,
         backend_to_client: down.total,
+        closed_by: first.side(),
     })
 }

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use prometheus::IntCounter;
 use tokio::io::AsyncWriteExt;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Cause, Metrics, RelayDirection, RelayKind, Side};
 use crate::net::Conn;
 
 /// Byte counters for one relay kind, per direction.
@@ -26,24 +26,77 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn new(m: &Metrics, kind: &str) -> Counters {
+    pub fn new(m: &Metrics, kind: RelayKind) -> Counters {
         Counters {
-            client_to_backend: m
-                .relay_bytes
-                .with_label_values(&[kind, "client_to_backend"]),
-            backend_to_client: m
-                .relay_bytes
-                .with_label_values(&[kind, "backend_to_client"]),
+            client_to_backend: m.relay_bytes(kind, RelayDirection::ClientToBackend),
+            backend_to_client: m.relay_bytes(kind, RelayDirection::BackendToClient),
             spliced: m.relay_spliced_bytes.clone(),
         }
     }
 }
 
-/// How a relay ended.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// How a relay ended in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     pub client_to_backend: u64,
     pub backend_to_client: u64,
+    /// The side that closed first (the other followed).
+    pub closed_by: Side,
+}
+
+/// How a relay ended otherwise: which side's connection failed or sent what it must
+/// not (or dealer, which closed it), and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{side}: {error}")]
+pub struct RelayError {
+    pub side: Side,
+    pub cause: Cause,
+    #[source]
+    pub error: std::io::Error,
+}
+
+impl RelayError {
+    /// The connection of `side` failed.
+    pub fn gone(side: Side, error: std::io::Error) -> RelayError {
+        RelayError {
+            side,
+            cause: Cause::Gone,
+            error,
+        }
+    }
+
+    /// dealer ended the session (shutdown, re-deal).
+    pub fn stopped() -> RelayError {
+        RelayError {
+            side: Side::Dealer,
+            cause: Cause::Shutdown,
+            error: std::io::Error::other("closed by dealer"),
+        }
+    }
+}
+
+/// Which side closed first, between two directions ending on different tasks or
+/// polls: 0 none yet, 1 the client, 2 the backend.
+#[derive(Default)]
+struct FirstClose(std::sync::atomic::AtomicU8);
+
+impl FirstClose {
+    fn note(&self, side: Side) {
+        let v = if side == Side::Client { 1 } else { 2 };
+        let _ = self.0.compare_exchange(
+            0,
+            v,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn side(&self) -> Side {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            2 => Side::Backend,
+            _ => Side::Client,
+        }
+    }
 }
 
 /// Relay until both directions end or one fails. `*_pending` are bytes already read
@@ -54,17 +107,30 @@ pub async fn run(
     mut backend: Conn,
     backend_pending: BytesMut,
     metrics: &Metrics,
-) -> std::io::Result<Totals> {
+) -> Result<Totals, RelayError> {
     let plain = !client.is_tls() && !backend.is_tls();
-    let counters = Counters::new(metrics, if plain { "splice" } else { "copy" });
+    let counters = Counters::new(
+        metrics,
+        if plain {
+            RelayKind::Splice
+        } else {
+            RelayKind::Copy
+        },
+    );
     if !client_pending.is_empty() {
-        backend.write_all(&client_pending).await?;
+        backend
+            .write_all(&client_pending)
+            .await
+            .map_err(|e| RelayError::gone(Side::Backend, e))?;
         counters
             .client_to_backend
             .inc_by(client_pending.len() as u64);
     }
     if !backend_pending.is_empty() {
-        client.write_all(&backend_pending).await?;
+        client
+            .write_all(&backend_pending)
+            .await
+            .map_err(|e| RelayError::gone(Side::Client, e))?;
         counters
             .backend_to_client
             .inc_by(backend_pending.len() as u64);

@@ -17,8 +17,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Counters, Totals};
+use super::{Counters, RelayError, Totals};
 use crate::config::Normalise;
+use crate::metrics::{Cause, Side};
 use crate::net::Conn;
 use crate::rewrite::{Rewriter, Rule};
 use crate::xml::{Frame, FrameLimits, Framer, StreamError, XmlError};
@@ -64,7 +65,7 @@ pub async fn relay(
     limits: FrameLimits,
     counters: Counters,
     stop: CancellationToken,
-) -> io::Result<Totals> {
+) -> Result<Totals, RelayError> {
     let (client_r, client_w) = tokio::io::split(client);
     let (backend_r, backend_w) = tokio::io::split(backend);
     let client_w = Arc::new(Mutex::new(client_w));
@@ -119,28 +120,31 @@ pub async fn relay(
         // both connections, which closes them.
         r = &mut up => {
             let a = r?;
-            let b = finish(down, &stop).await?;
-            Ok(Totals { client_to_backend: a, backend_to_client: b })
+            let b = finish(down, Side::Backend, &stop).await?;
+            Ok(Totals { client_to_backend: a, backend_to_client: b, closed_by: Side::Client })
         }
         r = &mut down => {
             let b = r?;
-            let a = finish(up, &stop).await?;
-            Ok(Totals { client_to_backend: a, backend_to_client: b })
+            let a = finish(up, Side::Client, &stop).await?;
+            Ok(Totals { client_to_backend: a, backend_to_client: b, closed_by: Side::Backend })
         }
-        _ = stopped => Err(io::Error::other("closed by dealer")),
+        _ = stopped => Err(RelayError::stopped()),
     }
 }
 
 /// The other direction, after one closed cleanly: it gets a while to close too.
 async fn finish(
-    other: impl Future<Output = io::Result<u64>>,
+    other: impl Future<Output = Result<u64, RelayError>>,
+    other_side: Side,
     stop: &CancellationToken,
-) -> io::Result<u64> {
+) -> Result<u64, RelayError> {
     tokio::select! {
-        r = tokio::time::timeout(CLOSE_GRACE, other) => r.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "one side closed its stream; the other did not")
+        r = tokio::time::timeout(CLOSE_GRACE, other) => r.map_err(|_| RelayError {
+            side: other_side,
+            cause: Cause::Timeout,
+            error: io::Error::new(io::ErrorKind::TimedOut, "one side closed its stream; the other did not"),
         })?,
-        _ = stop.cancelled() => Err(io::Error::other("closed by dealer")),
+        _ = stop.cancelled() => Err(RelayError::stopped()),
     }
 }
 
@@ -180,12 +184,6 @@ async fn tell_client(client_w: &Mutex<WriteHalf<Conn>>, cond: StreamError) {
         let _ = w.shutdown().await;
     })
     .await;
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Client,
-    Backend,
 }
 
 /// Output gathered from the frames of one read before a single write.
@@ -254,7 +252,12 @@ async fn direction<R: AsyncRead + Unpin>(
     counter: &prometheus::IntCounter,
     side: Side,
     stop: &CancellationToken,
-) -> io::Result<u64> {
+) -> Result<u64, RelayError> {
+    let other = if side == Side::Client {
+        Side::Backend
+    } else {
+        Side::Client
+    };
     let mut total = 0u64;
     let mut rewriter = Rewriter::new(rule);
     let mut batch: Vec<u8> = Vec::new();
@@ -265,14 +268,16 @@ async fn direction<R: AsyncRead + Unpin>(
         let (used, ended) = frames(&mut framer, &mut rewriter, &buf, &mut batch);
         bytes::Buf::advance(&mut buf, used);
         if !batch.is_empty() {
-            out.write(&batch).await?;
+            out.write(&batch)
+                .await
+                .map_err(|e| RelayError::gone(other, e))?;
             total += batch.len() as u64;
             counter.inc_by(batch.len() as u64);
             batch.clear();
         }
         match ended {
             Ended::Failed(e) => {
-                debug!(error = %e, side = if side == Side::Client { "client" } else { "backend" }, "masked relay: bad stream");
+                debug!(error = %e, side = side.label(), "masked relay: bad stream");
                 // dealer parses here, so it can tell the client why, between stanzas.
                 let cond = if side == Side::Client {
                     e.condition()
@@ -280,7 +285,11 @@ async fn direction<R: AsyncRead + Unpin>(
                     StreamError::InternalServerError
                 };
                 tell_client(client_w, cond).await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                return Err(RelayError {
+                    side,
+                    cause: Cause::Protocol,
+                    error: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                });
             }
             Ended::Closed => {
                 out.shutdown().await;
@@ -294,7 +303,7 @@ async fn direction<R: AsyncRead + Unpin>(
                 }
                 let room = buf.capacity() - buf.len();
                 let n = tokio::select! {
-                    r = src.read_buf(&mut buf) => r?,
+                    r = src.read_buf(&mut buf) => r.map_err(|e| RelayError::gone(side, e))?,
                     _ = stop.cancelled() => {
                         // Only one direction speaks for the session: the one that
                         // writes to the client, so the error lands between stanzas.
@@ -303,7 +312,7 @@ async fn direction<R: AsyncRead + Unpin>(
                         } else {
                             std::future::pending::<()>().await;
                         }
-                        return Err(io::Error::other("closed by dealer"));
+                        return Err(RelayError::stopped());
                     }
                 };
                 if n == 0 {

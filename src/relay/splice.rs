@@ -16,7 +16,8 @@ use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{Counters, Totals};
+use super::{Counters, FirstClose, RelayError, Totals};
+use crate::metrics::Side;
 
 /// A pipe moves at most this much per splice (the Linux default pipe size).
 const PIPE_BYTES: usize = 64 * 1024;
@@ -69,23 +70,27 @@ pub async fn relay(
     client: &TcpStream,
     backend: &TcpStream,
     counters: &Counters,
-) -> io::Result<Totals> {
+) -> Result<Totals, RelayError> {
+    let first = FirstClose::default();
     let up = direction(
-        client,
-        backend,
+        (client, Side::Client),
+        (backend, Side::Backend),
         &counters.client_to_backend,
         &counters.spliced,
+        &first,
     );
     let down = direction(
-        backend,
-        client,
+        (backend, Side::Backend),
+        (client, Side::Client),
         &counters.backend_to_client,
         &counters.spliced,
+        &first,
     );
     let (a, b) = tokio::try_join!(up, down)?;
     Ok(Totals {
         client_to_backend: a,
         backend_to_client: b,
+        closed_by: first.side(),
     })
 }
 
@@ -98,17 +103,21 @@ fn clear_readable(s: &TcpStream) {
     });
 }
 
-/// `src` → `dst` until `src` ends (then half-close `dst`); returns the bytes moved.
+/// `src` → `dst` until `src` ends (then half-close `dst`); returns the bytes moved. An
+/// error names the side whose socket failed.
 async fn direction(
-    src: &TcpStream,
-    dst: &TcpStream,
+    (src, src_side): (&TcpStream, Side),
+    (dst, dst_side): (&TcpStream, Side),
     counter: &prometheus::IntCounter,
     spliced: &prometheus::IntCounter,
-) -> io::Result<u64> {
+    first: &FirstClose,
+) -> Result<u64, RelayError> {
+    let on_src = |e| RelayError::gone(src_side, e);
+    let on_dst = |e| RelayError::gone(dst_side, e);
     let mut total = 0u64;
     let mut bulk = false;
     loop {
-        src.readable().await?;
+        src.readable().await.map_err(on_src)?;
         let moved = if bulk {
             let Ok(pipe) = take_pipe() else {
                 // Out of descriptors for a pipe: copy this chunk instead.
@@ -132,7 +141,7 @@ async fn direction(
                     0
                 }
                 Ok(n) => {
-                    drain_pipe(&pipe, n, dst).await?;
+                    drain_pipe(&pipe, n, dst).await.map_err(on_dst)?;
                     put_pipe(pipe);
                     spliced.inc_by(n as u64);
                     // A burst that thins out goes back to copying.
@@ -146,7 +155,7 @@ async fn direction(
                 }
                 Err(e) => {
                     put_pipe(pipe);
-                    return Err(e);
+                    return Err(on_src(e));
                 }
             }
         } else {
@@ -166,7 +175,7 @@ async fn direction(
                     }
                     let sent = write_all(dst, &buf[..n]).await;
                     put_buf(buf);
-                    sent?;
+                    sent.map_err(on_dst)?;
                     n
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -175,13 +184,14 @@ async fn direction(
                 }
                 Err(e) => {
                     put_buf(buf);
-                    return Err(e);
+                    return Err(on_src(e));
                 }
             }
         };
         if moved == 0 {
             // The source finished sending: pass the half-close on.
             let _ = rustix::net::shutdown(dst, rustix::net::Shutdown::Write);
+            first.note(src_side);
             return Ok(total);
         }
         total += moved as u64;
@@ -242,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn small_and_bulk_traffic_arrive_intact() {
         let m = Metrics::new();
-        let counters = Counters::new(&m, "splice");
+        let counters = Counters::new(&m, crate::metrics::RelayKind::Splice);
         let (mut client_app, client_leg) = pair().await;
         let (backend_leg, mut backend_app) = pair().await;
         let relay = relay(&client_leg, &backend_leg, &counters);

@@ -25,7 +25,7 @@ use super::{dialback, dispatch, link::LinkError, open_stream};
 use crate::config::StartTls;
 use crate::jid::{Jid, domain_key};
 use crate::listener::{Accepted, Kind};
-use crate::metrics::DropReason;
+use crate::metrics::{Cause, DropReason, Limit, S2sStreams, Side, StanzaDirection, StanzaResult};
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
@@ -60,6 +60,24 @@ impl From<StreamIoError> for S2sError {
     }
 }
 
+impl S2sError {
+    /// Who ended the stream (`Client` is the peer that opened it), and how.
+    fn attribution(&self) -> (Side, Cause) {
+        match self {
+            S2sError::Xml(_) => (Side::Client, Cause::Protocol),
+            S2sError::Gone(_) => (Side::Client, Cause::Gone),
+            S2sError::Stream(StreamError::SystemShutdown, _) => (Side::Dealer, Cause::Shutdown),
+            S2sError::Stream(StreamError::ConnectionTimeout, _) => (Side::Client, Cause::Timeout),
+            S2sError::Stream(StreamError::PolicyViolation, _) => (Side::Dealer, Cause::Refused),
+            S2sError::Stream(..) => (Side::Client, Cause::Protocol),
+            S2sError::Done => (Side::Client, Cause::Closed),
+            S2sError::Dropped(DropReason::StarttlsPipelined, _) => (Side::Client, Cause::Protocol),
+            S2sError::Dropped(DropReason::TlsHandshake, _) => (Side::Client, Cause::Tls),
+            S2sError::Dropped(..) => (Side::Dealer, Cause::Refused),
+        }
+    }
+}
+
 impl From<crate::stream::StartTlsError> for S2sError {
     fn from(e: crate::stream::StartTlsError) -> Self {
         use crate::stream::StartTlsError as E;
@@ -82,11 +100,21 @@ fn err(cond: StreamError, text: impl Into<String>) -> S2sError {
     S2sError::Stream(cond, text.into())
 }
 
+/// Where a peer's current stream stands (a new one starts after STARTTLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The peer's header is awaited; dealer has sent nothing on this stream.
+    AwaitingHeader,
+    /// dealer answered with its header (and features): dialback and stanzas flow.
+    Open,
+}
+
 struct Peer {
     stream: XmlStream,
     internal: bool,
     header: StreamHeader,
-    header_sent: bool,
+    /// Where the current stream stands.
+    phase: Phase,
     id: String,
     /// Our side's name on this stream (the `to` of the peer's header).
     local: String,
@@ -117,8 +145,11 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     // One deadline from accept to the first authenticated exchange, PROXY header
     // included (as on c2s).
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
-    let direction = if internal { "internal" } else { "in" };
-    let gauge = ctx.metrics.s2s_streams.with_label_values(&[direction]);
+    let gauge = ctx.metrics.s2s_streams(if internal {
+        S2sStreams::Internal
+    } else {
+        S2sStreams::In
+    });
     gauge.inc();
     let mut p = Peer {
         stream: XmlStream::new(
@@ -127,7 +158,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         ),
         internal,
         header: StreamHeader::default(),
-        header_sent: false,
+        phase: Phase::AwaitingHeader,
         id: crate::stream::new_id(),
         local: snap.config.domain.clone(),
         authed: Vec::new(),
@@ -165,7 +196,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
             .iter()
             .any(|n| n.contains(&p.peer))
     {
-        ctx.metrics.limit("s2s_internal_allow");
+        ctx.metrics.limit(crate::metrics::Limit::S2sInternalAllow);
         warn!("internal s2s connection from an address outside s2s.internal_allow");
         Err(err(
             StreamError::PolicyViolation,
@@ -187,7 +218,8 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
                 }
             }
             None => {
-                ctx.metrics.limit("connections_per_source");
+                ctx.metrics
+                    .limit(crate::metrics::Limit::ConnectionsPerSource);
                 Err(err(
                     StreamError::PolicyViolation,
                     "too many connections from your address",
@@ -195,12 +227,17 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
             }
         }
     };
+    let (side, cause) = match &result {
+        Ok(()) => (Side::Client, Cause::Closed),
+        Err(e) => e.attribution(),
+    };
+    ctx.metrics.session_end(a.kind, side, cause);
     match result {
         Ok(()) | Err(S2sError::Done) => {}
         Err(S2sError::Gone(why)) => debug!(%why, "s2s peer gone"),
         Err(S2sError::Dropped(reason, why)) => ctx.metrics.dropped(reason, &why),
         Err(S2sError::Xml(x)) => {
-            if let Some(l) = x.limit() {
+            if let Some(l) = x.limit().and_then(Limit::from_label) {
                 ctx.metrics.limit(l);
             }
             let text = x.to_string();
@@ -215,8 +252,8 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
 }
 
 async fn stream_error(p: &mut Peer, ctx: &Context, cond: StreamError, text: &str) {
-    let header =
-        (!p.header_sent).then(|| crate::xml::header::write(NS_SERVER, &p.local, None, &p.id, true));
+    let header = (p.phase == Phase::AwaitingHeader)
+        .then(|| crate::xml::header::write(NS_SERVER, &p.local, None, &p.id, true));
     let text = (!text.is_empty()).then_some(text);
     p.stream
         .stream_error(&ctx.metrics, header, cond, None, text)
@@ -226,21 +263,21 @@ async fn stream_error(p: &mut Peer, ctx: &Context, cond: StreamError, text: &str
 async fn run(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result<(), S2sError> {
     loop {
         // The deadline covers getting to the first authenticated exchange.
-        let opened = if p.authed.is_empty() && !p.header_sent {
+        let opened = if p.authed.is_empty() && p.phase == Phase::AwaitingHeader {
             tokio::time::timeout_at(deadline, open(p, ctx))
                 .await
                 .map_err(|_| {
-                    ctx.metrics.limit("handshake_timeout");
+                    ctx.metrics.limit(crate::metrics::Limit::HandshakeTimeout);
                     err(StreamError::ConnectionTimeout, "stream not opened in time")
                 })?
-        } else if !p.header_sent {
+        } else if p.phase == Phase::AwaitingHeader {
             open(p, ctx).await
         } else {
             Ok(())
         };
         opened?;
         match elements(p, ctx, deadline).await? {
-            Next::Restart => p.header_sent = false,
+            Next::Restart => p.phase = Phase::AwaitingHeader,
             Next::Closed => return Ok(()),
         }
     }
@@ -302,7 +339,7 @@ async fn open(p: &mut Peer, ctx: &Arc<Context>) -> Result<(), S2sError> {
         );
     }
     p.stream.send(out.as_bytes()).await?;
-    p.header_sent = true;
+    p.phase = Phase::Open;
     Ok(())
 }
 
@@ -312,7 +349,7 @@ async fn elements(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result
             tokio::time::timeout_at(deadline, p.stream.next_frame())
                 .await
                 .map_err(|_| {
-                    ctx.metrics.limit("handshake_timeout");
+                    ctx.metrics.limit(crate::metrics::Limit::HandshakeTimeout);
                     err(StreamError::ConnectionTimeout, "no dialback in time")
                 })??
         } else {
@@ -497,12 +534,13 @@ async fn db_verify(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
 
 /// A stanza on an authenticated stream: check its addressing, then send it on.
 fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> {
-    let dir = if p.internal { "out" } else { "in" };
+    let dir = if p.internal {
+        StanzaDirection::Out
+    } else {
+        StanzaDirection::In
+    };
     let reject = |cond: StreamError, text: &str| {
-        ctx.metrics
-            .s2s_stanzas
-            .with_label_values(&[dir, "rejected"])
-            .inc();
+        ctx.metrics.s2s_stanzas(dir, StanzaResult::Rejected).inc();
         err(cond, text)
     };
     if p.authed.is_empty() {
@@ -555,8 +593,7 @@ fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> 
             }
         }
         ctx.metrics
-            .s2s_stanzas
-            .with_label_values(&["out", "masked"])
+            .s2s_stanzas(StanzaDirection::Out, StanzaResult::Masked)
             .inc();
         super::mask(&snap, &fd, st)?
     } else {

@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Context;
 use super::stanza::{Condition, Stanza};
 use super::{dialback, open_stream};
+use crate::metrics::{S2sStreams, StanzaDirection, StanzaResult};
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
@@ -226,7 +227,7 @@ impl Links {
     }
 
     fn refuse(&self, ctx: &Arc<Context>, st: &Stanza) {
-        ctx.metrics.limit("s2s_queue_bytes");
+        ctx.metrics.limit(crate::metrics::Limit::S2sQueueBytes);
         super::bounce(ctx, st, Condition::ResourceConstraint);
     }
 
@@ -250,7 +251,7 @@ async fn run(
     tx: mpsc::Sender<Queued>,
     mut rx: mpsc::Receiver<Queued>,
 ) {
-    let gauge = ctx.metrics.s2s_streams.with_label_values(&["out"]);
+    let gauge = ctx.metrics.s2s_streams(S2sStreams::Out);
     gauge.inc();
     let setup = tokio::time::timeout(SETUP, establish(&ctx, &key)).await;
     let mut s = match setup {
@@ -306,7 +307,7 @@ async fn run(
                     }
                     break;
                 }
-                ctx.metrics.s2s_stanzas.with_label_values(&[out_label(&key), "routed"]).inc_by(batch.len() as u64);
+                ctx.metrics.s2s_stanzas(out_label(&key), StanzaResult::Routed).inc_by(batch.len() as u64);
                 // Written: their bytes leave the queue's account.
                 batch.clear();
                 if bytes.capacity() > 4 * BATCH {
@@ -356,8 +357,7 @@ async fn run(
             dropped += 1;
         }
         ctx.metrics
-            .s2s_stanzas
-            .with_label_values(&[out_label(&key), "dropped"])
+            .s2s_stanzas(out_label(&key), StanzaResult::Dropped)
             .inc_by(dropped);
     } else {
         // Anything still queued goes out on a fresh link (which bounces it if it fails).
@@ -381,10 +381,10 @@ fn is_own_listener(c: &crate::config::Config, a: SocketAddr) -> bool {
     })
 }
 
-fn out_label(key: &LinkKey) -> &'static str {
+fn out_label(key: &LinkKey) -> StanzaDirection {
     match key.dest {
-        Dest::Remote => "out",
-        Dest::Backend { .. } => "in",
+        Dest::Remote => StanzaDirection::Out,
+        Dest::Backend { .. } => StanzaDirection::In,
     }
 }
 

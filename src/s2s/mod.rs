@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Domains;
 use crate::jid::{Jid, domain_key};
+use crate::metrics::{StanzaDirection, StanzaResult};
 use crate::snapshot::Snapshot;
 use crate::stream::XmlStream;
 use crate::xml::element::{Element, Scope};
@@ -123,8 +124,7 @@ fn deliver(ctx: &Arc<Context>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
             Ok(true) => {
                 st.bytes = stanza::hold(&out);
                 ctx.metrics
-                    .s2s_stanzas
-                    .with_label_values(&["in", "masked"])
+                    .s2s_stanzas(StanzaDirection::In, StanzaResult::Masked)
                     .inc();
             }
             Ok(false) => {}
@@ -210,20 +210,18 @@ pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
 pub fn bounce(ctx: &Arc<Context>, st: &Stanza, cond: Condition) {
     let snap = ctx.snapshot.load_full();
     let inbound = Jid::parse(&st.to).is_some_and(|j| j.domain_is(&snap.config.domain));
-    let dir = if inbound { "in" } else { "out" };
+    let dir = if inbound {
+        StanzaDirection::In
+    } else {
+        StanzaDirection::Out
+    };
     if let Some(b) = st.bounce(cond) {
-        ctx.metrics
-            .s2s_stanzas
-            .with_label_values(&[dir, "bounced"])
-            .inc();
+        ctx.metrics.s2s_stanzas(dir, StanzaResult::Bounced).inc();
         // A bounce that cannot be delivered either is dropped, not bounced again.
         if let Ok(key) = target(&snap, &b) {
             deliver(ctx, &snap, key, b);
         }
     } else {
-        ctx.metrics
-            .s2s_stanzas
-            .with_label_values(&[dir, "dropped"])
-            .inc();
+        ctx.metrics.s2s_stanzas(dir, StanzaResult::Dropped).inc();
     }
 }

@@ -270,10 +270,7 @@ impl XmlStream {
         content: Option<&str>,
         text: Option<&str>,
     ) {
-        metrics
-            .stream_errors
-            .with_label_values(&[cond.name()])
-            .inc();
+        metrics.stream_error(cond);
         let mut out = our_header.unwrap_or_default();
         out.push_str(&cond.to_xml(content, text));
         self.close_with(out.as_bytes()).await;
