@@ -199,10 +199,10 @@ pub struct RawShutdown {
     pub grace: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawS2s {
-    pub dialback_secret: Option<String>,
+    pub dialback_secret: Option<super::Secret>,
     pub domain_backend: Option<String>,
     pub internal_allow: Option<Vec<String>>,
     pub resolver: Option<String>,
@@ -210,23 +210,6 @@ pub struct RawS2s {
     pub routes: BTreeMap<String, String>,
     pub queue_bytes_per_link: Option<u64>,
     pub queue_bytes: Option<u64>,
-}
-
-impl fmt::Debug for RawS2s {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawS2s")
-            .field(
-                "dialback_secret",
-                &self.dialback_secret.as_ref().map(|_| "***"),
-            )
-            .field("domain_backend", &self.domain_backend)
-            .field("internal_allow", &self.internal_allow)
-            .field("resolver", &self.resolver)
-            .field("routes", &self.routes)
-            .field("queue_bytes_per_link", &self.queue_bytes_per_link)
-            .field("queue_bytes", &self.queue_bytes)
-            .finish()
-    }
 }
 
 /// `max_connections` is a number or the word `auto`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use values::HostPort;
+pub use values::{HostPort, Secret};
 
 pub use crate::routing::{BackendId, Normalise, RangeRow, Strategy};
 
@@ -225,9 +225,9 @@ pub struct Shutdown {
     pub grace: Duration,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct S2s {
-    pub dialback_secret: Option<String>,
+    pub dialback_secret: Option<Secret>,
     pub domain_backend: Option<BackendId>,
     pub internal_allow: Vec<IpNet>,
     pub resolver: Option<SocketAddr>,
@@ -236,23 +236,6 @@ pub struct S2s {
     pub queue_bytes_per_link: usize,
     /// Bytes of stanzas all links together may hold.
     pub queue_bytes: usize,
-}
-
-impl fmt::Debug for S2s {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S2s")
-            .field(
-                "dialback_secret",
-                &self.dialback_secret.as_ref().map(|_| "***"),
-            )
-            .field("domain_backend", &self.domain_backend)
-            .field("internal_allow", &self.internal_allow)
-            .field("resolver", &self.resolver)
-            .field("routes", &self.routes)
-            .field("queue_bytes_per_link", &self.queue_bytes_per_link)
-            .field("queue_bytes", &self.queue_bytes)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

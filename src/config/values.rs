@@ -5,6 +5,28 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// A value that must never show in logs or `Debug` output (the dialback secret):
+/// read it with `expose`.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// A `host:port` where the host may be a name or an IP literal (`[v6]:port`). Used for
 /// addresses dealer hands to others (see-other-host, static s2s routes).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -452,7 +452,13 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         p.stream.send(reply.as_bytes()).await?;
         return Ok(());
     }
-    let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
+    let secret = snap
+        .config
+        .s2s
+        .dialback_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
     if dialback::verify(&secret, &to, &from, &p.id, &e.text()) {
         // A key from dealer's own secret: dealer (or another instance) is talking to
         // itself through a domain that resolves back to it. Refuse, or it loops.
@@ -515,7 +521,13 @@ async fn db_verify(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         ));
     };
     let snap = ctx.snapshot.load_full();
-    let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
+    let secret = snap
+        .config
+        .s2s
+        .dialback_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
     // `from` is the receiving server that got our key, `to` the domain we claimed; on
     // the federation listener dealer vouches only for the public domain.
     let ours = p.internal || domain_key(to) == snap.config.domain;

@@ -391,7 +391,13 @@ fn out_label(key: &LinkKey) -> StanzaDirection {
 /// Connect, open, STARTTLS when offered, and pass dialback as `key.from`.
 async fn establish(ctx: &Arc<Context>, key: &LinkKey) -> Result<XmlStream, LinkError> {
     let snap = ctx.snapshot.load_full();
-    let secret = snap.config.s2s.dialback_secret.clone().unwrap_or_default();
+    let secret = snap
+        .config
+        .s2s
+        .dialback_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
     let limits = FrameLimits::from_config(&snap.config.limits);
     let addrs = match &key.dest {
         Dest::Backend { addr, .. } => vec![*addr],

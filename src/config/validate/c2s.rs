@@ -1,0 +1,68 @@
+//! `c2s`: mode, mechanisms, legacy auth, registration, the anonymous backend.
+
+use super::{Check, Names};
+use crate::config::file::RawConfig;
+use crate::config::*;
+
+pub(super) fn section(
+    v: &mut Check,
+    raw: &RawConfig,
+    names: &Names<'_>,
+    c2s_mode: C2sMode,
+    default_starttls: StartTls,
+) -> C2s {
+    let mechanisms = mechanisms(v, raw.c2s.mechanisms.as_deref(), c2s_mode);
+    let anonymous_backend = raw
+        .c2s
+        .anonymous_backend
+        .as_deref()
+        .and_then(|s| names.find(v, "c2s.anonymous_backend", s));
+    if mechanisms.contains(&Mechanism::Anonymous) && raw.c2s.anonymous_backend.is_none() {
+        v.err(
+            "c2s.anonymous_backend",
+            "required when c2s.mechanisms lists ANONYMOUS",
+        );
+    }
+    C2s {
+        mode: c2s_mode,
+        starttls: default_starttls,
+        mechanisms,
+        legacy_auth: raw.c2s.legacy_auth.unwrap_or(false),
+        registration: raw.c2s.registration.unwrap_or(false),
+        anonymous_backend,
+    }
+}
+
+fn mechanisms(v: &mut Check, raw: Option<&[String]>, mode: C2sMode) -> Vec<Mechanism> {
+    let Some(raw) = raw else {
+        return vec![Mechanism::ScramSha1, Mechanism::Plain];
+    };
+    let mut out = Vec::new();
+    for (i, name) in raw.iter().enumerate() {
+        let key = format!("c2s.mechanisms[{i}]");
+        let upper = name.to_ascii_uppercase();
+        match Mechanism::from_name(&upper) {
+            Some(m) if out.contains(&m) => v.err(key, format!("`{name}` is listed twice")),
+            Some(m) => out.push(m),
+            None if upper.ends_with("-PLUS") => v.err(
+                key,
+                format!("`{name}`: channel binding cannot work, TLS ends at dealer, not at the backend"),
+            ),
+            None if upper == "EXTERNAL" || upper == "DIGEST-MD5" => v.err(
+                key,
+                format!(
+                    "`{name}` cannot be routed: dealer must read the username from the client's first message{}",
+                    if mode == C2sMode::Forward { " and pass it on unchanged" } else { "" }
+                ),
+            ),
+            None => v.err(
+                key,
+                format!("unknown mechanism `{name}` (expected SCRAM-SHA-256, SCRAM-SHA-1, PLAIN or ANONYMOUS)"),
+            ),
+        }
+    }
+    if raw.is_empty() {
+        v.err("c2s.mechanisms", "at least one mechanism is required");
+    }
+    out
+}
