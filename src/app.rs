@@ -35,6 +35,8 @@ pub struct Dealer {
     pub checker: Arc<Checker>,
     pub reloader: Arc<Reloader>,
     pub endpoint: Arc<Endpoint>,
+    /// The service manager, told when dealer is ready, reloading, stopping.
+    pub notifier: Arc<crate::systemd::Notifier>,
     gate: Arc<Gate>,
 }
 
@@ -45,6 +47,7 @@ impl Dealer {
         snapshot: Snapshot,
         health: HealthRegistry,
         config_path: Option<PathBuf>,
+        notifier: Arc<crate::systemd::Notifier>,
     ) -> Arc<Dealer> {
         let metrics = Arc::new(Metrics::new());
         metrics.config_generation.set(snapshot.generation as i64);
@@ -87,6 +90,7 @@ impl Dealer {
                 metrics: metrics.clone(),
                 sessions,
                 checker: checker.clone(),
+                notifier: notifier.clone(),
                 lock: std::sync::Mutex::new(()),
             }),
             endpoint: Arc::new(Endpoint {
@@ -104,6 +108,7 @@ impl Dealer {
             snapshot,
             metrics,
             lifecycle,
+            notifier,
         };
         dealer.checker.publish();
         Arc::new(dealer)
@@ -125,7 +130,31 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
 }
 
-async fn bind(key: &str, l: &Listener) -> std::io::Result<(TcpListener, Listener)> {
+/// Sockets the service manager passed (socket activation), by address, until taken.
+type Passed = Vec<(std::net::SocketAddr, std::net::TcpListener)>;
+
+/// The passed socket for `addr`, ready for this runtime, if there is one.
+fn take_passed(
+    passed: &mut Passed,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<Option<TcpListener>> {
+    let Some(i) = passed.iter().position(|(a, _)| *a == addr) else {
+        return Ok(None);
+    };
+    let (_, l) = passed.swap_remove(i);
+    crate::net::tune_socket(&socket2::SockRef::from(&l));
+    l.set_nonblocking(true)?;
+    Ok(Some(TcpListener::from_std(l)?))
+}
+
+async fn bind(
+    key: &str,
+    l: &Listener,
+    passed: &mut Passed,
+) -> std::io::Result<(TcpListener, Listener)> {
+    if let Some(t) = take_passed(passed, l.addr)? {
+        return Ok((t, *l));
+    }
     let sock = match l.addr {
         std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -141,12 +170,21 @@ async fn bind(key: &str, l: &Listener) -> std::io::Result<(TcpListener, Listener
 impl Listeners {
     /// Bind every listener the snapshot's config names.
     pub async fn bind(snap: &Snapshot) -> std::io::Result<Listeners> {
-        let mut out = Self::bind_sessions(snap).await?;
+        Self::bind_with(snap, &mut Vec::new()).await
+    }
+
+    /// Bind every listener the config names, using a socket the service manager
+    /// passed where its address equals a listener's (socket activation); what is left
+    /// in `passed` matched no listener.
+    pub async fn bind_with(snap: &Snapshot, passed: &mut Passed) -> std::io::Result<Listeners> {
+        let mut out = Self::bind_sessions(snap, passed).await?;
         if let Some(addr) = snap.config.listen.http {
-            out.http =
-                Some(TcpListener::bind(addr).await.map_err(|e| {
+            out.http = Some(match take_passed(passed, addr)? {
+                Some(l) => l,
+                None => TcpListener::bind(addr).await.map_err(|e| {
                     std::io::Error::new(e.kind(), format!("listen.http {addr}: {e}"))
-                })?);
+                })?,
+            });
         }
         Ok(out)
     }
@@ -170,20 +208,21 @@ impl Listeners {
     }
 
     /// The c2s and s2s listeners only.
-    async fn bind_sessions(snap: &Snapshot) -> std::io::Result<Listeners> {
+    async fn bind_sessions(snap: &Snapshot, passed: &mut Passed) -> std::io::Result<Listeners> {
         let l = &snap.config.listen;
         let mut out = Listeners::default();
         for x in &l.c2s {
-            out.c2s.push(bind("listen.c2s", x).await?);
+            out.c2s.push(bind("listen.c2s", x, passed).await?);
         }
         for x in &l.c2s_tls {
-            out.c2s_tls.push(bind("listen.c2s_tls", x).await?);
+            out.c2s_tls.push(bind("listen.c2s_tls", x, passed).await?);
         }
         for x in &l.s2s {
-            out.s2s.push(bind("listen.s2s", x).await?);
+            out.s2s.push(bind("listen.s2s", x, passed).await?);
         }
         for x in &l.s2s_internal {
-            out.s2s_internal.push(bind("listen.s2s_internal", x).await?);
+            out.s2s_internal
+                .push(bind("listen.s2s_internal", x, passed).await?);
         }
         Ok(out)
     }
@@ -245,6 +284,7 @@ pub async fn run(mut listeners: Listeners, dealer: Arc<Dealer>, stop: impl Futur
     let how = stop.await;
     info!(?how, "stopping: no new connections");
     let life = &dealer.lifecycle;
+    dealer.notifier.stopping();
     life.set(Phase::Draining);
     life.accept_stop.cancel();
     life.tracker.close();
@@ -371,6 +411,8 @@ pub enum StartError {
     Bind(std::io::Error),
     #[error("starting a worker thread: {0}")]
     Worker(std::io::Error),
+    #[error("{0}")]
+    Activation(#[from] crate::systemd::ActivationError),
 }
 
 /// `dealer --config FILE`: load and check the file, raise the descriptor limit, bind
@@ -399,9 +441,16 @@ pub fn start(path: PathBuf) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    let mut passed = crate::systemd::passed_listeners()?;
+    let notifier = Arc::new(crate::systemd::Notifier::from_env());
     let (listeners, dealer) = rt.block_on(async {
-        let listeners = Listeners::bind(&snap).await.map_err(StartError::Bind)?;
-        let dealer = Dealer::new(snap, health, Some(path));
+        let listeners = Listeners::bind_with(&snap, &mut passed)
+            .await
+            .map_err(StartError::Bind)?;
+        if let Some((addr, _)) = passed.first() {
+            return Err(crate::systemd::ActivationError::Unmatched(*addr).into());
+        }
+        let dealer = Dealer::new(snap, health, Some(path), notifier);
         // Learn the backends' mechanisms before the first client asks for features.
         crate::checks::check_all(&dealer.checker).await;
         Ok::<_, StartError>((listeners, dealer))
@@ -422,6 +471,7 @@ pub fn start(path: PathBuf) -> Result<(), StartError> {
             }
         };
         info!(threads, "dealer running");
+        dealer.notifier.ready();
         run(listeners, dealer, stop).await;
     });
     for w in workers {

@@ -24,6 +24,8 @@
 //! - [`metrics`]: metric names, the registry, the HTTP endpoint.
 //! - [`fdlimit`]: the descriptor budget `limits.max_connections` derives from.
 //! - [`shutdown`]: lifecycle phases and signals.
+//! - [`systemd`]: readiness notifications and socket activation.
+//! - [`logging`]: text or JSON log lines on stderr.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +37,7 @@ pub mod config;
 pub mod fdlimit;
 pub mod jid;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;
@@ -46,6 +49,7 @@ pub mod s2s;
 pub mod sessions;
 pub mod shutdown;
 pub mod snapshot;
+pub mod systemd;
 pub mod stream;
 pub mod tls;
 pub mod xml;

@@ -142,13 +142,6 @@ fn route(path: &Path, explain: bool, names: Vec<String>) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DEALER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    dealer::logging::init();
     dealer::app::start(path).context("dealer")
 }

@@ -25,6 +25,7 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
     pub checker: Arc<Checker>,
+    pub notifier: Arc<crate::systemd::Notifier>,
     /// Reloads run one at a time, so generations are handed out in order.
     pub lock: std::sync::Mutex<()>,
 }
@@ -117,6 +118,9 @@ pub async fn on_sighup(r: Arc<Reloader>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         info!("SIGHUP: reloading configuration");
+        r.notifier.reloading();
         let _ = reload(r.clone()).await;
+        // Ready again, on the new configuration or (a bad file) the old one.
+        r.notifier.ready();
     }
 }
