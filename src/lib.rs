@@ -49,7 +49,7 @@ pub mod s2s;
 pub mod sessions;
 pub mod shutdown;
 pub mod snapshot;
-pub mod systemd;
 pub mod stream;
+pub mod systemd;
 pub mod tls;
 pub mod xml;

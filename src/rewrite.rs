@@ -1,8 +1,9 @@
 //! JID rewriting for `domains: masked`, without a DOM: an element is read with the
-//! one XML parser, the attribute values and text nodes that hold a JID to change are
-//! found by position, and the output is the input with only those byte ranges
-//! replaced. Everything else — whitespace, quoting, prefixes, unknown payloads — is
-//! copied unchanged.
+//! one XML reader (the framer, which shows a [`Rewriter`] every value as it reads
+//! it — in the masked relay as it frames, for s2s stanzas through `append`), the
+//! attribute values and text nodes that hold a JID to change are found by position,
+//! and the output is the input with only those byte ranges replaced. Everything
+//! else — whitespace, quoting, prefixes, unknown payloads — is copied unchanged.
 //!
 //! Which JIDs change is decided by a [`Rule`]:
 //! - [`Rule::Mask`] (backend → outside): every JID at the backend's internal domain or
@@ -12,18 +13,15 @@
 //! - [`Rule::Unmask`] (client → its backend): only the user's own JID and the bare
 //!   public domain become the internal domain; other users of the public domain stay
 //!   as they are, so the backend routes them through dealer like any foreign JID.
-//! - [`Rule::To`] (s2s into a backend): only the top-level `to`.
+//! - [`Rule::To`] (s2s into a backend): only the top-level `to` (`append` reads
+//!   only the start tag for it; a framer's visits would show it every `to`).
 
-use std::borrow::Cow;
 use std::ops::Range;
 
-use quick_xml::Reader;
-use quick_xml::events::Event;
-
 use crate::config::Normalise;
-use crate::xml::XmlError;
 use crate::xml::find;
-use crate::xml::framer::{Hints, Visit};
+use crate::xml::framer::{self, Hints, UNLIMITED, Visit};
+use crate::xml::{Frame, Framer, XmlError};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Rule<'a> {
@@ -323,60 +321,69 @@ impl<'a> Rewriter<'a> {
     }
 
     /// Append `input`, one complete element or a stream header, rewritten, to `out`;
-    /// whether anything changed. For values outside a framed stream (s2s stanzas).
+    /// whether anything changed. For values outside a framed stream (s2s stanzas):
+    /// the framer reads `input` and shows this rewriter its values, as in the relay.
+    /// On an error, `out` is as it was.
     pub fn append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, XmlError> {
         self.discard();
         if !self.may_apply(input) {
             out.extend_from_slice(input);
             return Ok(false);
         }
-        let base = input.as_ptr() as usize;
-        let offset = |s: &str| s.as_ptr() as usize - base;
-        let mut reader = Reader::from_reader(input);
-        reader.config_mut().trim_text(false);
-        let only_top_to = matches!(self.rule, Rule::To { .. });
-        let bad = |e: quick_xml::Error| XmlError::NotWellFormed(e.to_string());
-        loop {
-            match reader.read_event().map_err(bad)? {
-                Event::Start(e) | Event::Empty(e) => {
-                    for a in e.attributes() {
-                        let a = a.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-                        // A value quick-xml had to transform has no place in the
-                        // input; it is one written with references, never a plain JID.
-                        if let Cow::Borrowed(v) = a.value {
-                            let hints = Hints {
-                                refs: memchr::memchr(b'&', v.as_bytes()).is_some(),
-                                slash: memchr::memchr(b'/', v.as_bytes()).is_some(),
-                            };
-                            let key: &str = a.key.as_ref();
-                            self.attribute(key.as_bytes(), v.as_bytes(), offset(v), hints);
-                        }
-                    }
-                    if only_top_to {
-                        break;
-                    }
-                }
-                Event::Text(t) => {
-                    let s: &str = &t;
-                    let hints = Hints {
-                        refs: false,
-                        slash: memchr::memchr(b'/', s.as_bytes()).is_some(),
-                    };
-                    self.text(s.as_bytes(), offset(s), hints);
-                }
-                Event::CData(c) => {
-                    let s: &str = &c;
-                    self.cdata(s, offset(s));
-                }
-                Event::GeneralRef(r) => {
-                    let s: &str = &r;
-                    self.reference(offset(s) - 1, s.len() + 2);
-                }
-                Event::Eof => break,
-                _ => {}
-            }
+        let mark = out.len();
+        let r = if matches!(self.rule, Rule::To { .. }) {
+            // Only the top-level `to` changes: its start tag is all there is to read.
+            framer::read_start_tag(input, self).map(|_| self.apply(input, out))
+        } else {
+            self.append_frames(input, out)
+        };
+        if r.is_err() {
+            self.discard();
+            out.truncate(mark);
         }
-        Ok(self.apply(input, out))
+        r
+    }
+
+    /// `append` for `Mask` and `Unmask`: `input` framed as a stream's content, each
+    /// frame rewritten as the relay does; or, when it does not start with an element,
+    /// as a stream header (with what may follow it).
+    fn append_frames(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, XmlError> {
+        let mut framer = Framer::in_stream(UNLIMITED, "");
+        let first = match framer.parse_with(input, self) {
+            Ok(Some(f)) => f,
+            other => {
+                self.discard();
+                framer = Framer::new(UNLIMITED);
+                match framer.parse_with(input, self) {
+                    Ok(Some(f @ Frame::Header { .. })) => f,
+                    _ => {
+                        return Err(other.err().unwrap_or_else(|| {
+                            XmlError::NotWellFormed("incomplete element".into())
+                        }));
+                    }
+                }
+            }
+        };
+        let mut changed = false;
+        let mut used = 0;
+        let mut frame = Some(first);
+        while let Some(f) = frame {
+            let len = f.len();
+            let bytes = &input[used..used + len];
+            match f {
+                Frame::Header { .. } | Frame::Element { .. } => changed |= self.apply(bytes, out),
+                Frame::Whitespace { .. } | Frame::Close { .. } => {
+                    self.discard();
+                    out.extend_from_slice(bytes);
+                }
+            }
+            used += len;
+            frame = framer.parse_with(&input[used..], self)?;
+        }
+        if used < input.len() {
+            return Err(XmlError::NotWellFormed("incomplete element".into()));
+        }
+        Ok(changed)
     }
 
     /// After the framer visited a whole frame (`Framer::parse_with(buf, self)`), append
@@ -460,7 +467,7 @@ impl<'a> Rewriter<'a> {
     /// A value written with references (`raw`, at byte `at`): read it unescaped, and
     /// when it changes, write all of it anew, escaped.
     fn judge_escaped(&mut self, raw: &str, at: usize, in_attribute: bool) {
-        let Ok(u) = quick_xml::escape::unescape(raw) else {
+        let Ok(u) = crate::xml::escape::unescape_text(raw) else {
             return;
         };
         let ut = u.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
@@ -781,6 +788,54 @@ mod tests {
         assert_eq!(
             run("<presence to='emile@example.com'/>", precis),
             "<presence to='emile@example.com'/>"
+        );
+    }
+
+    #[test]
+    fn append_reads_elements_headers_and_what_follows_them() {
+        let cases = [
+            // A header with its declaration, and elements after it.
+            (
+                "<?xml version='1.0'?>\n<stream:stream xmlns:stream='http://etherx.jabber.org/streams' from='node1.internal'> <a to='x@node1.internal'/>",
+                "<?xml version='1.0'?>\n<stream:stream xmlns:stream='http://etherx.jabber.org/streams' from='example.com'> <a to='x@example.com'/>",
+            ),
+            // Several elements, with white space around them.
+            (
+                " <a from='node1.internal'/>\n<b><c>node1.internal</c></b> ",
+                " <a from='example.com'/>\n<b><c>example.com</c></b> ",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(run(input, MASK), want, "{input}");
+        }
+        // On an error, what is already in `out` stays and nothing is added.
+        for bad in [
+            "<a from='node1.internal'/><b>",
+            "<a from='node1.internal'><!-- x --></a>",
+            "<a from='node1.internal'/>text",
+            "<a from='node1.internal'></b>",
+            "<a from='node1.internal' from='node1.internal'/>",
+        ] {
+            let mut out = b"kept".to_vec();
+            assert!(
+                Rewriter::new(MASK)
+                    .append(bad.as_bytes(), &mut out)
+                    .is_err(),
+                "{bad}"
+            );
+            assert_eq!(out, b"kept", "{bad}");
+        }
+        // `To` reads the start tag only: what follows it is copied unread.
+        let to = Rule::To {
+            public: "example.com",
+            internal: "node2.internal",
+        };
+        assert_eq!(
+            run(
+                "<message to='b@example.com'><x to='example.com'/>&bogus;",
+                to
+            ),
+            "<message to='b@node2.internal'><x to='example.com'/>&bogus;"
         );
     }
 

@@ -169,7 +169,6 @@ pub enum Domains {
     Masked,
 }
 
-
 #[derive(Debug, Clone)]
 pub struct Routing {
     pub strategy: Strategy,
@@ -181,7 +180,6 @@ pub struct Routing {
     /// reconnect to the new owner (hash strategy, shared domains only).
     pub redeal_on_reload: bool,
 }
-
 
 #[derive(Debug, Clone)]
 pub struct Backend {

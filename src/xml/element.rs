@@ -1,14 +1,15 @@
 //! A small owned element tree, for the few elements dealer must understand before
 //! authentication (`<auth/>`, `<iq/>` with iq:auth or iq:register, dialback). Those are
 //! bounded by the framer's limits and read once per login, so a tree keeps the code
-//! that reads them simple; hot paths never build one. Text nodes are zeroed on drop,
-//! because they may carry credentials.
+//! that reads them simple; hot paths never build one. The tree is built by a visitor
+//! of the framer (`read_element`), which resolves namespaces as the tags come. Text
+//! nodes are zeroed on drop, because they may carry credentials.
 
-use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
 use zeroize::Zeroizing;
 
 use super::XmlError;
+use super::escape;
+use super::framer::{self, Hints, Tag, Visit};
 use super::header::StreamHeader;
 
 /// Namespace declarations in force where an element starts.
@@ -26,7 +27,8 @@ impl Scope {
         }
     }
 
-    fn resolve(&self, prefix: Option<&str>) -> Option<&str> {
+    /// The namespace `prefix` (`None`: the default namespace) stands for.
+    pub(super) fn resolve(&self, prefix: Option<&str>) -> Option<&str> {
         match prefix {
             None => self.default_ns.as_deref(),
             Some("xml") => Some("http://www.w3.org/XML/1998/namespace"),
@@ -60,68 +62,23 @@ pub struct Element {
 impl Element {
     /// Parse one complete element (a frame from the framer) in `scope`.
     pub fn parse(bytes: &[u8], scope: &Scope) -> Result<Element, XmlError> {
-        let bad = |e: quick_xml::Error| XmlError::NotWellFormed(e.to_string());
-        let mut reader = Reader::from_reader(bytes);
-        reader.config_mut().trim_text(false);
-        let mut stack: Vec<(Element, Scope)> = Vec::new();
-        loop {
-            match reader.read_event().map_err(bad)? {
-                Event::Start(e) => {
-                    let parent = stack.last().map(|(_, s)| s).unwrap_or(scope);
-                    let (el, sc) = open(&e, parent)?;
-                    stack.push((el, sc));
-                }
-                Event::Empty(e) => {
-                    let parent = stack.last().map(|(_, s)| s).unwrap_or(scope);
-                    let (el, _) = open(&e, parent)?;
-                    match stack.last_mut() {
-                        Some((p, _)) => p.children.push(Node::Element(el)),
-                        None => return Ok(el),
-                    }
-                }
-                Event::End(_) => {
-                    let Some((el, _)) = stack.pop() else {
-                        return Err(XmlError::NotWellFormed("end tag without a start".into()));
-                    };
-                    match stack.last_mut() {
-                        Some((p, _)) => p.children.push(Node::Element(el)),
-                        None => return Ok(el),
-                    }
-                }
-                Event::Text(t) => {
-                    if let Some((p, _)) = stack.last_mut() {
-                        let s = quick_xml::escape::unescape(&t)
-                            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-                        push_text(p, &s);
-                    }
-                }
-                Event::GeneralRef(r) => {
-                    if let Some((p, _)) = stack.last_mut() {
-                        let c = match &*r {
-                            "lt" => '<',
-                            "gt" => '>',
-                            "amp" => '&',
-                            "apos" => '\'',
-                            "quot" => '"',
-                            _ => r
-                                .resolve_char_ref()
-                                .map_err(bad)?
-                                .ok_or(XmlError::Restricted("entity reference"))?,
-                        };
-                        push_text(p, c.encode_utf8(&mut [0; 4]));
-                    }
-                }
-                Event::CData(c) => {
-                    if let Some((p, _)) = stack.last_mut() {
-                        push_text(p, &c);
-                    }
-                }
-                Event::Eof => return Err(XmlError::NotWellFormed("incomplete element".into())),
-                Event::Comment(_) | Event::PI(_) | Event::DocType(_) | Event::Decl(_) => {
-                    return Err(XmlError::Restricted("markup other than elements and text"));
-                }
-            }
+        let mut tree = Tree {
+            bytes,
+            outer: scope,
+            decls: Vec::new(),
+            open: Vec::new(),
+            root: None,
+            fault: None,
+        };
+        let read = framer::read_element(bytes, &mut tree);
+        // The first fault in the order of the bytes: the tree's come before the
+        // framer's, which reads on after them.
+        if let Some(e) = tree.fault {
+            return Err(e);
         }
+        read?;
+        tree.root
+            .ok_or_else(|| XmlError::NotWellFormed("incomplete element".into()))
     }
 
     pub fn is(&self, name: &str, ns: &str) -> bool {
@@ -148,62 +105,309 @@ impl Element {
 
     /// The element's own character data, concatenated (zeroed on drop).
     pub fn text(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::new());
-        for n in &self.children {
-            if let Node::Text(t) = n {
-                s.push_str(t);
-            }
-        }
+        let texts = || {
+            self.children.iter().filter_map(|n| match n {
+                Node::Text(t) => Some(t.as_str()),
+                Node::Element(_) => None,
+            })
+        };
+        // Sized first: a string that grows leaves its old buffer behind unzeroed.
+        let mut s = Zeroizing::new(String::with_capacity(texts().map(str::len).sum()));
+        texts().for_each(|t| s.push_str(t));
         s
     }
 }
 
-fn push_text(p: &mut Element, s: &str) {
-    // Append to a trailing text node so that "a&amp;b" stays one string.
-    if let Some(Node::Text(t)) = p.children.last_mut() {
-        t.push_str(s);
-    } else {
-        p.children.push(Node::Text(Zeroizing::new(s.to_owned())));
-    }
+/// Builds the tree as the framer shows the element's tags and text.
+struct Tree<'b, 's> {
+    bytes: &'b [u8],
+    /// The scope the element stands in.
+    outer: &'s Scope,
+    /// The namespace declarations of the open elements, innermost last: the prefix
+    /// (`None` for `xmlns`) and the namespace.
+    decls: Vec<(Option<String>, String)>,
+    /// Open elements, innermost last, each with how many `decls` were in force
+    /// before it.
+    open: Vec<(Element, usize)>,
+    root: Option<Element>,
+    /// What was wrong that the framer does not check (an undeclared prefix).
+    fault: Option<XmlError>,
 }
 
-fn open(e: &BytesStart<'_>, parent: &Scope) -> Result<(Element, Scope), XmlError> {
-    let mut scope = parent.clone();
-    let mut attrs = Vec::new();
-    for a in e.attributes().with_checks(true) {
-        let a = a.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-        let key = a.key.as_ref().to_owned();
-        let value = a
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?
-            .into_owned();
-        if key == "xmlns" {
-            scope.default_ns = Some(value);
-        } else if let Some(p) = key.strip_prefix("xmlns:") {
-            scope.prefixes.push((p.to_owned(), value));
-        } else {
-            attrs.push((key, value));
+impl Tree<'_, '_> {
+    fn resolve(&self, prefix: Option<&str>) -> Option<&str> {
+        if prefix == Some("xml") {
+            return self.outer.resolve(prefix);
+        }
+        match self
+            .decls
+            .iter()
+            .rev()
+            .find(|(p, _)| p.as_deref() == prefix)
+        {
+            Some((_, ns)) => Some(ns),
+            None => self.outer.resolve(prefix),
         }
     }
-    let qname = e.name().as_ref().to_owned();
-    let (prefix, local) = match qname.split_once(':') {
-        Some((p, l)) => (Some(p), l),
-        None => (None, qname.as_str()),
-    };
-    let ns = match (prefix, scope.resolve(prefix)) {
-        (_, Some(ns)) => ns.to_owned(),
-        (None, None) => String::new(),
-        (Some(p), None) => {
-            return Err(XmlError::NotWellFormed(format!("undeclared prefix `{p}`")));
+
+    fn open(&mut self, tag: &Tag<'_>) -> Result<(), XmlError> {
+        let mark = self.decls.len();
+        let mut attrs = Vec::new();
+        for a in tag.attributes() {
+            let value = a.unescaped()?.into_owned();
+            if a.key == "xmlns" {
+                self.decls.push((None, value));
+            } else if let Some(p) = a.key.strip_prefix("xmlns:") {
+                self.decls.push((Some(p.to_owned()), value));
+            } else {
+                attrs.push((a.key.to_owned(), value));
+            }
         }
-    };
-    Ok((
-        Element {
+        let qname = tag.qname();
+        let (prefix, local) = match qname.split_once(':') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, qname),
+        };
+        let ns = match (prefix, self.resolve(prefix)) {
+            (_, Some(ns)) => ns.to_owned(),
+            (None, None) => String::new(),
+            (Some(p), None) => {
+                return Err(XmlError::NotWellFormed(format!("undeclared prefix `{p}`")));
+            }
+        };
+        let el = Element {
             name: local.to_owned(),
             ns,
             attrs,
             children: Vec::new(),
-        },
-        scope,
-    ))
+        };
+        if tag.is_empty_element() {
+            self.decls.truncate(mark);
+            self.close(el);
+        } else {
+            self.open.push((el, mark));
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, el: Element) {
+        match self.open.last_mut() {
+            Some((parent, _)) => parent.children.push(Node::Element(el)),
+            None => self.root = Some(el),
+        }
+    }
+
+    /// Text of the innermost open element (the framer allows none outside it).
+    fn push_text(&mut self, s: &str) {
+        if let Some((p, _)) = self.open.last_mut() {
+            push_text(p, s);
+        }
+    }
+}
+
+impl Visit for Tree<'_, '_> {
+    const WANTS: bool = false;
+    const TAGS: bool = true;
+
+    fn start(&mut self, tag: &Tag<'_>) {
+        if self.fault.is_none()
+            && let Err(e) = self.open(tag)
+        {
+            self.fault = Some(e);
+        }
+    }
+
+    fn end(&mut self, _qname: &str, _at: usize) {
+        // The framer matched the name with the open element's.
+        if let Some((el, mark)) = self.open.pop() {
+            self.decls.truncate(mark);
+            self.close(el);
+        }
+    }
+
+    fn text(&mut self, value: &[u8], _at: usize, _hints: Hints) {
+        // Checked to be UTF-8 by the framer before it is shown.
+        if let Ok(s) = std::str::from_utf8(value) {
+            self.push_text(s);
+        }
+    }
+
+    fn cdata(&mut self, value: &str, _at: usize) {
+        self.push_text(value);
+    }
+
+    fn reference(&mut self, at: usize, len: usize) {
+        // `&name;`, checked by the framer; a fault all the same if it were not.
+        let name = std::str::from_utf8(&self.bytes[at + 1..at + len - 1]).unwrap_or_default();
+        match escape::reference(name) {
+            Ok(c) => self.push_text(c.encode_utf8(&mut [0; 4])),
+            Err(e) => {
+                self.fault.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// Append `s` to `p`'s trailing text node, so that "a&amp;b" stays one string.
+fn push_text(p: &mut Element, s: &str) {
+    let Some(Node::Text(t)) = p.children.last_mut() else {
+        p.children.push(Node::Text(Zeroizing::new(s.to_owned())));
+        return;
+    };
+    if t.capacity() - t.len() < s.len() {
+        // Grown by hand: a string that grows itself frees its old buffer unzeroed;
+        // this one is zeroed when the old `Zeroizing` is dropped.
+        let mut bigger = Zeroizing::new(String::with_capacity(
+            (t.len() + s.len()).max(2 * t.capacity()),
+        ));
+        bigger.push_str(t);
+        *t = bigger;
+    }
+    t.push_str(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{NS_DIALBACK, NS_STREAMS};
+
+    fn scope() -> Scope {
+        Scope {
+            default_ns: Some("jabber:server".into()),
+            prefixes: vec![
+                ("stream".into(), NS_STREAMS.into()),
+                ("db".into(), NS_DIALBACK.into()),
+            ],
+        }
+    }
+
+    /// `{ns}name[key=value,…](children)`, text quoted.
+    fn show(e: &Element) -> String {
+        let mut s = format!("{{{}}}{}", e.ns, e.name);
+        if !e.attrs.is_empty() {
+            let attrs: Vec<String> = e.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("[{}]", attrs.join(",")));
+        }
+        if !e.children.is_empty() {
+            let children: Vec<String> = e
+                .children
+                .iter()
+                .map(|n| match n {
+                    Node::Element(c) => show(c),
+                    Node::Text(t) => format!("{:?}", t.as_str()),
+                })
+                .collect();
+            s.push_str(&format!("({})", children.join(" ")));
+        }
+        s
+    }
+
+    #[test]
+    fn namespaces_are_scoped_and_text_is_read_whole() {
+        let cases = [
+            (
+                "<iq xmlns='jabber:client'><query xmlns='q'><item/></query><x/></iq>",
+                "{jabber:client}iq({q}query({q}item) {jabber:client}x)",
+            ),
+            (
+                "<p:a xmlns:p='one'><p:b xmlns:p='two'/><p:c/></p:a>",
+                "{one}a({two}b {one}c)",
+            ),
+            ("<iq/>", "{jabber:server}iq"),
+            (
+                "<stream:features/>",
+                "{http://etherx.jabber.org/streams}features",
+            ),
+            ("<a xmlns=''><b/></a>", "{}a({}b)"),
+            ("<xml:x/>", "{http://www.w3.org/XML/1998/namespace}x"),
+            (
+                "<stream:x xmlns:stream='other'><stream:y/></stream:x>",
+                "{other}x({other}y)",
+            ),
+            (
+                "<db:result from='a' to='b'>k&amp;ey</db:result>",
+                "{jabber:server:dialback}result[from=a,to=b](\"k&ey\")",
+            ),
+            // Declarations are not attributes; prefixed attributes keep their prefix.
+            (
+                "<a xmlns:p='u' p:k='1' xml:lang='en' xmlns='d'/>",
+                "{d}a[p:k=1,xml:lang=en]",
+            ),
+            // A declaration's value is unescaped and normalised like any value.
+            ("<p:a xmlns:p='u&amp;&#9;v\tw'/>", "{u&\tv w}a"),
+            // Character data, CDATA and references next to each other: one node.
+            (
+                "<a>x<![CDATA[<y>]]>&#x41;&lt;<b/>z</a>",
+                "{jabber:server}a(\"x<y>A<\" {jabber:server}b \"z\")",
+            ),
+            (
+                "<a k='a&#9;b\tc&#10;d\r\ne' j=\"'\"/>",
+                "{jabber:server}a[k=a\tb c\nd e,j=']",
+            ),
+            ("\n <a/>", "{jabber:server}a"),
+        ];
+        for (input, want) in cases {
+            let e = Element::parse(input.as_bytes(), &scope());
+            assert_eq!(e.as_ref().map(show), Ok(want.to_owned()), "{input}");
+        }
+        let e = Element::parse(b"<a>x&amp;y<b/>z</a>", &scope()).unwrap();
+        assert_eq!(&*e.text(), "x&yz");
+    }
+
+    #[test]
+    fn hostile_elements_are_refused() {
+        use XmlError::*;
+        let nwf = |r: &Result<Element, XmlError>| matches!(r, Err(NotWellFormed(_)));
+        type Check = fn(&Result<Element, XmlError>) -> bool;
+        let cases: Vec<(&[u8], Check)> = vec![
+            (b"<nope:x/>", nwf),
+            // A prefix declared on a sibling is not in scope.
+            (b"<a><p:b xmlns:p='x'/><p:c/></a>", nwf),
+            (b"<a><!-- c --></a>", |r| *r == Err(Restricted("comment"))),
+            (b"<a><?pi x?></a>", |r| {
+                *r == Err(Restricted("processing instruction"))
+            }),
+            (b"<!DOCTYPE a><a/>", |r| *r == Err(Restricted("DTD"))),
+            (b"<a>&xxe;</a>", |r| {
+                *r == Err(Restricted("entity reference"))
+            }),
+            (b"<a b='&xxe;'/>", |r| {
+                *r == Err(Restricted("entity reference"))
+            }),
+            (b"<a>&#0;</a>", nwf),
+            (b"<a b='&#1;'/>", nwf),
+            (b"<a>& b</a>", nwf),
+            (b"<a></b>", nwf),
+            (b"<a><b></a></b>", nwf),
+            (b"<a>", nwf),
+            (b"<a b='1", nwf),
+            (b"", nwf),
+            (b"<a/ >", nwf),
+            (b"</a>", nwf),
+            (b"junk<a/>", |r| *r == Err(TextAtStreamLevel)),
+            (b"<a>\x01</a>", nwf),
+            (b"<a b='1' b='2'/>", nwf),
+            (b"<a>\xff</a>", nwf),
+            (b"<a b='<'/>", nwf),
+            (b"<![CDATA[x]]>", |r| *r == Err(TextAtStreamLevel)),
+        ];
+        for (input, ok) in cases {
+            let r = Element::parse(input, &scope());
+            assert!(ok(&r), "{}: {r:?}", input.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn text_nodes_are_zeroed_on_drop() {
+        let e = Element::parse(
+            b"<auth>AGFsaWNl&#x41;AHNlY3JldA==<![CDATA[x]]></auth>",
+            &scope(),
+        )
+        .unwrap();
+        let [Node::Text(t)] = &e.children[..] else {
+            panic!("{e:?}")
+        };
+        let _: &Zeroizing<String> = t;
+        assert_eq!(t.as_str(), "AGFsaWNlAAHNlY3JldA==x");
+    }
 }

@@ -13,12 +13,18 @@
 //!
 //! Contract: after `parse` returns a frame of `len` bytes, the caller removes exactly
 //! those bytes from the front of its buffer before calling `parse` again.
+//!
+//! It is dealer's one XML reader: a visitor (`Visit`) sees what it reads — values and
+//! text for the rewriting relay, tags as well for what needs structure — and
+//! `read_element` and `read_start_tag` read one element outside a stream (a frame
+//! read again for its tree, its addressing, or a rewrite) the same way.
 
-use quick_xml::events::{BytesDecl, BytesStart};
+use std::borrow::Cow;
 
 use super::XmlError;
+use super::escape;
 use super::header::StreamHeader;
-use super::scan::{self, Attr, Token};
+use super::scan::{self, Attr, Token, same_bytes, utf8};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {
@@ -39,6 +45,15 @@ impl FrameLimits {
         }
     }
 }
+
+/// Limits that never fire: for reading again what a framer with the configured limits
+/// already took.
+pub(crate) const UNLIMITED: FrameLimits = FrameLimits {
+    max_header_bytes: usize::MAX,
+    max_stanza_bytes: usize::MAX,
+    max_depth: usize::MAX,
+    max_attributes: usize::MAX,
+};
 
 impl Default for FrameLimits {
     fn default() -> Self {
@@ -136,8 +151,9 @@ impl Framer {
     }
 
     /// `parse`, showing `visit` every attribute value and text node as it is read,
-    /// with its byte offset in `buf` — so a rewriter needs no second pass. A frame
-    /// read over several calls is visited piece by piece, each piece once.
+    /// with its byte offset in `buf` — so a rewriter needs no second pass — and, if
+    /// it wants them, every tag. A frame read over several calls is visited piece by
+    /// piece, each piece once (a tag cut by a read is shown once it is whole).
     pub fn parse_with<V: Visit>(
         &mut self,
         buf: &[u8],
@@ -214,7 +230,7 @@ impl Framer {
                             "text before the stream header".into(),
                         ));
                     }
-                    check_reference(utf8(&buf[name_start..end - 1])?)?;
+                    escape::reference(utf8(&buf[name_start..end - 1])?)?;
                     // The reference is part of the text node around it.
                     visit.reference(at, end - at);
                     end
@@ -233,13 +249,10 @@ impl Framer {
                 }
                 Token::Decl { end } => {
                     // RFC 6120 §11.6: UTF-8 only.
-                    let content = utf8(&buf[at + 2..end - 2])?;
-                    let decl = BytesDecl::from_start(BytesStart::from_content(content, 3));
-                    if let Some(enc) = decl.encoding() {
-                        let enc = enc.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-                        if !enc.eq_ignore_ascii_case("utf-8") {
-                            return Err(XmlError::UnsupportedEncoding);
-                        }
+                    if let Some(enc) = scan::declared_encoding(buf, at, end)?
+                        && !enc.eq_ignore_ascii_case(b"utf-8")
+                    {
+                        return Err(XmlError::UnsupportedEncoding);
                     }
                     end
                 }
@@ -249,24 +262,19 @@ impl Framer {
                     end,
                     ascii_names,
                 } => {
-                    let name = &buf[at + 1..name_end];
                     if !ascii_names {
-                        utf8(name)?;
-                        for a in &self.attrs {
-                            utf8(&buf[a.key_start..a.key_end])?;
-                        }
+                        check_names(buf, at, name_end, &self.attrs)?;
                     }
+                    let tag = Tag {
+                        buf,
+                        attrs: &self.attrs,
+                        at,
+                        name_end,
+                        end,
+                        empty,
+                    };
                     if prolog {
-                        if empty {
-                            return Err(XmlError::NotWellFormed("expected a stream header".into()));
-                        }
-                        if end > self.limits.max_header_bytes {
-                            return Err(XmlError::HeaderTooBig(self.limits.max_header_bytes));
-                        }
-                        self.visit_attributes(buf, visit);
-                        let tag = utf8(&buf[at..end])?;
-                        let start = BytesStart::from_content(&tag[1..tag.len() - 1], name.len());
-                        let header = StreamHeader::from_start(&start)?;
+                        let header = read_header(&tag, &self.limits, visit)?;
                         self.stream_qname.clone_from(&header.qname);
                         self.state = State::Stream;
                         return Ok(Some(self.emit(Frame::Header { len: end, header })));
@@ -274,7 +282,7 @@ impl Framer {
                     if self.depth + 1 > self.limits.max_depth {
                         return Err(XmlError::TooDeep(self.limits.max_depth));
                     }
-                    self.visit_attributes(buf, visit);
+                    tag.show(visit);
                     if empty {
                         if self.depth == 0 {
                             self.check_size(end)?;
@@ -296,6 +304,9 @@ impl Framer {
                         if name != self.stream_qname.as_bytes() {
                             return Err(XmlError::NotWellFormed("end tag without a start".into()));
                         }
+                        if V::TAGS {
+                            visit.end(&self.stream_qname, at);
+                        }
                         self.state = State::Closed;
                         return Ok(Some(self.emit(Frame::Close { len: end })));
                     }
@@ -308,6 +319,9 @@ impl Framer {
                             String::from_utf8_lossy(name),
                             String::from_utf8_lossy(open)
                         )));
+                    }
+                    if V::TAGS {
+                        visit.end(checked_str(name), at);
                     }
                     self.depth -= 1;
                     if self.depth == 0 {
@@ -369,72 +383,109 @@ impl Framer {
             Ok(())
         }
     }
+}
 
-    /// Show `visit` each attribute of the tag just read (the tokenizer checked
-    /// them): its value as written, with its offset in `buf`.
-    #[inline(always)]
-    fn visit_attributes<V: Visit>(&self, buf: &[u8], visit: &mut V) {
-        if !V::WANTS {
-            return;
-        }
-        for a in &self.attrs {
-            let hints = Hints {
-                refs: a.holds & scan::HAS_AMP != 0,
-                slash: a.holds & scan::HAS_SLASH != 0,
-            };
-            visit.attribute(
-                &buf[a.key_start..a.key_end],
-                &buf[a.value_start..a.value_end],
-                a.value_start,
-                hints,
-            );
-        }
+/// The stream header the framer read as `tag`, shown to `visit`. Once a stream:
+/// out of line.
+#[cold]
+#[inline(never)]
+fn read_header<V: Visit>(
+    tag: &Tag<'_>,
+    limits: &FrameLimits,
+    visit: &mut V,
+) -> Result<StreamHeader, XmlError> {
+    if tag.empty {
+        return Err(XmlError::NotWellFormed("expected a stream header".into()));
+    }
+    if tag.end > limits.max_header_bytes {
+        return Err(XmlError::HeaderTooBig(limits.max_header_bytes));
+    }
+    tag.show(visit);
+    StreamHeader::from_attributes(tag.qname(), tag.attributes().map(|a| (a.key, a.value)))
+}
+
+/// Read the element at the front of `bytes` — whitespace before it skipped — as the
+/// framer reads the elements of a stream, showing `visit` all of it; where it ends
+/// (bytes after it are not read). For an element read again by a visitor that
+/// wants more than a relay does (a tree, a rewrite outside a relay): no limits
+/// apply, since the element was framed under them, but every rule of the framer does.
+pub(crate) fn read_element<V: Visit>(bytes: &[u8], visit: &mut V) -> Result<usize, XmlError> {
+    let mut framer = Framer::in_stream(UNLIMITED, "");
+    framer.scanned = leading_space(bytes);
+    match framer.parse_with(bytes, visit)? {
+        Some(Frame::Element { len }) => Ok(len),
+        Some(_) => Err(XmlError::NotWellFormed("expected an element".into())),
+        None => Err(XmlError::NotWellFormed("incomplete element".into())),
     }
 }
 
-/// An attribute value the tokenizer saw something in (`holds`, `scan::HAS_*`): no
-/// `<` or forbidden control character, UTF-8, and only legal references. Out of line:
-/// most values hold none of these.
-#[inline(never)]
-pub(super) fn check_value(value: &[u8], holds: u8) -> Result<(), XmlError> {
-    if holds & scan::HAS_LT != 0 {
-        return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
-    }
-    if holds & scan::HAS_CONTROL != 0 {
-        return Err(XmlError::NotWellFormed("a control character".into()));
-    }
-    if holds & scan::HAS_NON_ASCII != 0 {
-        utf8(value)?;
-    }
-    if holds & scan::HAS_AMP != 0 {
-        // Every reference in the value, by the same rules as in text.
-        let mut rest = value;
-        while let Some(i) = memchr::memchr(b'&', rest) {
-            let Some(j) = memchr::memchr(b';', &rest[i..]) else {
-                return Err(XmlError::NotWellFormed("`&` without a reference".into()));
+/// Read only the start tag of the element at the front of `bytes` — whitespace
+/// before it skipped — checked as the framer checks it, and show it to `visit`;
+/// where it ends. What follows it is not read: this is for a frame whose addressing
+/// is all that is wanted.
+pub(crate) fn read_start_tag<V: Visit>(bytes: &[u8], visit: &mut V) -> Result<usize, XmlError> {
+    let at = leading_space(bytes);
+    // Room for a stanza's usual attributes (`to`, `from`, `type`, `id`, `xmlns`).
+    let mut attrs = Vec::with_capacity(8);
+    match scan::next(bytes, at, false, &mut attrs, usize::MAX)? {
+        Token::Start {
+            name_end,
+            empty,
+            end,
+            ascii_names,
+        } => {
+            if !ascii_names {
+                check_names(bytes, at, name_end, &attrs)?;
+            }
+            let tag = Tag {
+                buf: bytes,
+                attrs: &attrs,
+                at,
+                name_end,
+                end,
+                empty,
             };
-            check_reference(utf8(&rest[i + 1..i + j])?)?;
-            rest = &rest[i + j + 1..];
+            tag.show(visit);
+            Ok(end)
         }
+        Token::Incomplete => Err(XmlError::NotWellFormed("incomplete element".into())),
+        _ => Err(XmlError::NotWellFormed("expected an element".into())),
+    }
+}
+
+fn leading_space(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| !scan::is_space(b))
+        .unwrap_or(bytes.len())
+}
+
+/// The UTF-8 of a tag's name and attribute names, when the tokenizer saw bytes
+/// beyond ASCII in them.
+#[cold]
+fn check_names(buf: &[u8], at: usize, name_end: usize, attrs: &[Attr]) -> Result<(), XmlError> {
+    utf8(&buf[at + 1..name_end])?;
+    for a in attrs {
+        utf8(&buf[a.key_start..a.key_end])?;
     }
     Ok(())
 }
 
-/// Byte equality written out: attribute names are a few bytes, too short to be worth
-/// a call to `memcmp`.
+/// Bytes the framer has checked to be UTF-8 (names, values, text), as a string.
 #[inline]
-pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+fn checked_str(b: &[u8]) -> &str {
+    // Cannot fail: every caller passes bytes the framer checked (or ASCII ones).
+    std::str::from_utf8(b).unwrap_or_default()
 }
 
-fn utf8(b: &[u8]) -> Result<&str, XmlError> {
-    std::str::from_utf8(b).map_err(|_| XmlError::NotWellFormed("invalid UTF-8".into()))
-}
-
-/// Sees the values the framer reads (see `Framer::parse_with`).
+/// Sees what the framer reads (see `Framer::parse_with`): values and text always,
+/// tags when `TAGS` says so. Offsets are byte positions in the buffer being read.
 pub trait Visit {
-    /// Whether the visitor wants anything (lets `NoVisit` cost nothing).
+    /// Whether the visitor wants attribute values (lets `NoVisit` cost nothing).
     const WANTS: bool = true;
+    /// Whether the visitor wants tags (`start`, `end`): those that only look at values
+    /// (the masked relay's rewriter) pay nothing for them.
+    const TAGS: bool = false;
     /// An attribute value as written (escaped, UTF-8), at byte `at` of the buffer,
     /// with what the tokenizer noticed in it.
     fn attribute(&mut self, _key: &[u8], _value: &[u8], _at: usize, _hints: Hints) {}
@@ -445,6 +496,96 @@ pub trait Visit {
     fn cdata(&mut self, _value: &str, _at: usize) {}
     /// A character or entity reference of `len` bytes at byte `at`, inside text.
     fn reference(&mut self, _at: usize, _len: usize) {}
+    /// A start tag, checked, after `attribute` was shown its values: the stream
+    /// header's too (its frame says which it is). A tag written `<…/>` has no `end`.
+    fn start(&mut self, _tag: &Tag<'_>) {}
+    /// An end tag `</qname>` at byte `at`, matched with its start tag (the stream
+    /// close's too).
+    fn end(&mut self, _qname: &str, _at: usize) {}
+}
+
+/// A start tag the framer read: its qualified name and attributes as written, and
+/// where each stands in the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Tag<'a> {
+    buf: &'a [u8],
+    attrs: &'a [Attr],
+    at: usize,
+    name_end: usize,
+    end: usize,
+    empty: bool,
+}
+
+impl<'a> Tag<'a> {
+    /// The qualified name (`prefix:local` or `local`), at `at() + 1`.
+    pub fn qname(&self) -> &'a str {
+        checked_str(&self.buf[self.at + 1..self.name_end])
+    }
+
+    /// Where the tag's `<` stands.
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
+    /// One past the tag's `>`.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+
+    /// Whether it is written `<…/>`: an element without content.
+    pub fn is_empty_element(&self) -> bool {
+        self.empty
+    }
+
+    /// The attributes in the order written, namespace declarations among them.
+    pub fn attributes(&self) -> impl ExactSizeIterator<Item = Attribute<'a>> + use<'a> {
+        let buf = self.buf;
+        self.attrs.iter().map(move |a| Attribute {
+            key: checked_str(&buf[a.key_start..a.key_end]),
+            key_at: a.key_start,
+            value: checked_str(&buf[a.value_start..a.value_end]),
+            value_at: a.value_start,
+            hints: Hints::of(a.holds),
+        })
+    }
+
+    /// Show `visit` this tag: its values, then, if it wants tags, the tag.
+    #[inline(always)]
+    fn show<V: Visit>(&self, visit: &mut V) {
+        if V::WANTS {
+            for a in self.attrs {
+                visit.attribute(
+                    &self.buf[a.key_start..a.key_end],
+                    &self.buf[a.value_start..a.value_end],
+                    a.value_start,
+                    Hints::of(a.holds),
+                );
+            }
+        }
+        if V::TAGS {
+            visit.start(self);
+        }
+    }
+}
+
+/// One attribute of a `Tag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute<'a> {
+    /// The qualified name, at byte `key_at`.
+    pub key: &'a str,
+    pub key_at: usize,
+    /// The value as written (escaped), between its quotes, at byte `value_at`.
+    pub value: &'a str,
+    pub value_at: usize,
+    pub hints: Hints,
+}
+
+impl<'a> Attribute<'a> {
+    /// The value an XML parser reports: references replaced, white space normalised
+    /// (`escape::unescape_attr`).
+    pub fn unescaped(&self) -> Result<Cow<'a, str>, XmlError> {
+        escape::unescape_attr(self.value)
+    }
 }
 
 /// What an attribute value or a piece of text holds, noticed while it was read, so
@@ -457,38 +598,22 @@ pub struct Hints {
     pub slash: bool,
 }
 
+impl Hints {
+    /// From what the tokenizer noted in an attribute value (`scan::HAS_*`).
+    #[inline(always)]
+    fn of(holds: u8) -> Hints {
+        Hints {
+            refs: holds & scan::HAS_AMP != 0,
+            slash: holds & scan::HAS_SLASH != 0,
+        }
+    }
+}
+
 /// The visitor of plain `parse`.
 pub struct NoVisit;
 
 impl Visit for NoVisit {
     const WANTS: bool = false;
-}
-
-/// Only the five predefined entities and character references to legal characters.
-fn check_reference(r: &str) -> Result<(), XmlError> {
-    match r {
-        "lt" | "gt" | "amp" | "apos" | "quot" => Ok(()),
-        _ if r.starts_with('#') => {
-            // Digits only: `u32::from_str` would also take a sign.
-            let n = if let Some(hex) = r.strip_prefix("#x") {
-                (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .then(|| u32::from_str_radix(hex, 16).ok())
-                    .flatten()
-            } else {
-                let dec = &r[1..];
-                (!dec.is_empty() && dec.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| dec.parse::<u32>().ok())
-                    .flatten()
-            };
-            match n.and_then(char::from_u32) {
-                Some(c) if is_xml_char(c) => Ok(()),
-                _ => Err(XmlError::NotWellFormed(format!(
-                    "bad character reference &{r};"
-                ))),
-            }
-        }
-        _ => Err(XmlError::Restricted("entity reference")),
-    }
 }
 
 /// Raw characters XML forbids: C0 controls other than tab, line feed and carriage
@@ -507,10 +632,6 @@ fn check_chars(s: &str) -> Result<(), XmlError> {
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
-fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-}
 
 /// XML whitespace (S): space, tab, CR, LF.
 pub fn is_ws(b: &[u8]) -> bool {

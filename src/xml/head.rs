@@ -1,14 +1,15 @@
 //! The start tag of a top-level element, read without building a tree: its name,
 //! namespace and the addressing attributes (`to`, `from`, `type`, `id`). This is all
-//! s2s routing needs per stanza; the rest of the element is copied as bytes.
+//! s2s routing needs per stanza; the rest of the element is copied as bytes, and
+//! only the start tag is read (by the framer's `read_start_tag`).
 
 use std::borrow::Cow;
-
-use quick_xml::Reader;
-use quick_xml::events::Event;
+use std::ops::Range;
 
 use super::XmlError;
 use super::element::Scope;
+use super::escape;
+use super::framer::{self, Tag, Visit};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head<'a> {
@@ -27,81 +28,75 @@ pub struct Head<'a> {
 impl<'a> Head<'a> {
     /// Read the start tag of `bytes`, a complete element from the framer.
     pub fn parse(bytes: &'a [u8], scope: &Scope) -> Result<Head<'a>, XmlError> {
-        let mut r = Reader::from_reader(bytes);
-        r.config_mut().trim_text(false);
-        let bad = |e: &dyn std::fmt::Display| XmlError::NotWellFormed(e.to_string());
-        let (start, empty) = loop {
-            match r.read_event().map_err(|e| bad(&e))? {
-                Event::Start(s) => break (s, false),
-                Event::Empty(s) => break (s, true),
-                Event::Text(_) => continue,
-                _ => return Err(XmlError::NotWellFormed("expected an element".into())),
-            }
+        let mut seen = Seen::default();
+        let start_len = framer::read_start_tag(bytes, &mut seen)?;
+        let value = |r: Option<Range<usize>>| -> Result<Option<Cow<'a, str>>, XmlError> {
+            r.map(|r| escape::unescape_attr(str_at(bytes, r)?))
+                .transpose()
         };
-        // The tag borrows from `bytes`: find the name there so it outlives `start`
-        // (by position, since quick-xml may have skipped a byte order mark).
-        let qname_str: &str = start.name().0;
-        let qname_at = qname_str.as_ptr() as usize - bytes.as_ptr() as usize;
-        let skipped_bom = if bytes.starts_with(b"\xEF\xBB\xBF") {
-            3
-        } else {
-            0
-        };
-        let start_len = r.buffer_position() as usize + skipped_bom;
-        let qname: &'a str = std::str::from_utf8(&bytes[qname_at..qname_at + qname_str.len()])
-            .map_err(|e| bad(&e))?;
+        let qname = str_at(bytes, seen.qname)?;
         let (prefix, name) = match qname.split_once(':') {
             Some((p, l)) => (Some(p), l),
             None => (None, qname),
         };
-        let mut head = Head {
-            name,
-            ns: Cow::Borrowed(""),
-            to: None,
-            from: None,
-            typ: None,
-            id: None,
-            start_len,
-            empty,
-        };
-        let mut own_ns: Option<Cow<'a, str>> = None;
-        for a in start.attributes() {
-            let a = a.map_err(|e| bad(&e))?;
-            let key = a.key.as_ref();
-            let value = || -> Result<Cow<'a, str>, XmlError> {
-                let v = a
-                    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                    .map_err(|e| bad(&e))?;
-                Ok(Cow::Owned(v.into_owned()))
-            };
-            match key {
-                "to" => head.to = Some(value()?),
-                "from" => head.from = Some(value()?),
-                "type" => head.typ = Some(value()?),
-                "id" => head.id = Some(value()?),
-                "xmlns" if prefix.is_none() => own_ns = Some(value()?),
-                k if prefix.is_some_and(|p| k.strip_prefix("xmlns:") == Some(p)) => {
-                    own_ns = Some(value()?)
-                }
-                _ => {}
-            }
-        }
-        head.ns = match own_ns {
+        let ns = match value(seen.own_ns)? {
             Some(ns) => ns,
-            None => {
-                let inherited = match prefix {
-                    None => scope.default_ns.as_deref(),
-                    Some(p) => scope
-                        .prefixes
-                        .iter()
-                        .rev()
-                        .find(|(q, _)| q == p)
-                        .map(|(_, ns)| ns.as_str()),
-                };
-                Cow::Owned(inherited.unwrap_or_default().to_owned())
-            }
+            None => Cow::Owned(scope.resolve(prefix).unwrap_or_default().to_owned()),
         };
-        Ok(head)
+        Ok(Head {
+            name,
+            ns,
+            to: value(seen.to)?,
+            from: value(seen.from)?,
+            typ: value(seen.typ)?,
+            id: value(seen.id)?,
+            start_len,
+            empty: seen.empty,
+        })
+    }
+}
+
+/// A piece of the tag, by where it stands, borrowed from `bytes` (checked UTF-8 by
+/// the framer; the check here costs little for such short strings).
+fn str_at(bytes: &[u8], r: Range<usize>) -> Result<&str, XmlError> {
+    std::str::from_utf8(&bytes[r]).map_err(|_| XmlError::NotWellFormed("invalid UTF-8".into()))
+}
+
+/// Where the parts of the start tag `Head` wants stand.
+#[derive(Default)]
+struct Seen {
+    qname: Range<usize>,
+    empty: bool,
+    to: Option<Range<usize>>,
+    from: Option<Range<usize>>,
+    typ: Option<Range<usize>>,
+    id: Option<Range<usize>>,
+    /// The declaration of the namespace the element's own name is in, when the tag
+    /// makes it.
+    own_ns: Option<Range<usize>>,
+}
+
+impl Visit for Seen {
+    const WANTS: bool = false;
+    const TAGS: bool = true;
+
+    fn start(&mut self, tag: &Tag<'_>) {
+        let qname = tag.qname();
+        self.qname = tag.at() + 1..tag.at() + 1 + qname.len();
+        self.empty = tag.is_empty_element();
+        let prefix = qname.split_once(':').map(|(p, _)| p);
+        for a in tag.attributes() {
+            let slot = match a.key {
+                "to" => &mut self.to,
+                "from" => &mut self.from,
+                "type" => &mut self.typ,
+                "id" => &mut self.id,
+                "xmlns" if prefix.is_none() => &mut self.own_ns,
+                k if prefix.is_some() && k.strip_prefix("xmlns:") == prefix => &mut self.own_ns,
+                _ => continue,
+            };
+            *slot = Some(a.value_at..a.value_at + a.value.len());
+        }
     }
 }
 
@@ -150,5 +145,69 @@ mod tests {
         );
         let p = Head::parse(b"<x:presence xmlns:x='jabber:server'/>", &scope()).unwrap();
         assert_eq!((p.name, &*p.ns), ("presence", "jabber:server"));
+    }
+
+    #[test]
+    fn only_the_start_tag_is_read() {
+        let cases: &[(&str, &str, Option<&str>, usize, bool)] = &[
+            // (element, name, to, start_len, empty)
+            (
+                "<message to='a/>b'><body/></message>",
+                "message",
+                Some("a/>b"),
+                19,
+                false,
+            ),
+            (
+                "<iq to=\"x&#64;y&amp;z\" id='1'/>",
+                "iq",
+                Some("x@y&z"),
+                31,
+                true,
+            ),
+            (
+                "<presence\n to = 'a\tb'\n/>",
+                "presence",
+                Some("a b"),
+                24,
+                true,
+            ),
+            ("\n <iq/>", "iq", None, 7, true),
+            // What follows the start tag is not read.
+            (
+                "<message to='a'><<<&bogus;",
+                "message",
+                Some("a"),
+                16,
+                false,
+            ),
+        ];
+        for &(input, name, to, start_len, empty) in cases {
+            let h = Head::parse(input.as_bytes(), &scope()).unwrap();
+            assert_eq!(
+                (h.name, h.to.as_deref(), h.start_len, h.empty),
+                (name, to, start_len, empty),
+                "{input}"
+            );
+        }
+        // Values without references or white space to normalise are borrowed.
+        let h = Head::parse(b"<message to='a@b' id='x'/>", &scope()).unwrap();
+        assert!(matches!(h.to, Some(Cow::Borrowed("a@b"))));
+        for bad in [
+            &b"text<a/>"[..],
+            b"<!-- c --><a/>",
+            b"</a>",
+            b"<a to='x",
+            b"<a to='&xxe;'/>",
+            b"<a to='1' to='2'/>",
+            b"<a\xff/>",
+            b"",
+        ] {
+            assert!(
+                Head::parse(bad, &scope()).is_err(),
+                "{}",
+                bad.escape_ascii()
+            );
+        }
     }
 }

@@ -1,9 +1,7 @@
 //! The stream header (`<stream:stream …>`, RFC 6120 §4.7): what a peer's header says,
-//! and the header dealer writes back.
+//! read from the start tag the framer read, and the header dealer writes back.
 
-use quick_xml::events::BytesStart;
-
-use super::escape::attr as esc;
+use super::escape::{attr as esc, unescape_attr};
 use super::{NS_STREAMS, XmlError};
 
 /// A peer's stream header. Namespace declarations are kept so that top-level elements
@@ -25,19 +23,18 @@ pub struct StreamHeader {
 }
 
 impl StreamHeader {
-    pub(crate) fn from_start(e: &BytesStart<'_>) -> Result<StreamHeader, XmlError> {
-        let qname = e.name().as_ref().to_owned();
+    /// The header whose start tag the framer read: its qualified name and its
+    /// attributes as written (name, escaped value), checked, none twice.
+    pub(crate) fn from_attributes<'a>(
+        qname: &str,
+        attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<StreamHeader, XmlError> {
         let mut h = StreamHeader {
-            qname,
+            qname: qname.to_owned(),
             ..StreamHeader::default()
         };
-        for a in e.attributes().with_checks(true) {
-            let a = a.map_err(|e| XmlError::NotWellFormed(format!("header attribute: {e}")))?;
-            let key: &str = a.key.as_ref();
-            let value = a
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|e| XmlError::NotWellFormed(format!("header attribute `{key}`: {e}")))?
-                .into_owned();
+        for (key, value) in attributes {
+            let value = unescape_attr(value)?.into_owned();
             match key {
                 "to" => h.to = Some(value),
                 "from" => h.from = Some(value),
@@ -111,4 +108,57 @@ pub fn write(ns: &str, from: &str, to: Option<&str>, id: &str, version: bool) ->
     }
     s.push_str(" xml:lang='en'>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::xml::{Frame, FrameLimits, Framer, XmlError};
+
+    fn header(tag: &str) -> Result<super::StreamHeader, XmlError> {
+        match Framer::new(FrameLimits::default()).parse(tag.as_bytes())? {
+            Some(Frame::Header { header, .. }) => Ok(header),
+            other => panic!("{tag}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers_are_read_from_the_framers_tag() {
+        let h = header(
+            "<?xml version='1.0' encoding=\"UTF-8\" ?>\n<s:stream xmlns='jabber:server' \
+             xmlns:s='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+             to='ex&#x61;mple.com' from=\"a\tb&amp;c\" id='i&#10;d' version='1.0' xml:lang='en'>",
+        )
+        .unwrap();
+        assert_eq!(h.qname, "s:stream");
+        assert!(h.is_stream());
+        assert_eq!(h.local_name(), "stream");
+        assert_eq!(h.to.as_deref(), Some("example.com"));
+        assert_eq!(h.from.as_deref(), Some("a b&c"));
+        assert_eq!(h.id.as_deref(), Some("i\nd"));
+        assert_eq!(h.version, Some((1, 0)));
+        assert_eq!(h.lang.as_deref(), Some("en"));
+        assert_eq!(h.default_ns.as_deref(), Some("jabber:server"));
+        assert_eq!(h.prefix_ns("db"), Some("jabber:server:dialback"));
+        let old = header("<stream xmlns='http://etherx.jabber.org/streams'>").unwrap();
+        assert!(old.is_stream() && old.version.is_none());
+        assert!(!header("<stream:stream>").unwrap().is_stream());
+        for bad in [
+            "<stream:stream version='1'>",
+            "<stream:stream version='a.b'>",
+            "<?xml version='1.0'encoding='UTF-8'?><stream:stream>",
+            "<?xml version?><stream:stream>",
+            "<?xml version='1.0' encoding='UTF-8?><stream:stream>",
+        ] {
+            assert!(
+                matches!(header(bad), Err(XmlError::NotWellFormed(_))),
+                "{bad}"
+            );
+        }
+        for other in [
+            "<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream>",
+            "<?xml encoding = \"utf-16\" version='1.0'?><stream:stream>",
+        ] {
+            assert_eq!(header(other), Err(XmlError::UnsupportedEncoding), "{other}");
+        }
+    }
 }

@@ -1,8 +1,10 @@
-//! XML for XMPP streams: the one incremental framer every stream reader uses
-//! (`framer`), the stream header (`header`), a small owned element tree for the few
-//! pre-authentication elements dealer must understand (`element`), stream errors
-//! (`error`), escaping for what dealer writes (`escape`), and a byte search for short
-//! values (`find`).
+//! XML for XMPP streams, read by one reader: the incremental framer every stream
+//! reader uses (`framer`, over the tokenizer `scan`), whose visitors also read what
+//! needs more than framing — the stream header (`header`), the start tag of a stanza
+//! (`head`), a small owned element tree for the few pre-authentication elements
+//! dealer must understand (`element`), JID rewriting (`crate::rewrite`). Also stream
+//! errors (`error`), escaping for what dealer writes and unescaping for what it reads
+//! (`escape`), and a byte search for short values (`find`).
 
 pub mod element;
 pub mod error;
@@ -25,6 +27,14 @@ pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const NS_STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// XEP-0388 Extensible SASL Profile.
+pub const NS_SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386 Bind 2.
+pub const NS_BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484 Fast Authentication Streamlining Tokens.
+pub const NS_FAST: &str = "urn:xmpp:fast:0";
+/// XEP-0440 SASL Channel-Binding Type Capability.
+pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
 pub const NS_IQ_AUTH_FEATURE: &str = "http://jabber.org/features/iq-auth";
@@ -33,6 +43,8 @@ pub const NS_REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const NS_DIALBACK: &str = "jabber:server:dialback";
 pub const NS_DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod oracle;
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! re-decoding.
 
 use super::XmlError;
-use super::framer::{check_value, same_bytes};
+use super::escape;
 use super::lanes;
 
 /// One token starting at the position `next` was called with. Positions are byte
@@ -195,6 +195,45 @@ fn bad_name(buf: &[u8], start: usize, end: usize) -> XmlError {
     } else {
         XmlError::NotWellFormed(format!("`{}` in a name", buf[end].escape_ascii()))
     }
+}
+
+/// An attribute value the tokenizer saw something in (`holds`, `HAS_*`): no
+/// `<` or forbidden control character, UTF-8, and only legal references. Out of line:
+/// most values hold none of these.
+#[inline(never)]
+fn check_value(value: &[u8], holds: u8) -> Result<(), XmlError> {
+    if holds & HAS_LT != 0 {
+        return Err(XmlError::NotWellFormed("`<` in an attribute value".into()));
+    }
+    if holds & HAS_CONTROL != 0 {
+        return Err(XmlError::NotWellFormed("a control character".into()));
+    }
+    if holds & HAS_NON_ASCII != 0 {
+        utf8(value)?;
+    }
+    if holds & HAS_AMP != 0 {
+        // Every reference in the value, by the same rules as in text.
+        let mut rest = value;
+        while let Some(i) = memchr::memchr(b'&', rest) {
+            let Some(j) = memchr::memchr(b';', &rest[i..]) else {
+                return Err(XmlError::NotWellFormed("`&` without a reference".into()));
+            };
+            escape::reference(utf8(&rest[i + 1..i + j])?)?;
+            rest = &rest[i + j + 1..];
+        }
+    }
+    Ok(())
+}
+
+/// Byte equality written out: attribute names are a few bytes, too short to be worth
+/// a call to `memcmp`.
+#[inline]
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+pub(super) fn utf8(b: &[u8]) -> Result<&str, XmlError> {
+    std::str::from_utf8(b).map_err(|_| XmlError::NotWellFormed("invalid UTF-8".into()))
 }
 
 /// The longest reference dealer waits for: `&#x10FFFF;` and the entity names are far
@@ -422,6 +461,52 @@ fn spaced_equals(buf: &[u8], mut i: usize) -> Result<Option<usize>, XmlError> {
         Some(_) => Err(XmlError::NotWellFormed(
             "attribute value without quotes".into(),
         )),
+    }
+}
+
+/// The value of the `encoding` pseudo-attribute of the XML declaration `buf[at..end]`
+/// (`<?xml version='1.0' encoding='UTF-8'?>`, a `Token::Decl`), if it has one. Its
+/// pseudo-attributes are read as a start tag's attributes are: separated by
+/// whitespace, `name='value'` with either quote and spaces around the `=`. Once a
+/// stream: out of line.
+#[cold]
+#[inline(never)]
+pub(super) fn declared_encoding(
+    buf: &[u8],
+    at: usize,
+    end: usize,
+) -> Result<Option<&[u8]>, XmlError> {
+    let bad = || Err(XmlError::NotWellFormed("malformed XML declaration".into()));
+    // Up to the `?>`, after `<?xml`.
+    let decl = &buf[..end - 2];
+    let mut i = at + 5;
+    let mut encoding = None;
+    loop {
+        let space_start = i;
+        while i < decl.len() && is_space(decl[i]) {
+            i += 1;
+        }
+        if i == decl.len() {
+            return Ok(encoding);
+        }
+        if i == space_start {
+            return bad();
+        }
+        let key_start = i;
+        let Some(key_end) = name(decl, i)? else {
+            return bad();
+        };
+        let Some(quote_at) = spaced_equals(decl, key_end)? else {
+            return bad();
+        };
+        let value_start = quote_at + 1;
+        let Some((n, _)) = value(&decl[value_start..], decl[quote_at]) else {
+            return bad();
+        };
+        if &decl[key_start..key_end] == b"encoding" {
+            encoding = Some(&decl[value_start..value_start + n]);
+        }
+        i = value_start + n + 1;
     }
 }
 

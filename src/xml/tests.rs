@@ -406,28 +406,28 @@ fn stream_errors_render() {
 }
 
 /// A small deterministic generator for the randomised tests (xorshift64*).
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+    pub(super) fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[self.below(xs.len())]
     }
 }
 
 /// A random well-formed element as XMPP peers write them: prefixed and plain names,
 /// both quote styles, references, CDATA, multi-byte text, nesting.
-fn random_element(rng: &mut Rng, depth: usize, out: &mut String) {
+pub(super) fn random_element(rng: &mut Rng, depth: usize, out: &mut String) {
     const NAMES: &[&str] = &[
         "message",
         "body",
