@@ -1,7 +1,7 @@
 //! The masked-domain rewriting relay beside the plain relays, in one run: the same
 //! stream of 250-byte stanzas (each naming the backend's internal domain twice) goes
 //! backend → client through `relay::run` (splice, both legs plain TCP) and through
-//! `relay::rewrite::relay` (framer + JID rewriting), alternating rounds, and the
+//! `relay::masked::relay` (framer + JID rewriting), alternating rounds, and the
 //! table gives stanzas/s, MB/s and the ratio. Goal: rewrite ≥ 50% of plain.
 //!
 //! Two more rows show the shape of production, where the client leg is TLS (STARTTLS
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use dealer::metrics::Metrics;
 use dealer::net::Conn;
-use dealer::relay::rewrite::{Masking, Start};
-use dealer::relay::{Counters, rewrite};
+use dealer::relay::masked::{Masking, Start};
+use dealer::relay::{Counters, masked};
 use dealer::xml::FrameLimits;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -154,7 +154,7 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
                 )
                 .await
                 .map(|_| ()),
-                Kind::Rewrite | Kind::RewriteTls => rewrite::relay(
+                Kind::Rewrite | Kind::RewriteTls => masked::relay(
                     (client_leg, BytesMut::new()),
                     (backend_leg, BytesMut::new()),
                     Masking {
@@ -225,9 +225,9 @@ fn main() {
     let mut rewritten = Vec::new();
     let mut expect_rewrite = 0;
     for i in 0..n {
-        dealer::rewrite::rewrite(
+        dealer::masking::rewrite(
             stanza(i).as_bytes(),
-            dealer::rewrite::Rule::Mask {
+            dealer::masking::Rule::Mask {
                 internal: "node1.internal",
                 public: "example.com",
             },
@@ -320,7 +320,7 @@ fn main() {
 /// rewriter and the rewritten frames appended to a batch, over the payload in 64 KiB
 /// reads. The best of `rounds`.
 fn framing_alone(payload: &[u8], rounds: usize) -> Duration {
-    use dealer::rewrite::{Rewriter, Rule};
+    use dealer::masking::{Rewriter, Rule};
     use dealer::xml::{Frame, Framer};
     let rule = Rule::Mask {
         internal: "node1.internal",

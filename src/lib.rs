@@ -15,8 +15,8 @@
 //! - [`xml`]: the one incremental framer, stream headers, stream errors.
 //! - [`c2s`]: client sessions: pre-auth, auth peek, redirect, forward.
 //! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
-//! - [`relay`]: splice (plain legs), copy (TLS legs) and rewrite (masked domains).
-//! - [`rewrite`]: JID rewriting for masked domains, by byte range, without a DOM.
+//! - [`relay`]: splice (plain legs), copy (TLS legs) and masked (JIDs rewritten).
+//! - [`masking`]: JID rewriting rules for masked domains, by byte range, without a DOM.
 //! - [`checks`]: backend health checks (their rise/fall state is `routing::health`).
 //! - [`sessions`]: live relayed sessions, for shutdown and re-dealing.
 //! - [`s2s`]: the federation face: inbound, internal, links out, dialback.
@@ -38,12 +38,12 @@ pub mod fdlimit;
 pub mod jid;
 pub mod listener;
 pub mod logging;
+pub mod masking;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
-pub mod rewrite;
 pub mod routing;
 pub mod s2s;
 pub mod sessions;

@@ -229,7 +229,8 @@ fn refuse(tcp: TcpStream, kind: Kind, gate: &Gate) {
     let max = gate.limits.max_total;
     tokio::spawn(async move {
         let _slot = slot;
-        let mut out = crate::xml::header::write(ns, &domain, None, &crate::stream::new_id(), true);
+        let mut out =
+            crate::xml::stream_header::write(ns, &domain, None, &crate::stream::new_id(), true);
         let cond = crate::xml::StreamError::ResourceConstraint;
         out.push_str(&cond.to_xml(
             None,

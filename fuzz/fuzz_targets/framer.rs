@@ -4,7 +4,7 @@
 //! must frame again as one element. Never a panic.
 #![no_main]
 
-use dealer::rewrite::{Rewriter, Rule};
+use dealer::masking::{Rewriter, Rule};
 use dealer::xml::{Frame, FrameLimits, Framer, XmlError};
 use libfuzzer_sys::fuzz_target;
 

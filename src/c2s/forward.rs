@@ -32,9 +32,9 @@ pub struct HandOver {
     pub backend: BackendStream,
     pub backend_name: String,
     /// Set with `domains: masked`: who the user is on each side.
-    pub masking: Option<crate::relay::rewrite::Masking>,
+    pub masking: Option<crate::relay::masked::Masking>,
     /// Whether both sides restart their streams (SASL) or go on (XEP-0078).
-    pub start: crate::relay::rewrite::Start,
+    pub start: crate::relay::masked::Start,
     /// The user's normalised name ("" for ANONYMOUS), for re-dealing.
     pub user: String,
     pub limits: FrameLimits,
@@ -109,7 +109,7 @@ pub async fn authenticate(
         .map(|u| u.into_owned())
         .unwrap_or_default();
     let masking = match (cfg.domains, &b.domain) {
-        (Domains::Masked, Some(internal)) => Some(crate::relay::rewrite::Masking {
+        (Domains::Masked, Some(internal)) => Some(crate::relay::masked::Masking {
             public: cfg.domain.clone(),
             internal: internal.clone(),
             own_local: user.clone(),
@@ -151,11 +151,11 @@ pub async fn authenticate(
                         result_metric(AuthResult::Success);
                         debug!("authenticated; handing over");
                         let start = match login.kind {
-                            LoginKind::IqAuth { .. } => crate::relay::rewrite::Start::InStream {
+                            LoginKind::IqAuth { .. } => crate::relay::masked::Start::InStream {
                                 client: c.header.qname.clone(),
                                 backend: bs.header.qname.clone(),
                             },
-                            _ => crate::relay::rewrite::Start::NewStreams,
+                            _ => crate::relay::masked::Start::NewStreams,
                         };
                         return Ok(Outcome::HandOver(Box::new(HandOver {
                             backend: bs,
@@ -235,7 +235,7 @@ fn expected_from_client(kind: &LoginKind, bytes: &[u8], header: &crate::xml::Str
     let LoginKind::Sasl(_) = kind else {
         return false;
     };
-    crate::xml::head::Head::parse(bytes, &Scope::from_header(header))
+    crate::xml::start_tag::Head::parse(bytes, &Scope::from_header(header))
         .is_ok_and(|h| h.ns == NS_SASL && matches!(h.name, "response" | "abort"))
 }
 
@@ -336,7 +336,7 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
                 .sessions
                 .register(&user, &backend_name, &ctx.lifecycle.sessions_stop);
             let started = Instant::now();
-            let r = crate::relay::rewrite::relay(
+            let r = crate::relay::masked::relay(
                 client,
                 backend,
                 m,

@@ -197,7 +197,13 @@ impl Client {
     ) {
         let header = (self.phase == Phase::AwaitingHeader).then(|| {
             let domain = ctx.snapshot.load().config.domain.clone();
-            crate::xml::header::write(crate::xml::NS_CLIENT, &domain, None, &self.stream_id, true)
+            crate::xml::stream_header::write(
+                crate::xml::NS_CLIENT,
+                &domain,
+                None,
+                &self.stream_id,
+                true,
+            )
         });
         self.phase = Phase::Open;
         self.stream

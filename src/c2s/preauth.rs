@@ -164,7 +164,7 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<(), SessionEr
             "TLS is required: use version='1.0' with STARTTLS, or Direct TLS",
         ));
     }
-    let mut out = crate::xml::header::write(
+    let mut out = crate::xml::stream_header::write(
         NS_CLIENT,
         &snap.config.domain,
         c.header.from.as_deref(),

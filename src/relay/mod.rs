@@ -1,12 +1,12 @@
 //! After hand-over, bytes flow between client and backend. With `domains: shared`
 //! nothing is parsed: `splice` when both legs are plain TCP (small chunks through a
 //! pooled buffer, bursts zero-copy through pooled pipes), `copy` when a leg is TLS
-//! (pooled buffers, held only while data is in flight). With `domains: masked`, `rewrite` runs both directions through the framer
+//! (pooled buffers, held only while data is in flight). With `domains: masked`, `masked` runs both directions through the framer
 //! and rewrites JIDs. All handle half-close, count bytes per direction as they go, and
 //! end the session when either leg fails.
 
 pub mod copy;
-pub mod rewrite;
+pub mod masked;
 pub mod splice;
 
 use bytes::BytesMut;

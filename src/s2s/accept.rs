@@ -253,7 +253,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
 
 async fn stream_error(p: &mut Peer, ctx: &Context, cond: StreamError, text: &str) {
     let header = (p.phase == Phase::AwaitingHeader)
-        .then(|| crate::xml::header::write(NS_SERVER, &p.local, None, &p.id, true));
+        .then(|| crate::xml::stream_header::write(NS_SERVER, &p.local, None, &p.id, true));
     let text = (!text.is_empty()).then_some(text);
     p.stream
         .stream_error(&ctx.metrics, header, cond, None, text)
@@ -318,7 +318,7 @@ async fn open(p: &mut Peer, ctx: &Arc<Context>) -> Result<(), S2sError> {
     }
     let version = header.version.is_some();
     p.header = header;
-    let mut out = crate::xml::header::write(
+    let mut out = crate::xml::stream_header::write(
         NS_SERVER,
         &p.local,
         p.header.from.as_deref(),

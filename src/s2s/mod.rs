@@ -116,11 +116,11 @@ pub fn dispatch(ctx: &Arc<Context>, st: Stanza) {
 fn deliver(ctx: &Arc<Context>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
     if snap.config.domains == Domains::Masked && matches!(key.dest, Dest::Backend { .. }) {
         let mut out = Vec::with_capacity(st.bytes.len() + 16);
-        let rule = crate::rewrite::Rule::To {
+        let rule = crate::masking::Rule::To {
             public: &snap.config.domain,
             internal: &key.to,
         };
-        match crate::rewrite::rewrite(&st.bytes, rule, &mut out) {
+        match crate::masking::rewrite(&st.bytes, rule, &mut out) {
             Ok(true) => {
                 st.bytes = stanza::hold(&out);
                 ctx.metrics
@@ -141,12 +141,12 @@ pub fn mask(
     internal: &str,
     mut st: Stanza,
 ) -> Result<Stanza, crate::xml::XmlError> {
-    let rule = crate::rewrite::Rule::Mask {
+    let rule = crate::masking::Rule::Mask {
         internal,
         public: &snap.config.domain,
     };
     let mut out = Vec::with_capacity(st.bytes.len());
-    if crate::rewrite::rewrite(&st.bytes, rule, &mut out)? {
+    if crate::masking::rewrite(&st.bytes, rule, &mut out)? {
         let scope = Scope {
             default_ns: Some(NS_SERVER.into()),
             prefixes: Vec::new(),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::xml::element::Scope;
 use crate::xml::escape::attr as esc;
-use crate::xml::head::Head;
+use crate::xml::start_tag::Head;
 use crate::xml::{NS_CLIENT, NS_SERVER, XmlError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

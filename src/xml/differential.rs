@@ -14,11 +14,11 @@ use zeroize::Zeroizing;
 use super::element::{Element, Node, Scope};
 use super::escape;
 use super::framer::{Hints, Tag, Visit};
-use super::head::Head;
+use super::start_tag::Head;
 use super::tests::{Rng, random_element};
 use super::*;
 use crate::config::Normalise;
-use crate::rewrite::{Rewriter, Rule, rewrite};
+use crate::masking::{Rewriter, Rule, rewrite};
 
 /// What a reader reports of an element, positions left out: text nodes whole
 /// (character data, references and CDATA sections next to each other are one).
@@ -588,7 +588,7 @@ fn agree(bytes: &[u8]) {
             "{rule:?} rewrite of {shown}"
         );
         // The relay's way, the framer showing the rewriter every value as it frames:
-        // the same (`Rule::To` is only ever used through `rewrite`).
+        // the same (`Rule::To` is only ever used through `masking::rewrite`).
         if !matches!(rule, Rule::To { .. }) {
             let mut framer = Framer::in_stream(FrameLimits::default(), "stream:stream");
             let mut rw = Rewriter::new(rule);

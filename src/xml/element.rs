@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::XmlError;
 use super::escape;
 use super::framer::{self, Hints, Tag, Visit};
-use super::header::StreamHeader;
+use super::stream_header::StreamHeader;
 
 /// Namespace declarations in force where an element starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use std::borrow::Cow;
 
 use super::XmlError;
 use super::escape;
-use super::header::StreamHeader;
 use super::scan::{self, Attr, Token, same_bytes, utf8};
+use super::stream_header::StreamHeader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {

@@ -1,8 +1,8 @@
 //! XML for XMPP streams, read by one reader: the incremental framer every stream
 //! reader uses (`framer`, over the tokenizer `scan`), whose visitors also read what
-//! needs more than framing — the stream header (`header`), the start tag of a stanza
-//! (`head`), a small owned element tree for the few pre-authentication elements
-//! dealer must understand (`element`), JID rewriting (`crate::rewrite`). Also stream
+//! needs more than framing — the stream header (`stream_header`), the start tag of a stanza
+//! (`start_tag`), a small owned element tree for the few pre-authentication elements
+//! dealer must understand (`element`), JID rewriting (`crate::masking`). Also stream
 //! errors (`error`), escaping for what dealer writes and unescaping for what it reads
 //! (`escape`), and a byte search for short values (`find`).
 
@@ -11,14 +11,14 @@ pub mod error;
 pub mod escape;
 pub mod find;
 pub mod framer;
-pub mod head;
-pub mod header;
 mod lanes;
 mod scan;
+pub mod start_tag;
+pub mod stream_header;
 
 pub use error::{StreamError, XmlError};
 pub use framer::{Frame, FrameLimits, Framer, Hints};
-pub use header::StreamHeader;
+pub use stream_header::StreamHeader;
 
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 pub const NS_CLIENT: &str = "jabber:client";

@@ -1,5 +1,5 @@
 //! The stanza-aware relay of `domains: masked`: both directions run through the one
-//! framer, and each frame is rewritten by `crate::rewrite` before it is passed on —
+//! framer, and each frame is rewritten by `crate::masking` before it is passed on —
 //! client → backend unmasks the user's own JID and the bare public domain, backend →
 //! client masks every JID at the backend's internal domain. Because dealer still
 //! parses here, it can end a session between stanzas with a stream error. Writes to
@@ -19,9 +19,9 @@ use tracing::debug;
 
 use super::{Counters, RelayError, Totals};
 use crate::config::Normalise;
+use crate::masking::{Rewriter, Rule};
 use crate::metrics::{Cause, Side};
 use crate::net::Conn;
-use crate::rewrite::{Rewriter, Rule};
 use crate::xml::{Frame, FrameLimits, Framer, StreamError, XmlError};
 
 /// Who is masked as whom in one session.
