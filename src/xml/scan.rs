@@ -6,8 +6,8 @@
 //! notes what text holds; what else a token must satisfy in a stream (UTF-8 of names
 //! and text, references in text, matching end tags, limits) the framer checks.
 //!
-//! Hand-written rather than quick-xml's reader because the masked relay runs it over
-//! every byte a client receives: it looks at each byte once — names a table lookup a
+//! Hand-written because the masked relay runs it over every byte a client receives:
+//! it looks at each byte once — names a table lookup a
 //! byte, attribute values and text sixteen bytes at a time (`lanes`), noting on the
 //! way what the framer and the rewriter would otherwise look for again — and keeps
 //! attribute positions in a reused list, so a stanza costs no allocation and no
