@@ -14,7 +14,8 @@ use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
 use crate::xml::element::Element;
 use crate::xml::{
-    FrameLimits, NS_CLIENT, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL, NS_STREAMS, NS_TLS,
+    FrameLimits, NS_BIND2, NS_CLIENT, NS_FAST, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL,
+    NS_SASL_CB, NS_SASL2, NS_STREAMS, NS_TLS,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,19 +54,41 @@ pub struct Features {
     pub starttls: bool,
     pub iq_auth: bool,
     pub register: bool,
+    /// SASL2 and what rides inline with it (XEP-0388, 0386, 0484), channel binding.
+    pub sasl2: Option<Vec<String>>,
+    pub bind2: bool,
+    pub fast: Vec<String>,
+    pub channel_binding: Vec<String>,
 }
 
 impl Features {
     pub fn parse(e: &Element) -> Features {
+        let texts = |parent: &Element, ns: &str| -> Vec<String> {
+            parent
+                .elements()
+                .filter(|m| m.is("mechanism", ns))
+                .map(|m| m.text().trim().to_owned())
+                .collect()
+        };
         let mut f = Features::default();
         for c in e.elements() {
             match (c.ns.as_str(), c.name.as_str()) {
                 (NS_TLS, "starttls") => f.starttls = true,
-                (NS_SASL, "mechanisms") => {
-                    f.mechanisms = c
+                (NS_SASL, "mechanisms") => f.mechanisms = texts(c, NS_SASL),
+                (NS_SASL2, "authentication") => {
+                    f.sasl2 = Some(texts(c, NS_SASL2));
+                    if let Some(inline) = c.child("inline", NS_SASL2) {
+                        f.bind2 = inline.child("bind", NS_BIND2).is_some();
+                        if let Some(fast) = inline.child("fast", NS_FAST) {
+                            f.fast = texts(fast, NS_FAST);
+                        }
+                    }
+                }
+                (NS_SASL_CB, "sasl-channel-binding") => {
+                    f.channel_binding = c
                         .elements()
-                        .filter(|m| m.is("mechanism", NS_SASL))
-                        .map(|m| m.text().trim().to_owned())
+                        .filter(|b| b.is("channel-binding", NS_SASL_CB))
+                        .filter_map(|b| b.attr("type").map(str::to_owned))
                         .collect();
                 }
                 (NS_IQ_AUTH_FEATURE, "auth") => f.iq_auth = true,
@@ -74,6 +97,17 @@ impl Features {
             }
         }
         f
+    }
+
+    /// What routing keeps of it (the health state's offer).
+    pub fn offer(&self) -> crate::routing::health::Offer {
+        crate::routing::health::Offer {
+            mechanisms: self.mechanisms.clone(),
+            sasl2: self.sasl2.clone(),
+            bind2: self.bind2,
+            fast: self.fast.clone(),
+            channel_binding: self.channel_binding.clone(),
+        }
     }
 }
 
@@ -86,6 +120,9 @@ pub struct Target {
     pub tls: bool,
     /// `(client, dealer's local address)` for a PROXY v2 header.
     pub proxy: Option<(SocketAddr, SocketAddr)>,
+    /// The stream header's `from`: the user, for a client routed on its own header
+    /// (RFC 6120 §4.7.1), in the backend's domain.
+    pub from: Option<String>,
 }
 
 /// An open, pre-authentication stream to a backend.
@@ -94,6 +131,9 @@ pub struct BackendStream {
     pub features: Features,
     /// The content of the backend's stream header (for a relay that takes over).
     pub header: crate::xml::StreamHeader,
+    /// The `<stream:features/>` element as the backend wrote it (relayed to a client
+    /// routed on its header).
+    pub features_raw: Vec<u8>,
 }
 
 /// Connect and open the stream, all before `deadline`.
@@ -122,7 +162,8 @@ async fn open_inner(
         s.send(&crate::proxy_protocol::encode_v2(client, local))
             .await?;
     }
-    let (mut header, mut features) = restart(&mut s, &target.domain).await?;
+    let (mut header, mut features, mut raw) =
+        restart(&mut s, &target.domain, target.from.as_deref()).await?;
     if target.tls {
         if !features.starttls {
             return Err(BackendError::Protocol(
@@ -132,12 +173,13 @@ async fn open_inner(
         let name = rustls::pki_types::ServerName::try_from(target.domain.clone())
             .map_err(|_| BackendError::Protocol("backend domain is not a DNS name".into()))?;
         s.starttls_client(&header, tls.clone(), name).await?;
-        (header, features) = restart(&mut s, &target.domain).await?;
+        (header, features, raw) = restart(&mut s, &target.domain, target.from.as_deref()).await?;
     }
     Ok(BackendStream {
         stream: s,
         features,
         header,
+        features_raw: raw,
     })
 }
 
@@ -145,13 +187,18 @@ async fn open_inner(
 async fn restart(
     s: &mut XmlStream,
     domain: &str,
-) -> Result<(crate::xml::StreamHeader, Features), BackendError> {
+    from: Option<&str>,
+) -> Result<(crate::xml::StreamHeader, Features, Vec<u8>), BackendError> {
+    let from = from
+        .map(|f| format!(" from='{}'", crate::xml::escape::attr(f)))
+        .unwrap_or_default();
     let h = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0'>",
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'{from} to='{}' version='1.0'>",
         crate::xml::escape::attr(domain)
     );
     let header = s.open(&h, NS_CLIENT).await?;
     let (e, len) = s.next_element(&header).await?;
+    let raw = s.buffered()[..len].to_vec();
     s.consume(len);
     if e.is("error", NS_STREAMS) {
         return Err(BackendError::Protocol(format!(
@@ -165,7 +212,7 @@ async fn restart(
             e.name
         )));
     }
-    Ok((header, Features::parse(&e)))
+    Ok((header, Features::parse(&e), raw))
 }
 
 /// A health check: open the stream as a login would, note the features, close.

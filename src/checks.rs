@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use crate::backend::{Target, probe};
 use crate::config::{Backend, Config, Domains};
 use crate::metrics::{CheckResult, Metrics};
-use crate::routing::health::Transition;
+use crate::routing::health::{Offer, Transition};
 use crate::snapshot::Live;
 
 /// What the checks use: the live snapshot (its backends and their health state),
@@ -53,6 +53,7 @@ pub fn target(config: &Config, b: &Backend) -> Option<Target> {
             };
             (local, addr)
         }),
+        from: None,
     })
 }
 
@@ -74,19 +75,12 @@ pub async fn check_all(checker: &Checker) {
         let ok = result.is_ok();
         match &result {
             Ok(f) => {
-                debug!(backend.name = %b.name, mechanisms = ?f.mechanisms, "health check ok");
-                if h.mechanisms().as_deref() != Some(&f.mechanisms) {
-                    for m in &cfg.c2s.mechanisms {
-                        if !f.mechanisms.iter().any(|x| x == m.name()) {
-                            warn!(
-                                backend.name = %b.name,
-                                mechanism = %m,
-                                offered = ?f.mechanisms,
-                                "c2s.mechanisms lists a mechanism this backend does not offer; dealer will not offer it"
-                            );
-                        }
-                    }
-                    h.set_mechanisms(f.mechanisms.clone());
+                debug!(backend.name = %b.name, mechanisms = ?f.mechanisms, sasl2 = ?f.sasl2, "health check ok");
+                let offer = f.offer();
+                let before = h.offer();
+                if before.as_deref() != Some(&offer) {
+                    report_offer(b, cfg, &offer, before.as_deref());
+                    h.set_offer(offer);
                 }
             }
             Err(e) => debug!(backend.name = %b.name, error = %e, "health check failed"),
@@ -107,6 +101,39 @@ pub async fn check_all(checker: &Checker) {
             None => {}
         }
         checker.metrics.backend_up(&b.name, h.is_up());
+    }
+}
+
+/// Log what changed in what a backend offers, once per change: a configured mechanism
+/// it lacks, SASL2 appearing or going (dealer offers SASL2 on its own stream only while
+/// every backend does), channel-bound mechanisms on a TLS leg (that backend's clients
+/// cannot be routed on their stream header; see README, Modern clients).
+fn report_offer(b: &Backend, cfg: &Config, offer: &Offer, before: Option<&Offer>) {
+    for m in &cfg.c2s.mechanisms {
+        if !offer.mechanisms.iter().any(|x| x == m.name()) {
+            warn!(
+                backend.name = %b.name,
+                mechanism = %m,
+                offered = ?offer.mechanisms,
+                "c2s.mechanisms lists a mechanism this backend does not offer; dealer will not offer it"
+            );
+        }
+    }
+    let had_sasl2 = before.is_some_and(|o| o.sasl2.is_some());
+    match (had_sasl2, &offer.sasl2) {
+        (false, Some(m)) => {
+            info!(backend.name = %b.name, mechanisms = ?m, bind2 = offer.bind2, fast = ?offer.fast, "backend offers SASL2")
+        }
+        (true, None) => {
+            warn!(backend.name = %b.name, "backend no longer offers SASL2")
+        }
+        _ => {}
+    }
+    if b.tls && offer.binds_channel() {
+        warn!(
+            backend.name = %b.name,
+            "backend offers -PLUS mechanisms on a TLS leg: its clients are not routed on their stream header (dealer would have to edit the mechanism list); give it a plaintext leg on a trusted network, or turn channel binding off there"
+        );
     }
 }
 

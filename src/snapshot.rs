@@ -124,8 +124,8 @@ impl Snapshot {
             .copied()
             .filter(|m| {
                 let offers = |h: &Arc<BackendHealth>| {
-                    h.mechanisms()
-                        .is_none_or(|offered| offered.iter().any(|o| o == m.name()))
+                    h.offer()
+                        .is_none_or(|offered| offered.mechanisms.iter().any(|o| o == m.name()))
                 };
                 match (m, self.config.c2s.anonymous_backend) {
                     // Only the anonymous backend ever sees ANONYMOUS logins.

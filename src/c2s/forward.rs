@@ -65,6 +65,7 @@ pub async fn authenticate(
         },
         tls: b.tls,
         proxy: b.proxy_protocol.then_some((c.peer, c.local)),
+        from: None,
     };
     let result_metric = |r: AuthResult| ctx.metrics.auth_result(&b.name, r);
     let started = Instant::now();

@@ -13,6 +13,7 @@
 //! Phases 1–3 run under one deadline (`limits.handshake_timeout`). While dealer
 //! still parses the stream, every failure is answered with a stream error.
 
+pub mod early;
 pub mod forward;
 pub mod peek;
 pub mod preauth;
@@ -27,7 +28,9 @@ use zeroize::Zeroizing;
 
 use crate::config::{BackendId, C2sMode, HostPort, Mechanism};
 use crate::listener::{Accepted, Kind};
-use crate::metrics::{Cause, ConnGauge, ConnState, DropReason, Limit, Outcome, Side};
+use crate::metrics::{
+    Cause, ConnGauge, ConnState, DropReason, Limit, Outcome, RoutingSource, Side,
+};
 use crate::net::Conn;
 use crate::routing::RouteError;
 use crate::snapshot::Snapshot;
@@ -268,9 +271,20 @@ pub enum Action {
 /// The routing decision for `login` against the live snapshot; a redirect names the
 /// owner's address for the transport the client came over (`direct_tls`).
 pub fn decide(snap: &Snapshot, login: &Login, direct_tls: bool) -> Result<Action, RouteError> {
+    let anonymous = matches!(login.kind, LoginKind::Sasl(Mechanism::Anonymous));
+    let user = login.username.as_deref().filter(|_| !anonymous);
+    decide_user(snap, user, direct_tls)
+}
+
+/// The routing decision for `user` (`None`: an anonymous login).
+pub fn decide_user(
+    snap: &Snapshot,
+    user: Option<&str>,
+    direct_tls: bool,
+) -> Result<Action, RouteError> {
     let c = &snap.config;
-    let backend = match (&login.kind, &login.username) {
-        (LoginKind::Sasl(Mechanism::Anonymous), _) | (_, None) => {
+    let backend = match user {
+        None => {
             // Validation guarantees an anonymous backend when ANONYMOUS is offered.
             let b = c.c2s.anonymous_backend.ok_or(RouteError::NoneUp)?;
             if !snap.is_up(b) {
@@ -278,7 +292,7 @@ pub fn decide(snap: &Snapshot, login: &Login, direct_tls: bool) -> Result<Action
             }
             b
         }
-        (_, Some(name)) => snap.route(name)?.backend,
+        Some(name) => snap.route(name)?.backend,
     };
     let redirect = |b: BackendId| {
         // Validation requires `redirect` for every backend clients are sent to.
@@ -333,8 +347,15 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         // spawning it and switching phases moves a few pointers, not kilobytes.
         let _slot = Box::pin(preauth::preamble(&mut client, &ctx)).await?;
         loop {
-            let login = Box::pin(preauth::run(&mut client, &ctx)).await?;
-            match Box::pin(route(&mut client, &ctx, login, started, &mut gauge)).await? {
+            let outcome = match Box::pin(preauth::run(&mut client, &ctx)).await? {
+                preauth::Entry::Login(login) => {
+                    Box::pin(route(&mut client, &ctx, login, started, &mut gauge)).await?
+                }
+                preauth::Entry::Early(user) => {
+                    Box::pin(route_early(&mut client, &ctx, user, started, &mut gauge)).await?
+                }
+            };
+            match outcome {
                 forward::Outcome::Retry => continue,
                 forward::Outcome::HandOver(h) => return Ok((h, _slot)),
             }
@@ -411,6 +432,64 @@ async fn report(client: &mut Client, ctx: &Context, e: SessionError) {
     }
 }
 
+/// Route a client that named itself in its stream header, and act on it: redirect
+/// on the header alone, or open the owner's stream (`early`). Counts as a login for
+/// `limits.logins_per_source_per_second`.
+async fn route_early(
+    client: &mut Client,
+    ctx: &Arc<Context>,
+    user: String,
+    started: Instant,
+    gauge: &mut ConnGauge,
+) -> Result<forward::Outcome, SessionError> {
+    let snap = ctx.snapshot.load_full();
+    preauth::login_allowed(client, ctx, &snap)?;
+    let decision = decide_user(&snap, Some(&user), client.kind == Kind::C2sTls);
+    ctx.metrics
+        .handshake_duration(client.kind)
+        .observe(started.elapsed().as_secs_f64());
+    let action = match decision {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.metrics.routing(None, Outcome::Error);
+            return Err(SessionError::stream(
+                StreamError::RemoteConnectionFailed,
+                e.to_string(),
+            ));
+        }
+    };
+    let (id, outcome) = match &action {
+        Action::Redirect(id, _) => (*id, Outcome::Redirect),
+        Action::Forward(id) => (*id, Outcome::Forward),
+    };
+    let name = &snap.config.backends[id].name;
+    if !client.span_recorded {
+        client.span_recorded = true;
+        tracing::Span::current().record("backend.name", name.as_str());
+        let n = snap
+            .router
+            .normalise(&user)
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|_| user.clone());
+        tracing::Span::current().record("user", n.as_str());
+    }
+    ctx.metrics.routing(Some(name), outcome);
+    ctx.metrics.routing_source(RoutingSource::StreamFrom);
+    match action {
+        Action::Redirect(_, to) => {
+            info!(redirect.to = %to, "redirecting on the stream header");
+            client
+                .stream_error_with(ctx, StreamError::SeeOtherHost, Some(&to.to_string()), None)
+                .await;
+            Err(SessionError::Done(Side::Dealer, Cause::Redirected))
+        }
+        Action::Forward(id) => {
+            gauge.set(ConnState::Authenticating);
+            early::run(client, ctx, &snap, id).await
+        }
+    }
+}
+
 /// Route a login and act on it.
 async fn route(
     client: &mut Client,
@@ -465,6 +544,11 @@ async fn route(
         info!(user = login.username.as_deref().unwrap_or(""), backend.name = %name, "another login on this stream");
     }
     ctx.metrics.routing(Some(name), outcome);
+    ctx.metrics.routing_source(match login.kind {
+        LoginKind::Sasl(_) => RoutingSource::Sasl,
+        LoginKind::IqAuth { .. } => RoutingSource::IqAuth,
+        LoginKind::Register { .. } => RoutingSource::Register,
+    });
     match action {
         Action::Redirect(_, to) => {
             redirect::send(client, ctx, &login, &to).await;

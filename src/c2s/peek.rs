@@ -20,6 +20,9 @@ pub enum PeekError {
     /// SCRAM with channel binding (`p=`): never offered, since TLS ends at dealer.
     #[error("channel binding requested but not offered")]
     ChannelBinding,
+    /// A mechanism whose first message does not name the account.
+    #[error("this mechanism does not say who logs in in its first message")]
+    Unreadable,
 }
 
 /// Decode a SASL initial response or response: `=` is the empty response (RFC 6120
@@ -45,6 +48,33 @@ pub fn sasl_username(mechanism: Mechanism, data: &[u8]) -> Result<String, PeekEr
         Mechanism::Plain => plain_authcid(data),
         Mechanism::ScramSha1 | Mechanism::ScramSha256 => scram_username(data),
         Mechanism::Anonymous => Ok(String::new()),
+    }
+}
+
+/// Who a mechanism's first client message names, by the mechanism's name as a client
+/// wrote it — for streams where the owner's own list is offered (SASL2, early-routed
+/// streams), so names dealer does not offer itself appear: `HT-*` (XEP-0484 FAST:
+/// `authcid NUL token-proof`), `SCRAM-SHA-512` and the like. `Ok(None)` for ANONYMOUS;
+/// an error for a mechanism whose first message names nobody dealer can read
+/// (EXTERNAL, DIGEST-MD5, OAUTHBEARER: the account is not in it, or not plainly).
+pub fn username_by_name(mechanism: &str, data: &[u8]) -> Result<Option<String>, PeekError> {
+    let m = mechanism.to_ascii_uppercase();
+    if m == "PLAIN" {
+        plain_authcid(data).map(Some)
+    } else if m == "ANONYMOUS" {
+        Ok(None)
+    } else if m.starts_with("SCRAM-") {
+        scram_username(data).map(Some)
+    } else if m.starts_with("HT-") {
+        let authcid = data
+            .split(|b| *b == 0)
+            .next()
+            .filter(|a| !a.is_empty() && data.contains(&0))
+            .ok_or(PeekError::Malformed("HT"))?;
+        let authcid = std::str::from_utf8(authcid).map_err(|_| PeekError::Malformed("HT"))?;
+        Ok(Some(local_part(authcid).to_owned()))
+    } else {
+        Err(PeekError::Unreadable)
     }
 }
 
@@ -158,6 +188,31 @@ mod tests {
             let got = sasl_username(Mechanism::ScramSha1, msg.as_bytes());
             assert_eq!(got, want.clone().map(String::from), "{msg}");
         }
+    }
+
+    #[test]
+    fn by_name() {
+        let by = |m: &str, d: &[u8]| username_by_name(m, d);
+        assert_eq!(by("PLAIN", b"\0alice\0pw"), Ok(Some("alice".into())));
+        assert_eq!(by("scram-sha-512", b"n,,n=bob,r=x"), Ok(Some("bob".into())));
+        assert_eq!(
+            by("HT-SHA-256-NONE", b"carol@example.com\0\x01\x02"),
+            Ok(Some("carol".into()))
+        );
+        assert_eq!(
+            by("HT-SHA-256-NONE", b"carol"),
+            Err(PeekError::Malformed("HT"))
+        );
+        assert_eq!(
+            by("HT-SHA-256-NONE", b"\0x"),
+            Err(PeekError::Malformed("HT"))
+        );
+        assert_eq!(by("ANONYMOUS", b""), Ok(None));
+        assert_eq!(by("EXTERNAL", b"="), Err(PeekError::Unreadable));
+        assert_eq!(
+            by("SCRAM-SHA-1-PLUS", b"p=tls-exporter,,n=bob,r=x"),
+            Err(PeekError::ChannelBinding)
+        );
     }
 
     #[test]

@@ -87,21 +87,58 @@ enum Step {
     Login(Login),
 }
 
-/// Speak the pre-auth stream until the client's first authentication element.
-pub async fn run(c: &mut Client, ctx: &Arc<Context>) -> Result<Login, SessionError> {
+/// How the pre-auth stream ended.
+pub enum Entry {
+    /// The client's first authentication element, peeked on dealer's own stream.
+    Login(Login),
+    /// The client named itself in its stream header (`from`, after TLS): its
+    /// localpart, to route on at once (`early`). dealer has not answered the header.
+    Early(String),
+}
+
+/// Speak the pre-auth stream until the client's first authentication element, or
+/// until a stream header that names the client.
+pub async fn run(c: &mut Client, ctx: &Arc<Context>) -> Result<Entry, SessionError> {
     loop {
-        if c.phase == Phase::AwaitingHeader {
-            open_stream(c, ctx).await?;
+        if c.phase == Phase::AwaitingHeader
+            && let Some(user) = open_stream(c, ctx).await?
+        {
+            return Ok(Entry::Early(user));
         }
         match elements(c, ctx).await? {
             Step::Restart => c.phase = Phase::AwaitingHeader,
-            Step::Login(l) => return Ok(l),
+            Step::Login(l) => return Ok(Entry::Login(l)),
         }
     }
 }
 
-/// Read and check the client's stream header; answer with ours and the features.
-async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<(), SessionError> {
+/// Whether the stream with header `c.header` is routed on its `from` (DESIGN.md §3.6):
+/// XMPP 1.0, on TLS or a listener without STARTTLS, naming a user of the public
+/// domain whom routing can place, on a backend whose offer dealer can relay as it
+/// stands (no channel-bound mechanism on a TLS leg). Anything else takes the peek path.
+fn early_user(c: &Client, snap: &Snapshot, legacy: bool) -> Option<String> {
+    if legacy || !(c.tls() || c.listener.starttls == StartTls::Off) {
+        return None;
+    }
+    let from = crate::jid::Jid::parse(c.header.from.as_deref()?.trim())?;
+    let local = from.local?;
+    if !from.domain_is(&snap.config.domain) {
+        return None;
+    }
+    let owner = snap.route(local).ok()?.backend;
+    let b = &snap.config.backends[owner];
+    let binds = snap.health[owner]
+        .offer()
+        .is_some_and(|o| o.binds_channel());
+    if b.tls && binds {
+        return None;
+    }
+    Some(local.to_owned())
+}
+
+/// Read and check the client's stream header; answer with ours and the features, or
+/// (`Some(user)`) leave the answer to the owner when the header names the client.
+async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<Option<String>, SessionError> {
     c.stream.restart();
     let header = match c.stream.next_frame().await? {
         Frame::Header { len, header } => {
@@ -164,6 +201,9 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<(), SessionEr
             "TLS is required: use version='1.0' with STARTTLS, or Direct TLS",
         ));
     }
+    if let Some(user) = early_user(c, &snap, legacy) {
+        return Ok(Some(user));
+    }
     let mut out = crate::xml::stream_header::write(
         NS_CLIENT,
         &snap.config.domain,
@@ -176,7 +216,7 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<(), SessionEr
     }
     c.stream.send(out.as_bytes()).await?;
     c.phase = Phase::Open;
-    Ok(())
+    Ok(None)
 }
 
 fn starttls_required(c: &Client) -> bool {
@@ -290,7 +330,11 @@ async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionErr
     }
 }
 
-async fn sasl_failure(c: &mut Client, condition: &str, text: &str) -> Result<(), SessionError> {
+pub(super) async fn sasl_failure(
+    c: &mut Client,
+    condition: &str,
+    text: &str,
+) -> Result<(), SessionError> {
     let mut s = format!("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{condition}/>");
     if !text.is_empty() {
         s.push_str("<text xml:lang='en'>");
@@ -303,7 +347,11 @@ async fn sasl_failure(c: &mut Client, condition: &str, text: &str) -> Result<(),
 }
 
 /// Too many logins from this address?
-fn login_allowed(c: &Client, ctx: &Context, snap: &Snapshot) -> Result<(), SessionError> {
+pub(super) fn login_allowed(
+    c: &Client,
+    ctx: &Context,
+    snap: &Snapshot,
+) -> Result<(), SessionError> {
     let rate = snap.config.limits.logins_per_source_per_second;
     if ctx.conn_limits.allow_login(c.peer.ip(), rate) {
         Ok(())
@@ -529,7 +577,7 @@ async fn iq_login(
 
 /// An XEP-0078 `set` dealer forwards: a username, a password and a resource, and
 /// nothing dealer did not offer (no `<digest/>`, which binds the stream id).
-fn complete_iq_auth(q: &Element) -> bool {
+pub(super) fn complete_iq_auth(q: &Element) -> bool {
     let filled = |name: &str| {
         q.child(name, NS_IQ_AUTH)
             .is_some_and(|e| !e.text().trim().is_empty())
@@ -540,7 +588,7 @@ fn complete_iq_auth(q: &Element) -> bool {
         && q.child("digest", NS_IQ_AUTH).is_none()
 }
 
-async fn iq_error(
+pub(super) async fn iq_error(
     c: &mut Client,
     id: &str,
     typ: &str,

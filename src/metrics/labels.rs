@@ -209,6 +209,19 @@ labels! {
     }
 }
 
+labels! {
+    /// How dealer learned whom a login routes for: `source` of
+    /// `dealer_routing_sources_total`.
+    RoutingSource {
+        /// The stream header's `from` (early routing).
+        StreamFrom => "stream-from",
+        Sasl => "sasl",
+        Sasl2 => "sasl2",
+        IqAuth => "iq-auth",
+        Register => "register",
+    }
+}
+
 impl Peek {
     pub fn of(m: crate::config::Mechanism) -> Peek {
         use crate::config::Mechanism as M;

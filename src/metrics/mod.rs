@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::xml::StreamError;
 pub use labels::{
     AuthResult, Cause, CheckResult, ConnState, DropReason, Limit, Listener, Outcome, Peek,
-    RelayDirection, RelayKind, ReloadResult, S2sStreams, Side, StanzaDirection, StanzaResult,
+    RelayDirection, RelayKind, ReloadResult, RoutingSource, S2sStreams, Side, StanzaDirection,
+    StanzaResult,
 };
 
 /// Stream error conditions dealer sends (`condition`).
@@ -61,6 +62,7 @@ pub struct Metrics {
     pub relay_spliced_bytes: IntCounter,
     session_drops: IntCounterVec,
     session_ends: IntCounterVec,
+    routing_sources: IntCounterVec,
     config_reloads: IntCounterVec,
     connections_accepted: IntCounterVec,
     connections: IntGaugeVec,
@@ -158,6 +160,12 @@ impl Metrics {
                 "Sessions ended, by the side that ended them and the cause.",
                 &["listener", "side", "cause"],
             ),
+            routing_sources: counter(
+                &r,
+                names::ROUTING_SOURCES,
+                "Logins routed, by how dealer learned the user (stream-from, sasl, sasl2, iq-auth, register).",
+                &["source"],
+            ),
             config_reloads: counter(
                 &r,
                 names::CONFIG_RELOADS,
@@ -252,6 +260,9 @@ impl Metrics {
             ),
             registry: r,
         };
+        for s in RoutingSource::ALL {
+            m.routing_sources.with_label_values(&[s.label()]);
+        }
         for d in DropReason::ALL {
             m.session_drops.with_label_values(&[d.label()]);
         }
@@ -326,6 +337,10 @@ impl Metrics {
         self.routing_decisions
             .with_label_values(&[backend.unwrap_or("none"), outcome.label()])
             .inc();
+    }
+
+    pub fn routing_source(&self, s: RoutingSource) {
+        self.routing_sources.with_label_values(&[s.label()]).inc();
     }
 
     pub fn auth_result(&self, backend: &str, r: AuthResult) {

@@ -9,6 +9,7 @@ pub const CONNECTIONS: &str = "dealer_connections";
 pub const HANDSHAKE_DURATION: &str = "dealer_handshake_duration_seconds";
 pub const AUTH_PEEKS: &str = "dealer_auth_peeks_total";
 pub const ROUTING_DECISIONS: &str = "dealer_routing_decisions_total";
+pub const ROUTING_SOURCES: &str = "dealer_routing_sources_total";
 pub const LIMIT_HITS: &str = "dealer_limit_hits_total";
 pub const STREAM_ERRORS: &str = "dealer_stream_errors_total";
 pub const SESSION_DROPS: &str = "dealer_session_drops_total";

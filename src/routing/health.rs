@@ -1,8 +1,9 @@
 //! Backend health as routing sees it: up or down, decided from check results with
 //! HAProxy's rise/fall rule (a down backend needs `rise` successes in a row to come
-//! back, an up one `fall` failures in a row to go), plus the SASL mechanisms its last
-//! successful check saw. Shared by every snapshot that names the backend, so a reload
-//! keeps what the checks learned. Pure state; the checks themselves live in `health`.
+//! back, an up one `fall` failures in a row to go), plus what its last successful check
+//! saw it offer before authentication. Shared by every snapshot that names the
+//! backend, so a reload keeps what the checks learned. Pure state; the checks
+//! themselves live in `checks`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +13,8 @@ use arc_swap::ArcSwapOption;
 #[derive(Debug)]
 pub struct BackendHealth {
     up: AtomicBool,
-    /// Mechanisms the backend offered at its last successful check; `None` until one.
-    mechanisms: ArcSwapOption<Vec<String>>,
+    /// What the backend offered at its last successful check; `None` until one.
+    offer: ArcSwapOption<Offer>,
     streak: Mutex<Streak>,
 }
 
@@ -21,6 +22,32 @@ pub struct BackendHealth {
 struct Streak {
     ok: u32,
     failed: u32,
+}
+
+/// What a backend offers a client before authentication, as a health check saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// SASL mechanisms (RFC 6120).
+    pub mechanisms: Vec<String>,
+    /// XEP-0388: SASL2's mechanisms, when the backend offers SASL2.
+    pub sasl2: Option<Vec<String>>,
+    /// XEP-0386: Bind2, inline in SASL2.
+    pub bind2: bool,
+    /// XEP-0484: FAST mechanisms, inline in SASL2.
+    pub fast: Vec<String>,
+    /// XEP-0440: the channel-binding types it advertises.
+    pub channel_binding: Vec<String>,
+}
+
+impl Offer {
+    /// A mechanism bound to the TLS channel (`-PLUS`): it cannot work through dealer,
+    /// which ends TLS, and dealer will not edit the list a client may hash (XEP-0474).
+    pub fn binds_channel(&self) -> bool {
+        self.mechanisms
+            .iter()
+            .chain(self.sasl2.iter().flatten())
+            .any(|m| m.ends_with("-PLUS"))
+    }
 }
 
 /// A change of state worth logging and counting.
@@ -42,7 +69,7 @@ impl BackendHealth {
     pub fn new() -> BackendHealth {
         BackendHealth {
             up: AtomicBool::new(true),
-            mechanisms: ArcSwapOption::empty(),
+            offer: ArcSwapOption::empty(),
             streak: Mutex::new(Streak::default()),
         }
     }
@@ -52,8 +79,9 @@ impl BackendHealth {
         self.up.load(Ordering::Relaxed)
     }
 
-    pub fn mechanisms(&self) -> Option<std::sync::Arc<Vec<String>>> {
-        self.mechanisms.load_full()
+    /// What the last successful check saw offered.
+    pub fn offer(&self) -> Option<std::sync::Arc<Offer>> {
+        self.offer.load_full()
     }
 
     /// Record a check result.
@@ -79,8 +107,8 @@ impl BackendHealth {
         }
     }
 
-    pub fn set_mechanisms(&self, m: Vec<String>) {
-        self.mechanisms.store(Some(std::sync::Arc::new(m)));
+    pub fn set_offer(&self, o: Offer) {
+        self.offer.store(Some(std::sync::Arc::new(o)));
     }
 }
 

@@ -266,6 +266,81 @@ fn push_text(p: &mut Element, s: &str) {
     t.push_str(s);
 }
 
+/// Where the direct child `ns`:`local` of the element in `bytes` stands (its first
+/// occurrence), from its `<` to one past its end, so a caller can leave just that
+/// child out and pass the rest on byte for byte (the backend's `<starttls/>` in
+/// features relayed to a client already on TLS). A child's namespace is the one it
+/// declares or the element declares for its prefix.
+pub fn child_range(
+    bytes: &[u8],
+    ns: &str,
+    local: &str,
+) -> Result<Option<std::ops::Range<usize>>, XmlError> {
+    struct Find<'a> {
+        ns: &'a str,
+        local: &'a str,
+        depth: usize,
+        /// The element's own declarations: `(prefix or "", namespace)`.
+        root: Vec<(String, String)>,
+        start: Option<usize>,
+        found: Option<std::ops::Range<usize>>,
+    }
+    impl Visit for Find<'_> {
+        const WANTS: bool = false;
+        const TAGS: bool = true;
+        fn start(&mut self, tag: &Tag<'_>) {
+            let decls = tag.attributes().filter_map(|a| {
+                let prefix = if a.key == "xmlns" {
+                    ""
+                } else {
+                    a.key.strip_prefix("xmlns:")?
+                };
+                Some((prefix.to_owned(), a.unescaped().ok()?.into_owned()))
+            });
+            if self.depth == 0 {
+                self.root = decls.collect();
+            } else if self.depth == 1 && self.found.is_none() && self.start.is_none() {
+                let (prefix, name) = tag.qname().split_once(':').unwrap_or(("", tag.qname()));
+                let own: Vec<(String, String)> = decls.collect();
+                let resolved = own
+                    .iter()
+                    .chain(&self.root)
+                    .find(|(p, _)| p == prefix)
+                    .map(|(_, n)| n.as_str());
+                if name == self.local && resolved == Some(self.ns) {
+                    if tag.is_empty_element() {
+                        self.found = Some(tag.at()..tag.end());
+                    } else {
+                        self.start = Some(tag.at());
+                    }
+                }
+            }
+            if !tag.is_empty_element() {
+                self.depth += 1;
+            }
+        }
+        fn end(&mut self, qname: &str, at: usize) {
+            self.depth = self.depth.saturating_sub(1);
+            if self.depth == 1
+                && let Some(start) = self.start.take()
+            {
+                // `</qname>` ends at `at` + its length + 3.
+                self.found = Some(start..at + qname.len() + 3);
+            }
+        }
+    }
+    let mut f = Find {
+        ns,
+        local,
+        depth: 0,
+        root: Vec::new(),
+        start: None,
+        found: None,
+    };
+    framer::read_element(bytes, &mut f)?;
+    Ok(f.found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +484,34 @@ mod tests {
         };
         let _: &Zeroizing<String> = t;
         assert_eq!(t.as_str(), "AGFsaWNlAAHNlY3JldA==x");
+    }
+
+    #[test]
+    fn a_child_left_out() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+                Some("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+            ),
+            (
+                "<f><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls><x/></f>",
+                Some("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"),
+            ),
+            (
+                "<f xmlns:t='urn:ietf:params:xml:ns:xmpp-tls'><t:starttls/></f>",
+                Some("<t:starttls/>"),
+            ),
+            ("<f><starttls xmlns='other'/></f>", None),
+            (
+                "<f><a><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></a></f>",
+                None,
+            ),
+        ];
+        for (xml, want) in cases {
+            let got = child_range(xml.as_bytes(), crate::xml::NS_TLS, "starttls")
+                .unwrap()
+                .map(|r| &xml[r]);
+            assert_eq!(got, *want, "{xml}");
+        }
     }
 }
