@@ -233,3 +233,4 @@ pub mod dns;
 pub mod jabberd2;
 pub mod prosody;
 pub mod raw;
+pub mod xmppjs;

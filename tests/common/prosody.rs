@@ -107,6 +107,12 @@ impl ProsodySpec {
         self
     }
 
+    /// XEP-0388 SASL2 with XEP-0386 Bind2 (and XEP-0198), from Debian's
+    /// prosody-modules: they work on Prosody 0.12 on a plaintext leg only.
+    pub fn sasl2(self) -> Self {
+        self.module("smacks").module("sasl2").module("sasl2_bind2")
+    }
+
     pub fn debug_log(mut self) -> Self {
         self.debug_log = true;
         self
@@ -150,6 +156,7 @@ impl Prosody {
         if spec.dns_port.is_some() {
             require_unbound();
         }
+        require_modules(&spec.extra_modules);
         let tmp = tempfile::Builder::new()
             .prefix("prosody-")
             .tempdir()
@@ -375,6 +382,22 @@ fn require_unbound() {
          is missing; install it with `apt-get install --no-install-recommends lua-unbound` \
          (.ci/test installs it)"
     );
+}
+
+/// Every module a spec loads must be installed: Prosody's own, or a community module
+/// from Debian's prosody-modules (`mod_NAME/mod_NAME.lua`). Prosody would only log a
+/// missing one and run without it.
+fn require_modules(modules: &[String]) {
+    const DIR: &str = "/usr/lib/prosody/modules";
+    for m in modules {
+        let core = Path::new(DIR).join(format!("mod_{m}.lua"));
+        let community = Path::new(DIR).join(format!("mod_{m}/mod_{m}.lua"));
+        assert!(
+            core.exists() || community.exists(),
+            "Prosody module `{m}` is missing from {DIR}: install it with \
+             `apt-get install --no-install-recommends prosody-modules` (.ci/test installs it)"
+        );
+    }
 }
 
 fn signal(child: &Child, sig: Signal) {
