@@ -40,6 +40,24 @@ impl HealthRegistry {
     }
 }
 
+/// SASL2 as dealer offers it on its own stream (`Snapshot::sasl2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sasl2Offer {
+    pub mechanisms: Vec<String>,
+    pub bind2: bool,
+    pub fast: Vec<String>,
+}
+
+impl Sasl2Offer {
+    /// Whether a client may start with `mechanism` (a FAST one among them).
+    pub fn allows(&self, mechanism: &str) -> bool {
+        self.mechanisms
+            .iter()
+            .chain(&self.fast)
+            .any(|m| m == mechanism)
+    }
+}
+
 /// The live snapshot: loaded by sessions, replaced whole by a reload.
 pub type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
 
@@ -134,6 +152,49 @@ impl Snapshot {
                 }
             })
             .collect()
+    }
+
+    /// What dealer offers of SASL2 (XEP-0388) on its own stream: only when every
+    /// backend's last check saw SASL2, the mechanisms of `c2s.mechanisms` that every
+    /// backend offers there (never ANONYMOUS), Bind2 when every backend has it, and
+    /// the FAST mechanisms every backend has. `None` while any backend lacks SASL2 or
+    /// has not been checked yet.
+    pub fn sasl2(&self) -> Option<Sasl2Offer> {
+        let offers: Vec<Arc<crate::routing::health::Offer>> = self
+            .health
+            .iter()
+            .map(|h| h.offer())
+            .collect::<Option<_>>()?;
+        let lists: Vec<&Vec<String>> = offers
+            .iter()
+            .map(|o| o.sasl2.as_ref())
+            .collect::<Option<_>>()?;
+        let everywhere = |m: &str, list: fn(&crate::routing::health::Offer) -> &Vec<String>| {
+            offers.iter().all(|o| list(o).iter().any(|x| x == m))
+        };
+        let mechanisms: Vec<String> = self
+            .config
+            .c2s
+            .mechanisms
+            .iter()
+            .filter(|m| **m != Mechanism::Anonymous)
+            .map(|m| m.name().to_owned())
+            .filter(|m| lists.iter().all(|l| l.contains(m)))
+            .collect();
+        if mechanisms.is_empty() {
+            return None;
+        }
+        let fast = offers[0]
+            .fast
+            .iter()
+            .filter(|m| m.starts_with("HT-") && everywhere(m, |o| &o.fast))
+            .cloned()
+            .collect();
+        Some(Sasl2Offer {
+            mechanisms,
+            bind2: offers.iter().all(|o| o.bind2),
+            fast,
+        })
     }
 
     /// `NAME<TAB>BACKEND` (plus `<TAB>why` when `explain`), as `dealer route` prints it

@@ -218,7 +218,7 @@ fn resumption_after_a_cut_lands_on_the_owner() {
     r.expect("</success>", SECS);
     r.received.clear();
     r.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
-    let got = r.expect("<enabled", SECS);
+    r.expect("<enabled", SECS);
     let got = r.expect("/>", SECS).to_owned();
     let id = got
         .split("id='")

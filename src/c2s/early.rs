@@ -191,20 +191,8 @@ pub async fn run(
                     close_backend(&mut bs).await;
                     return Err(SessionError::stream(StreamError::NotAuthorized, "the server authenticated another account"));
                 }
-                let bytes = &bs.stream.buffered()[..len];
-                let masked;
-                let bytes = match &masking {
-                    Some(m) => {
-                        let mut out = Vec::with_capacity(bytes.len() + 16);
-                        let rule = crate::masking::Rule::Mask { internal: &m.internal, public: &m.public };
-                        match crate::masking::rewrite(bytes, rule, &mut out) {
-                            Ok(true) => { masked = out; &masked[..] }
-                            _ => bytes,
-                        }
-                    }
-                    None => bytes,
-                };
-                c.stream.send(bytes).await?;
+                let masked = masking.as_ref().and_then(|m| mask(m, &bs.stream.buffered()[..len]));
+                c.stream.send(masked.as_deref().unwrap_or(&bs.stream.buffered()[..len])).await?;
                 bs.stream.consume(len);
                 match verdict {
                     Verdict::Continue => {}
@@ -384,7 +372,7 @@ fn owns(snap: &Snapshot, id: BackendId, user: Option<&str>) -> bool {
 
 /// SASL2's `<success/>` names whom it authorized: a user of `backend_domain` that `id`
 /// owns (or none, leaving the authentication identity, which dealer checked).
-fn authorized_here(
+pub(super) fn authorized_here(
     snap: &Snapshot,
     id: BackendId,
     backend_domain: &str,
@@ -398,6 +386,17 @@ fn authorized_here(
         return false;
     };
     jid.domain_is(backend_domain) && owns(snap, id, jid.local)
+}
+
+/// An element from the owner as the client must see it with masked domains (the
+/// authorization identifier, a bound JID); `None` when nothing in it changes.
+pub(super) fn mask(m: &Masking, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let rule = crate::masking::Rule::Mask {
+        internal: &m.internal,
+        public: &m.public,
+    };
+    matches!(crate::masking::rewrite(bytes, rule, &mut out), Ok(true)).then_some(out)
 }
 
 /// Answer a refused login in the form its element expects; the stream goes on.

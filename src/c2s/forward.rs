@@ -18,7 +18,7 @@ use crate::metrics::{AuthResult, Cause, RelayKind, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::StreamIoError;
 use crate::xml::element::{Element, Scope};
-use crate::xml::{Frame, FrameLimits, NS_CLIENT, NS_SASL, NS_STREAMS, StreamError};
+use crate::xml::{Frame, FrameLimits, NS_CLIENT, NS_SASL, NS_SASL2, NS_STREAMS, StreamError};
 
 pub enum Outcome {
     /// Authentication failed or registration finished: the client stays in
@@ -103,6 +103,27 @@ pub async fn authenticate(
         c.failed_login(ctx)?;
         return Ok(Outcome::Retry);
     }
+    if let LoginKind::Sasl2(m) = &login.kind
+        && !bs
+            .features
+            .sasl2
+            .iter()
+            .flatten()
+            .chain(&bs.features.fast)
+            .any(|x| x == m)
+    {
+        result_metric(AuthResult::Failure);
+        info!(mechanism = %m, offered = ?bs.features.sasl2, "backend lacks the client's SASL2 mechanism");
+        super::preauth::sasl2_failure(c, "temporary-auth-failure", "").await?;
+        close_backend(&mut bs).await;
+        c.failed_login(ctx)?;
+        return Ok(Outcome::Retry);
+    }
+    let backend_domain = b
+        .domain
+        .clone()
+        .filter(|_| cfg.domains == Domains::Masked)
+        .unwrap_or_else(|| cfg.domain.clone());
     let user = login
         .username
         .as_deref()
@@ -143,16 +164,30 @@ pub async fn authenticate(
                 };
                 let e = Element::parse(&bs.stream.buffered()[..len], &scope)
                     .map_err(|x| backend_failed(BackendError::Stream(StreamIoError::Xml(x))))?;
-                // Pass the backend's answer on verbatim.
-                c.stream.send(&bs.stream.buffered()[..len]).await?;
+                let verdict = verdict(&login.kind, &e);
+                if verdict == Verdict::Success
+                    && matches!(login.kind, LoginKind::Sasl2(_))
+                    && !super::early::authorized_here(snap, id, &backend_domain, &e)
+                {
+                    // The owner authorized someone it does not own: never relay it.
+                    result_metric(AuthResult::Failure);
+                    warn!(backend.name = %b.name, "SASL2 success for an identity this backend does not own");
+                    bs.stream.consume(len);
+                    close_backend(&mut bs).await;
+                    return Err(SessionError::stream(StreamError::NotAuthorized, "the server authenticated another account"));
+                }
+                // Pass the backend's answer on, masked where the domains are.
+                let masked = masking.as_ref().and_then(|m| super::early::mask(m, &bs.stream.buffered()[..len]));
+                c.stream.send(masked.as_deref().unwrap_or(&bs.stream.buffered()[..len])).await?;
                 bs.stream.consume(len);
-                match verdict(&login.kind, &e) {
+                match verdict {
                     Verdict::Continue => {}
                     Verdict::Success => {
                         result_metric(AuthResult::Success);
                         debug!("authenticated; handing over");
+                        // SASL restarts both streams; SASL2 and XEP-0078 go on in them.
                         let start = match login.kind {
-                            LoginKind::IqAuth { .. } => crate::relay::masked::Start::InStream {
+                            LoginKind::IqAuth { .. } | LoginKind::Sasl2(_) => crate::relay::masked::Start::InStream {
                                 client: c.header.qname.clone(),
                                 backend: bs.header.qname.clone(),
                             },
@@ -230,16 +265,21 @@ pub async fn authenticate(
 }
 
 /// Whether a client's element during forwarded authentication belongs to it: a SASL
-/// `<response/>` or `<abort/>`. The iq flows (XEP-0078, XEP-0077) are one request
-/// and one answer, so nothing else belongs to them.
+/// `<response/>` or `<abort/>`; in SASL2 also `<next/>` (a task). The iq flows
+/// (XEP-0078, XEP-0077) are one request and one answer, so nothing else belongs to
+/// them.
 fn expected_from_client(kind: &LoginKind, bytes: &[u8], header: &crate::xml::StreamHeader) -> bool {
-    let LoginKind::Sasl(_) = kind else {
+    let Ok(h) = crate::xml::start_tag::Head::parse(bytes, &Scope::from_header(header)) else {
         return false;
     };
-    crate::xml::start_tag::Head::parse(bytes, &Scope::from_header(header))
-        .is_ok_and(|h| h.ns == NS_SASL && matches!(h.name, "response" | "abort"))
+    match kind {
+        LoginKind::Sasl(_) => h.ns == NS_SASL && matches!(h.name, "response" | "abort"),
+        LoginKind::Sasl2(_) => h.ns == NS_SASL2 && matches!(h.name, "response" | "abort" | "next"),
+        _ => false,
+    }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Continue,
     Success,
@@ -256,6 +296,9 @@ fn verdict(kind: &LoginKind, e: &Element) -> Verdict {
         LoginKind::Sasl(_) if e.is("success", NS_SASL) => Verdict::Success,
         LoginKind::Sasl(_) if e.is("failure", NS_SASL) => Verdict::Failure,
         LoginKind::Sasl(_) => Verdict::Continue,
+        LoginKind::Sasl2(_) if e.is("success", NS_SASL2) => Verdict::Success,
+        LoginKind::Sasl2(_) if e.is("failure", NS_SASL2) => Verdict::Failure,
+        LoginKind::Sasl2(_) => Verdict::Continue,
         LoginKind::IqAuth { id } | LoginKind::Register { id }
             if e.is("iq", NS_CLIENT) && e.attr("id") == Some(id.as_str()) =>
         {

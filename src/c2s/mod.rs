@@ -251,6 +251,8 @@ pub struct Login {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginKind {
     Sasl(Mechanism),
+    /// XEP-0388 `<authenticate/>`, with the mechanism as the client named it.
+    Sasl2(String),
     /// XEP-0078 `set`, with the iq's id.
     IqAuth {
         id: String,
@@ -546,6 +548,7 @@ async fn route(
     ctx.metrics.routing(Some(name), outcome);
     ctx.metrics.routing_source(match login.kind {
         LoginKind::Sasl(_) => RoutingSource::Sasl,
+        LoginKind::Sasl2(_) => RoutingSource::Sasl2,
         LoginKind::IqAuth { .. } => RoutingSource::IqAuth,
         LoginKind::Register { .. } => RoutingSource::Register,
     });

@@ -10,7 +10,7 @@ use tracing::debug;
 use zeroize::Zeroizing;
 
 use super::Context;
-use super::peek::{PeekError, decode_sasl, sasl_username};
+use super::peek::{PeekError, decode_sasl, sasl_username, username_by_name};
 use super::{Client, Login, LoginKind, Phase, SessionError};
 use crate::config::{Mechanism, StartTls};
 use crate::listener::{Kind, SourceSlot};
@@ -19,7 +19,9 @@ use crate::proxy_protocol::ProxyInfo;
 use crate::snapshot::Snapshot;
 use crate::xml::element::{Element, Scope};
 use crate::xml::escape::{attr as esc_attr, text as esc_text};
-use crate::xml::{Frame, NS_CLIENT, NS_IQ_AUTH, NS_IQ_REGISTER, NS_SASL, NS_TLS, StreamError};
+use crate::xml::{
+    Frame, NS_CLIENT, NS_IQ_AUTH, NS_IQ_REGISTER, NS_SASL, NS_SASL2, NS_TLS, StreamError,
+};
 
 /// PROXY header, Direct TLS, and the per-source connection limit.
 pub async fn preamble(c: &mut Client, ctx: &Arc<Context>) -> Result<SourceSlot, SessionError> {
@@ -243,6 +245,31 @@ fn features(c: &Client, snap: &Snapshot) -> String {
         }
         f.push_str("</mechanisms>");
     }
+    if let Some(sasl2) = snap.sasl2() {
+        f.push_str("<authentication xmlns='urn:xmpp:sasl:2'>");
+        for m in &sasl2.mechanisms {
+            f.push_str("<mechanism>");
+            f.push_str(&esc_text(m));
+            f.push_str("</mechanism>");
+        }
+        if sasl2.bind2 || !sasl2.fast.is_empty() {
+            f.push_str("<inline>");
+            if sasl2.bind2 {
+                f.push_str("<bind xmlns='urn:xmpp:bind:0'/>");
+            }
+            if !sasl2.fast.is_empty() {
+                f.push_str("<fast xmlns='urn:xmpp:fast:0'>");
+                for m in &sasl2.fast {
+                    f.push_str("<mechanism>");
+                    f.push_str(&esc_text(m));
+                    f.push_str("</mechanism>");
+                }
+                f.push_str("</fast>");
+            }
+            f.push_str("</inline>");
+        }
+        f.push_str("</authentication>");
+    }
     if snap.config.c2s.legacy_auth {
         f.push_str("<auth xmlns='http://jabber.org/features/iq-auth'/>");
     }
@@ -300,6 +327,11 @@ async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionErr
             }
             (NS_SASL, "auth") => {
                 if let Some(l) = sasl(c, ctx, &snap, &e, len).await? {
+                    return Ok(Step::Login(l));
+                }
+            }
+            (NS_SASL2, "authenticate") => {
+                if let Some(l) = sasl2(c, ctx, &snap, &e, len).await? {
                     return Ok(Step::Login(l));
                 }
             }
@@ -463,6 +495,89 @@ async fn sasl(
     }))
 }
 
+/// A SASL2 `<failure/>` (XEP-0388) with a SASL condition.
+pub(super) async fn sasl2_failure(
+    c: &mut Client,
+    condition: &str,
+    text: &str,
+) -> Result<(), SessionError> {
+    let mut s = format!(
+        "<failure xmlns='urn:xmpp:sasl:2'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+    );
+    if !text.is_empty() {
+        s.push_str("<text>");
+        s.push_str(&esc_text(text));
+        s.push_str("</text>");
+    }
+    s.push_str("</failure>");
+    c.stream.send(s.as_bytes()).await?;
+    Ok(())
+}
+
+/// SASL2 `<authenticate/>` (XEP-0388) on dealer's own stream: the user comes from its
+/// initial response, which every mechanism dealer offers carries; the element, with
+/// its `<user-agent/>`, `<bind/>` and FAST children, is replayed to the owner
+/// unchanged. `Ok(None)` means the client was answered and may retry.
+async fn sasl2(
+    c: &mut Client,
+    ctx: &Arc<Context>,
+    snap: &Snapshot,
+    e: &Element,
+    len: usize,
+) -> Result<Option<Login>, SessionError> {
+    if starttls_required(c) {
+        c.stream.consume_zeroed(len);
+        sasl2_failure(c, "encryption-required", "STARTTLS first").await?;
+        c.failed_login(ctx)?;
+        return Ok(None);
+    }
+    let mech = e.attr("mechanism").unwrap_or_default().to_owned();
+    if !snap.sasl2().is_some_and(|o| o.allows(&mech)) {
+        c.stream.consume_zeroed(len);
+        sasl2_failure(c, "invalid-mechanism", "").await?;
+        c.failed_login(ctx)?;
+        return Ok(None);
+    }
+    login_allowed(c, ctx, snap)?;
+    if let Some(m) = Mechanism::from_name(&mech) {
+        ctx.metrics.peek(Peek::of(m));
+    }
+    let ir = e.child("initial-response", NS_SASL2).map(|r| r.text());
+    let first = Zeroizing::new(c.stream.buffered()[..len].to_vec());
+    c.stream.consume_zeroed(len);
+    let data = match ir.as_deref().map(|t| decode_sasl(t)) {
+        Some(Ok(Some(d))) => d,
+        Some(Err(_)) => {
+            sasl2_failure(c, "incorrect-encoding", "").await?;
+            c.failed_login(ctx)?;
+            return Ok(None);
+        }
+        None | Some(Ok(None)) => {
+            sasl2_failure(
+                c,
+                "malformed-request",
+                "an initial response is needed here: dealer routes on the user it names",
+            )
+            .await?;
+            c.failed_login(ctx)?;
+            return Ok(None);
+        }
+    };
+    let username = match username_by_name(&mech, &data) {
+        Ok(Some(u)) => u,
+        Ok(None) | Err(_) => {
+            sasl2_failure(c, "malformed-request", "no user in the initial response").await?;
+            c.failed_login(ctx)?;
+            return Ok(None);
+        }
+    };
+    Ok(Some(Login {
+        username: Some(username),
+        kind: LoginKind::Sasl2(mech),
+        first,
+    }))
+}
+
 /// `<iq/>` before authentication: XEP-0078 and XEP-0077, when enabled.
 async fn iq(
     c: &mut Client,
@@ -614,6 +729,7 @@ pub async fn refuse(
 ) -> Result<(), SessionError> {
     match &login.kind {
         LoginKind::Sasl(_) => sasl_failure(c, condition, text).await,
+        LoginKind::Sasl2(_) => sasl2_failure(c, condition, text).await,
         LoginKind::IqAuth { id } => iq_error(c, id, "auth", condition, "401", NS_IQ_AUTH).await,
         LoginKind::Register { id } => {
             iq_error(c, id, "modify", "not-acceptable", "406", NS_IQ_REGISTER).await

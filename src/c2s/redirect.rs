@@ -26,7 +26,7 @@ pub async fn send(c: &mut Client, ctx: &Context, login: &Login, to: &HostPort) {
             );
             c.close_with(s.as_bytes()).await;
         }
-        LoginKind::Sasl(_) | LoginKind::Register { .. } => {
+        LoginKind::Sasl(_) | LoginKind::Sasl2(_) | LoginKind::Register { .. } => {
             c.stream_error_with(ctx, StreamError::SeeOtherHost, Some(&target), None)
                 .await;
         }
