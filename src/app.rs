@@ -127,6 +127,7 @@ pub struct Listeners {
     pub c2s_tls: Vec<(TcpListener, Listener)>,
     pub s2s: Vec<(TcpListener, Listener)>,
     pub s2s_internal: Vec<(TcpListener, Listener)>,
+    pub websocket: Vec<(TcpListener, Listener)>,
     pub http: Option<TcpListener>,
 }
 
@@ -204,6 +205,7 @@ impl Listeners {
             c2s_tls: dup(&self.c2s_tls)?,
             s2s: dup(&self.s2s)?,
             s2s_internal: dup(&self.s2s_internal)?,
+            websocket: dup(&self.websocket)?,
         })
     }
 
@@ -224,6 +226,10 @@ impl Listeners {
             out.s2s_internal
                 .push(bind("listen.s2s_internal", x, passed).await?);
         }
+        for x in &l.websocket {
+            out.websocket
+                .push(bind("listen.websocket", &x.listener, passed).await?);
+        }
         Ok(out)
     }
 }
@@ -234,6 +240,7 @@ pub struct Duplicates {
     c2s_tls: Vec<(std::net::TcpListener, Listener)>,
     s2s: Vec<(std::net::TcpListener, Listener)>,
     s2s_internal: Vec<(std::net::TcpListener, Listener)>,
+    websocket: Vec<(std::net::TcpListener, Listener)>,
 }
 
 impl Duplicates {
@@ -252,6 +259,7 @@ impl Duplicates {
             c2s_tls: adopt(self.c2s_tls)?,
             s2s: adopt(self.s2s)?,
             s2s_internal: adopt(self.s2s_internal)?,
+            websocket: adopt(self.websocket)?,
             http: None,
         })
     }
@@ -342,12 +350,13 @@ fn spawn_accept_loops(
         (Kind::C2sTls, listeners.c2s_tls),
         (Kind::S2s, listeners.s2s),
         (Kind::S2sInternal, listeners.s2s_internal),
+        (Kind::Websocket, listeners.websocket),
     ] {
         for (l, cfg) in list {
             log(kind, &l);
             let (gate, stop) = (dealer.gate.clone(), dealer.lifecycle.accept_stop.clone());
             match kind {
-                Kind::C2s | Kind::C2sTls => {
+                Kind::C2s | Kind::C2sTls | Kind::Websocket => {
                     let ctx = dealer.c2s.clone();
                     tasks.spawn(accept_loop(l, kind, cfg, gate, stop, move |a| {
                         crate::c2s::serve(a, ctx.clone())

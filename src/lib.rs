@@ -13,7 +13,9 @@
 //! - [`net`], [`stream`]: a plain-or-TLS connection, and an XML stream over it (with
 //!   its TLS upgrades: Direct TLS, and the one STARTTLS, server and client side).
 //! - [`xml`]: the one incremental framer, stream headers, stream errors.
-//! - [`c2s`]: client sessions: pre-auth, auth peek, redirect, forward.
+//! - [`c2s`]: client sessions: pre-auth, auth peek, early routing, redirect, forward.
+//! - [`websocket`]: the RFC 7395 front: HTTP upgrade, and a WebSocket read and
+//!   written as an XML stream.
 //! - [`backend`]: the leg to a backend: connect, stream open, STARTTLS, features.
 //! - [`relay`]: splice (plain legs), copy (TLS legs) and masked (JIDs rewritten).
 //! - [`masking`]: JID rewriting rules for masked domains, by byte range, without a DOM.
@@ -52,4 +54,5 @@ pub mod snapshot;
 pub mod stream;
 pub mod systemd;
 pub mod tls;
+pub mod websocket;
 pub mod xml;

@@ -213,7 +213,8 @@ fn refuse(tcp: TcpStream, kind: Kind, gate: &Gate) {
     let ns = match kind {
         Kind::C2s => crate::xml::NS_CLIENT,
         Kind::S2s | Kind::S2sInternal => crate::xml::NS_SERVER,
-        Kind::C2sTls => {
+        // Direct TLS and WebSocket: no XMPP stream yet to carry an error.
+        Kind::C2sTls | Kind::Websocket => {
             gate.metrics
                 .dropped(crate::metrics::DropReason::Connections, &"connection limit");
             return;

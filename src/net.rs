@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::TlsStream<TlsTcp>>),
+    /// An RFC 7395 WebSocket, read and written as an XML stream over TCP would be.
+    Ws(Box<crate::websocket::WsConn>),
     /// Moved out for an upgrade (TLS handshake) that did not put a stream back.
     Gone,
 }
@@ -31,11 +33,16 @@ impl Conn {
         matches!(self, Conn::Tls(_))
     }
 
+    /// Plain TCP on both ends of the kernel: what `splice(2)` needs.
+    pub fn is_plain_tcp(&self) -> bool {
+        matches!(self, Conn::Plain(_))
+    }
+
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Conn::Plain(s) => Some(s),
             Conn::Tls(s) => Some(&s.get_ref().0.tcp),
-            Conn::Gone => None,
+            Conn::Ws(_) | Conn::Gone => None,
         }
     }
 
@@ -53,6 +60,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Ws(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -67,6 +75,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Ws(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -75,6 +84,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Ws(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -83,6 +93,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -95,6 +106,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Ws(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             Conn::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -103,7 +115,7 @@ impl AsyncWrite for Conn {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Tls(s) => s.is_write_vectored(),
-            Conn::Gone => false,
+            Conn::Ws(_) | Conn::Gone => false,
         }
     }
 }

@@ -57,6 +57,14 @@ pub fn reload_now(r: &Reloader) -> Result<u64, ReloadError> {
                 || new.config.listen.s2s != old.config.listen.s2s
                 || new.config.listen.s2s_internal != old.config.listen.s2s_internal
                 || new.config.listen.http != old.config.listen.http
+                || new.config.listen.websocket.len() != old.config.listen.websocket.len()
+                || new
+                    .config
+                    .listen
+                    .websocket
+                    .iter()
+                    .zip(&old.config.listen.websocket)
+                    .any(|(a, b)| a.listener != b.listener || a.tls != b.tls)
             {
                 warn!("listen.* changed: listeners are bound at start; restart dealer to apply");
             }

@@ -69,6 +69,8 @@ pub struct ServerTls {
     pub direct_client: Arc<rustls::ServerConfig>,
     /// For Direct TLS s2s listeners: ALPN `xmpp-server`.
     pub direct_server: Arc<rustls::ServerConfig>,
+    /// For TLS WebSocket listeners: ALPN `http/1.1` (the upgrade is HTTP).
+    pub websocket: Arc<rustls::ServerConfig>,
 }
 
 impl ServerTls {
@@ -90,6 +92,7 @@ impl ServerTls {
             starttls: build(None),
             direct_client: build(Some(ALPN_CLIENT)),
             direct_server: build(Some(ALPN_SERVER)),
+            websocket: build(Some(b"http/1.1")),
         }
     }
 }

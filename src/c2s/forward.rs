@@ -352,7 +352,7 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
     } = *h;
     let peer = client.peer;
     let kind = client.kind;
-    let client = client.stream.into_parts();
+    let mut client = client.stream.into_parts();
     let backend = backend.stream.into_parts();
     // The relay runs without the connection's span: entering a span on every wake-up
     // costs more than the relay's own work on a busy session. Its last line names
@@ -367,10 +367,24 @@ pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: He
                 .sessions
                 .register(&user, &backend_name, &ctx.lifecycle.sessions_stop);
             let started = Instant::now();
+            // A WebSocket client is told with `<close/>` (its stream ends in order,
+            // the relay with it); a TCP one sees its connection closed.
+            let ws = if let crate::net::Conn::Ws(w) = &mut client.0 {
+                w.close_on(live.token.clone());
+                true
+            } else {
+                false
+            };
+            let stopped = async {
+                live.token.cancelled().await;
+                if ws {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            };
             let r = tokio::select! {
                 r = crate::relay::run(client.0, client.1, backend.0, backend.1, &ctx.metrics) => r,
                 // Unparsed bytes: the only way to end it is to close the sockets.
-                _ = live.token.cancelled() => Err(crate::relay::RelayError::stopped()),
+                _ = stopped => Err(crate::relay::RelayError::stopped()),
             };
             log_end(&ctx, kind, &who, &backend_name, started, r);
         }),

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span};
 use zeroize::Zeroizing;
 
-use crate::config::{BackendId, C2sMode, HostPort, Mechanism};
+use crate::config::{BackendId, C2sMode, Mechanism, Transport};
 use crate::listener::{Accepted, Kind};
 use crate::metrics::{
     Cause, ConnGauge, ConnState, DropReason, Limit, Outcome, RoutingSource, Side,
@@ -184,6 +184,15 @@ impl Client {
         self.stream.is_tls()
     }
 
+    /// How the client came, for redirect targets.
+    pub fn transport(&self) -> Transport {
+        match self.kind {
+            Kind::C2sTls => Transport::DirectTls,
+            Kind::Websocket => Transport::Websocket,
+            _ => Transport::Stream,
+        }
+    }
+
     /// Send a stream error (with our header first if the stream has none yet) and
     /// close, bounded so a client that does not read cannot hold the session.
     pub async fn stream_error(&mut self, ctx: &Context, cond: StreamError, text: Option<&str>) {
@@ -266,23 +275,24 @@ pub enum LoginKind {
 /// Where a login goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Redirect(BackendId, HostPort),
+    /// With the target as the client's transport writes it (`host:port`, a URL).
+    Redirect(BackendId, String),
     Forward(BackendId),
 }
 
 /// The routing decision for `login` against the live snapshot; a redirect names the
 /// owner's address for the transport the client came over (`direct_tls`).
-pub fn decide(snap: &Snapshot, login: &Login, direct_tls: bool) -> Result<Action, RouteError> {
+pub fn decide(snap: &Snapshot, login: &Login, transport: Transport) -> Result<Action, RouteError> {
     let anonymous = matches!(login.kind, LoginKind::Sasl(Mechanism::Anonymous));
     let user = login.username.as_deref().filter(|_| !anonymous);
-    decide_user(snap, user, direct_tls)
+    decide_user(snap, user, transport)
 }
 
 /// The routing decision for `user` (`None`: an anonymous login).
 pub fn decide_user(
     snap: &Snapshot,
     user: Option<&str>,
-    direct_tls: bool,
+    transport: Transport,
 ) -> Result<Action, RouteError> {
     let c = &snap.config;
     let backend = match user {
@@ -299,8 +309,7 @@ pub fn decide_user(
     let redirect = |b: BackendId| {
         // Validation requires `redirect` for every backend clients are sent to.
         let to = c.backends[b]
-            .redirect_for(direct_tls)
-            .cloned()
+            .redirect_for(transport)
             .ok_or(RouteError::NoneUp)?;
         Ok(Action::Redirect(b, to))
     };
@@ -347,7 +356,11 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
     let handshake = async {
         // Each phase's state machine is boxed: the session task itself stays small, so
         // spawning it and switching phases moves a few pointers, not kilobytes.
-        let _slot = Box::pin(preauth::preamble(&mut client, &ctx)).await?;
+        let _slot = if client.kind == Kind::Websocket {
+            Box::pin(crate::websocket::preamble(&mut client, &ctx)).await?
+        } else {
+            Box::pin(preauth::preamble(&mut client, &ctx)).await?
+        };
         loop {
             let outcome = match Box::pin(preauth::run(&mut client, &ctx)).await? {
                 preauth::Entry::Login(login) => {
@@ -446,7 +459,7 @@ async fn route_early(
 ) -> Result<forward::Outcome, SessionError> {
     let snap = ctx.snapshot.load_full();
     preauth::login_allowed(client, ctx, &snap)?;
-    let decision = decide_user(&snap, Some(&user), client.kind == Kind::C2sTls);
+    let decision = decide_user(&snap, Some(&user), client.transport());
     ctx.metrics
         .handshake_duration(client.kind)
         .observe(started.elapsed().as_secs_f64());
@@ -480,9 +493,7 @@ async fn route_early(
     match action {
         Action::Redirect(_, to) => {
             info!(redirect.to = %to, "redirecting on the stream header");
-            client
-                .stream_error_with(ctx, StreamError::SeeOtherHost, Some(&to.to_string()), None)
-                .await;
+            redirect::see_other(client, ctx, &to).await;
             Err(SessionError::Done(Side::Dealer, Cause::Redirected))
         }
         Action::Forward(id) => {
@@ -501,7 +512,7 @@ async fn route(
     gauge: &mut ConnGauge,
 ) -> Result<forward::Outcome, SessionError> {
     let snap = ctx.snapshot.load_full();
-    let decision = decide(&snap, &login, client.kind == Kind::C2sTls);
+    let decision = decide(&snap, &login, client.transport());
     ctx.metrics
         .handshake_duration(client.kind)
         .observe(started.elapsed().as_secs_f64());

@@ -55,6 +55,63 @@ pub struct RawListen {
     #[serde(default)]
     pub s2s_internal: Vec<RawListener>,
     pub http: Option<String>,
+    #[serde(default)]
+    pub websocket: Vec<RawWsListener>,
+}
+
+/// A WebSocket listener (RFC 7395): a bare address (plain `ws://` on the default
+/// path) or a map with its options.
+#[derive(Debug, Default, PartialEq)]
+pub struct RawWsListener {
+    pub addr: String,
+    pub tls: Option<bool>,
+    pub path: Option<String>,
+    pub proxy_protocol: Option<bool>,
+    pub origins: Option<Vec<String>>,
+    pub host_meta: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWsListenerMap {
+    addr: String,
+    tls: Option<bool>,
+    path: Option<String>,
+    proxy_protocol: Option<bool>,
+    origins: Option<Vec<String>>,
+    host_meta: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawWsListener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawWsListener;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "an address string or a map {addr, tls, path, proxy_protocol, origins, host_meta}",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawWsListener, E> {
+                Ok(RawWsListener {
+                    addr: v.to_owned(),
+                    ..RawWsListener::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawWsListener, A::Error> {
+                let m = RawWsListenerMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawWsListener {
+                    addr: m.addr,
+                    tls: m.tls,
+                    path: m.path,
+                    proxy_protocol: m.proxy_protocol,
+                    origins: m.origins,
+                    host_meta: m.host_meta,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A listener is either a bare address string or a map with per-listener options.
@@ -178,6 +235,7 @@ pub struct RawBackend {
     pub domain: Option<String>,
     pub redirect: Option<String>,
     pub redirect_tls: Option<String>,
+    pub redirect_websocket: Option<String>,
     pub weight: Option<u32>,
     pub tls: Option<bool>,
     pub proxy_protocol: Option<bool>,

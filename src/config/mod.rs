@@ -90,7 +90,27 @@ pub struct Listen {
     pub s2s: Vec<Listener>,
     pub s2s_internal: Vec<Listener>,
     pub http: Option<SocketAddr>,
+    /// RFC 7395 listeners (`starttls: off`: TLS, if any, comes with the HTTP upgrade).
+    pub websocket: Vec<WsListener>,
 }
+
+/// A WebSocket listener: HTTP/1.1 upgrades on `path`, on plain TCP (behind a TLS
+/// terminator) or TLS with the public domain's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsListener {
+    pub listener: Listener,
+    pub tls: bool,
+    /// The upgrade path (`/xmpp-websocket` by default).
+    pub path: String,
+    /// `Origin` headers allowed (exactly as sent, e.g. `https://chat.example.com`);
+    /// empty: any origin (XMPP authenticates inside the stream; no cookie rides on it).
+    pub origins: Vec<String>,
+    /// The WebSocket URL `/.well-known/host-meta` publishes (XEP-0156); `None`: 404.
+    pub host_meta: Option<String>,
+}
+
+/// The path a WebSocket listener upgrades on unless told otherwise.
+pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
@@ -191,21 +211,37 @@ pub struct Backend {
     pub redirect: Option<HostPort>,
     /// The same for clients that came over Direct TLS; `redirect` when unset.
     pub redirect_tls: Option<HostPort>,
+    /// The `see-other-uri` (`ws://` or `wss://`) for WebSocket clients.
+    pub redirect_websocket: Option<String>,
     pub weight: u32,
     pub tls: bool,
     pub proxy_protocol: bool,
 }
 
 impl Backend {
-    /// The redirect target for a client that arrived over Direct TLS (`direct_tls`) or
-    /// not: each transport is sent to the owner's address for the same transport.
-    pub fn redirect_for(&self, direct_tls: bool) -> Option<&HostPort> {
-        if direct_tls {
-            self.redirect_tls.as_ref().or(self.redirect.as_ref())
-        } else {
-            self.redirect.as_ref()
+    /// The redirect target for a client that arrived over `transport`: each transport
+    /// is sent to the owner's address for the same transport (`host:port`, or for
+    /// WebSocket a URL).
+    pub fn redirect_for(&self, transport: Transport) -> Option<String> {
+        match transport {
+            Transport::DirectTls => self
+                .redirect_tls
+                .as_ref()
+                .or(self.redirect.as_ref())
+                .map(HostPort::to_string),
+            Transport::Websocket => self.redirect_websocket.clone(),
+            Transport::Stream => self.redirect.as_ref().map(HostPort::to_string),
         }
     }
+}
+
+/// How a client reached dealer, for the redirect target of the same kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP with STARTTLS or plaintext.
+    Stream,
+    DirectTls,
+    Websocket,
 }
 
 #[derive(Debug, Clone)]

@@ -35,6 +35,7 @@ labels! {
         C2sTls => "c2s_tls",
         S2s => "s2s",
         S2sInternal => "s2s_internal",
+        Websocket => "websocket",
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn run(
     backend_pending: BytesMut,
     metrics: &Metrics,
 ) -> Result<Totals, RelayError> {
-    let plain = !client.is_tls() && !backend.is_tls();
+    let plain = client.is_plain_tcp() && backend.is_plain_tcp();
     let counters = Counters::new(
         metrics,
         if plain {

@@ -66,6 +66,16 @@ impl Raw {
         r
     }
 
+    /// TLS with ALPN `alpn` (a WebSocket listener takes `http/1.1`).
+    pub fn tls_alpn(addr: SocketAddr, alpn: &[u8]) -> Raw {
+        let mut r = Raw::plain(addr);
+        let Io::Plain(tcp) = std::mem::replace(&mut r.io, Io::Moved) else {
+            unreachable!()
+        };
+        r.io = wrap_tls(tcp, Some(alpn));
+        r
+    }
+
     pub fn send(&mut self, s: impl AsRef<[u8]>) {
         let r = match &mut self.io {
             Io::Plain(t) => t.write_all(s.as_ref()).and_then(|_| t.flush()),

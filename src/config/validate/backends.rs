@@ -136,6 +136,15 @@ fn backend(
         .redirect_tls
         .as_deref()
         .and_then(|s| v.ok(&key("redirect_tls"), HostPort::parse(s)));
+    let redirect_websocket = b.redirect_websocket.clone();
+    if let Some(u) = &redirect_websocket
+        && !(u.starts_with("wss://") || u.starts_with("ws://"))
+    {
+        v.err(
+            key("redirect_websocket"),
+            format!("`{u}` is not a ws:// or wss:// URL"),
+        );
+    }
     let weight = b.weight.unwrap_or(1);
     if weight == 0 || weight > 1_000_000 {
         v.err(key("weight"), "must be between 1 and 1000000");
@@ -180,6 +189,7 @@ fn backend(
         domain,
         redirect,
         redirect_tls,
+        redirect_websocket,
         weight,
         tls: b.tls.unwrap_or(false),
         proxy_protocol: b.proxy_protocol.unwrap_or(false),

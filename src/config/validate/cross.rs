@@ -6,7 +6,26 @@
 use super::Check;
 use crate::config::*;
 
-pub(super) fn check(v: &mut Check, domains: Domains, listen: &Listen, backends: &[Backend]) {
+pub(super) fn check(
+    v: &mut Check,
+    domains: Domains,
+    mode: C2sMode,
+    self_backend: Option<BackendId>,
+    listen: &Listen,
+    backends: &[Backend],
+) {
+    // A browser can only be sent to another WebSocket URL (`<close see-other-uri/>`).
+    if !listen.websocket.is_empty() {
+        for (id, b) in backends.iter().enumerate() {
+            let redirected = mode == C2sMode::Redirect || self_backend.is_some_and(|me| me != id);
+            if redirected && b.redirect_websocket.is_none() {
+                v.err(
+                    format!("backends.{}.redirect_websocket", b.name),
+                    "required with listen.websocket: WebSocket clients are redirected to this backend (the URL see-other-uri sends)",
+                );
+            }
+        }
+    }
     if domains == Domains::Masked {
         if listen.s2s_internal.is_empty() {
             v.err(

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{Check, STARTTLS_WORDS};
-use crate::config::file::{RawConfig, RawListener};
+use crate::config::file::{RawConfig, RawListener, RawWsListener};
 use crate::config::*;
 
 /// The listeners, and the STARTTLS policy c2s listeners default to.
@@ -30,9 +30,11 @@ pub(super) fn section(v: &mut Check, raw: &RawConfig) -> (Listen, StartTls) {
             .http
             .as_deref()
             .and_then(|s| v.socket_addr("listen.http", s)),
+        websocket: websockets(v, &raw.listen.websocket),
     };
-    let needs_tls =
-        !listen.c2s_tls.is_empty() || listen.c2s.iter().any(|l| l.starttls != StartTls::Off);
+    let needs_tls = !listen.c2s_tls.is_empty()
+        || listen.c2s.iter().any(|l| l.starttls != StartTls::Off)
+        || listen.websocket.iter().any(|w| w.tls);
     if needs_tls && raw.tls.is_none() {
         v.err(
             "tls",
@@ -45,6 +47,10 @@ pub(super) fn section(v: &mut Check, raw: &RawConfig) -> (Listen, StartTls) {
         ("listen.c2s_tls", &listen.c2s_tls),
         ("listen.s2s", &listen.s2s),
         ("listen.s2s_internal", &listen.s2s_internal),
+        (
+            "listen.websocket",
+            &listen.websocket.iter().map(|w| w.listener).collect(),
+        ),
     ] {
         for x in l.iter() {
             if !bound.insert(x.addr) {
@@ -62,6 +68,51 @@ pub(super) fn section(v: &mut Check, raw: &RawConfig) -> (Listen, StartTls) {
     }
 
     (listen, default_starttls)
+}
+
+fn websockets(v: &mut Check, raw: &[RawWsListener]) -> Vec<WsListener> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let k = format!("listen.websocket[{i}]");
+            let addr = v.socket_addr(&k, &l.addr);
+            let path = l.path.clone().unwrap_or_else(|| WEBSOCKET_PATH.to_owned());
+            if !path.starts_with('/') {
+                v.err(
+                    format!("{k}.path"),
+                    format!("`{path}` is not an absolute path"),
+                );
+            }
+            let origins = l.origins.clone().unwrap_or_default();
+            for (j, o) in origins.iter().enumerate() {
+                if !(o.starts_with("https://") || o.starts_with("http://")) {
+                    v.err(
+                        format!("{k}.origins[{j}]"),
+                        format!("`{o}` is not an origin (scheme://host[:port])"),
+                    );
+                }
+            }
+            if let Some(h) = &l.host_meta
+                && !(h.starts_with("wss://") || h.starts_with("ws://"))
+            {
+                v.err(
+                    format!("{k}.host_meta"),
+                    format!("`{h}` is not a ws:// or wss:// URL"),
+                );
+            }
+            Some(WsListener {
+                listener: Listener {
+                    addr: addr?,
+                    starttls: StartTls::Off,
+                    proxy_protocol: l.proxy_protocol.unwrap_or(false),
+                },
+                tls: l.tls.unwrap_or(false),
+                path,
+                origins,
+                host_meta: l.host_meta.clone(),
+            })
+        })
+        .collect()
 }
 
 fn listeners(

@@ -166,7 +166,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     let routing = routing::section(&mut v, &raw, &names, domains);
     let (health, shutdown) = health::section(&mut v, &raw, &routing, domains);
     let s2s = s2s::section(&mut v, &raw, &names, &listen, &backends);
-    cross::check(&mut v, domains, &listen, &backends);
+    cross::check(&mut v, domains, c2s_mode, self_backend, &listen, &backends);
     let limits = limits::section(&mut v, &raw);
     if v.errors.is_empty() {
         Ok(Config {
