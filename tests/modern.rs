@@ -124,11 +124,19 @@ fn xmppjs_logs_in_with_sasl2_and_bind2_on_the_owner() {
         d.metric("dealer_routing_sources_total{source=\"stream-from\"}"),
         2.0
     );
-    // Without `from` the same library meets dealer's own stream (legacy SASL, PLAIN as
-    // c2s.mechanisms says), and still lands on the owner.
+    // Without `from` the same library meets dealer's own stream, which offers SASL2
+    // too (every backend has it), and still lands on the owner; without SASL2 it
+    // falls back to SASL (PLAIN, as c2s.mechanisms says).
     let r = js(d.c2s, "nora", &["--no-stream-from"]);
     assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["sasl"], "SASL2", "{r}");
+    let r = js(d.c2s, "nora", &["--no-stream-from", "--no-sasl2"]);
+    assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["sasl"], "SASL", "{r}");
+    assert_eq!(
+        d.metric("dealer_routing_sources_total{source=\"sasl2\"}"),
+        1.0
+    );
     assert_eq!(
         d.metric("dealer_routing_sources_total{source=\"sasl\"}"),
         1.0
