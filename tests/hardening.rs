@@ -3,6 +3,8 @@
 //! - legacy auth: only a complete `set` reaches a backend, and only an empty `result`
 //!   counts as a login (Prosody answers an incomplete `set` with a `result` carrying
 //!   the fields form; jabberd2 too is checked);
+//! - an iq before authentication carries exactly one child, so dealer and the backend
+//!   read the same request;
 //! - a per-stream limit on failed logins, over SASL and iq:auth;
 //! - `limits.max_connections` counts connections exactly and refuses at once;
 //! - a client that pipelines its stream restart (with an XML declaration) behind its
@@ -98,6 +100,61 @@ fn legacy_auth_succeeds_only_when_the_backend_says_so() {
         j.backend_yaml("node1", "")
     ));
     legacy_auth_variants(&d, "zoe", "jabberd2");
+}
+
+/// RFC 6120 §8.2.3: an iq `get`/`set` carries exactly one child. Prosody dispatches an
+/// unauthenticated iq on its first child, so an iq:auth login behind a registration
+/// would be answered with the registration's empty `result`, which reads as a login.
+/// dealer answers `bad-request` itself, on its own stream and on one routed early.
+#[test]
+fn an_iq_with_two_children_never_reaches_a_backend() {
+    let p = ProsodySpec::new("example.com")
+        .user("alice", PW)
+        .allow_registration(true)
+        .module("legacyauth")
+        .start();
+    let d = Dealer::start(&format!(
+        "c2s: {{ legacy_auth: true, registration: true }}\nlimits: {{ logins_per_source_per_second: 0 }}\nbackends:\n{}",
+        backend_yaml("node1", &p, "")
+    ));
+    let smuggled = format!(
+        "<iq type='set' id='x1'><query xmlns='jabber:iq:register'><username>bob</username>\
+         <password>{PW}</password></query><query xmlns='jabber:iq:auth'><username>alice</username>\
+         <password>{PW}</password><resource>r</resource></query></iq>"
+    );
+    let early = HEADER.replace("version='1.0'", "version='1.0' from='alice@example.com'");
+    for (what, header) in [("legacy stream", HEADER.replace(" version='1.0'", "")), ("early", early)] {
+        let mut r = Raw::plain(d.c2s_plain);
+        r.send(header);
+        if what == "early" {
+            r.expect("</stream:features>", SECS);
+        }
+        r.send(&smuggled);
+        let got = r.expect("</iq>", SECS);
+        assert!(
+            got.contains("<iq type='error' id='x1'>") && got.contains("<bad-request"),
+            "{what}: {got}\n{}",
+            d.log()
+        );
+        // Still unauthenticated: dealer ends its own stream; Prosody bounces the
+        // message on the early-routed one.
+        r.send("<message to='x@example.com'><body>hi</body></message>");
+        if what == "early" {
+            r.expect("<service-unavailable", SECS);
+        } else {
+            let (got, _) = r.read_to_close(SECS);
+            assert!(got.contains("<not-authorized"), "{what}: {got}");
+        }
+    }
+    // Nothing was registered.
+    let mut r = Raw::plain(d.c2s_plain);
+    r.send(HEADER.replace(" version='1.0'", ""));
+    r.send(iq_set(
+        "b",
+        &format!("<username>bob</username><password>{PW}</password><resource>r</resource>"),
+    ));
+    let got = r.expect("</iq>", SECS);
+    assert!(got.contains("type='error'"), "bob was registered: {got}");
 }
 
 #[test]

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::forward::{HandOver, Outcome};
 use super::peek::{decode_sasl, username_by_name};
-use super::preauth::{complete_iq_auth, iq_error, sasl_failure};
+use super::preauth::{bad_request, complete_iq_auth, iq_error, payload_not_single, sasl_failure};
 use super::{Client, Context, Phase, SessionError};
 use crate::backend::{self, BackendError, BackendStream, Target};
 use crate::config::{BackendId, Domains};
@@ -250,6 +250,13 @@ pub async fn run(
                     }
                 }
                 let e = Element::parse(&c.stream.buffered()[..len], &client_scope)?;
+                if e.is("iq", NS_CLIENT) && payload_not_single(&e) {
+                    // The owner dispatches on the first child; `claim` must read the
+                    // same one, so an iq with more than one never reaches it.
+                    c.stream.consume_zeroed(len);
+                    bad_request(c, e.attr("id").unwrap_or_default()).await?;
+                    continue;
+                }
                 let (claim, starts) = match claim(&e, &mut await_response) {
                     Some(x) => x,
                     None if e.is("starttls", NS_TLS) => {

@@ -122,7 +122,7 @@ fn early_user(c: &Client, snap: &Snapshot, legacy: bool) -> Option<String> {
     if legacy || !(c.tls() || c.listener.starttls == StartTls::Off) {
         return None;
     }
-    let from = crate::jid::Jid::parse(c.header.from.as_deref()?.trim())?;
+    let from = crate::jid::Jid::parse(c.header.from.as_deref()?)?;
     let local = from.local?;
     if !from.domain_is(&snap.config.domain) {
         return None;
@@ -588,6 +588,13 @@ async fn iq(
 ) -> Result<Option<Login>, SessionError> {
     let id = e.attr("id").unwrap_or_default().to_owned();
     let typ = e.attr("type").unwrap_or_default();
+    if payload_not_single(e) {
+        // A backend dispatches an unauthenticated iq on its first child (Prosody does):
+        // routing on a later one would let a registration pass for a login.
+        c.stream.consume_zeroed(len);
+        bad_request(c, &id).await?;
+        return Ok(None);
+    }
     let auth = e
         .child("query", NS_IQ_AUTH)
         .filter(|_| snap.config.c2s.legacy_auth);
@@ -701,6 +708,21 @@ pub(super) fn complete_iq_auth(q: &Element) -> bool {
         && q.child("password", NS_IQ_AUTH).is_some()
         && filled("resource")
         && q.child("digest", NS_IQ_AUTH).is_none()
+}
+
+/// RFC 6120 §8.2.3: an iq `get` or `set` carries exactly one child element.
+pub(super) fn payload_not_single(iq: &Element) -> bool {
+    matches!(iq.attr("type"), Some("get" | "set")) && iq.elements().take(2).count() != 1
+}
+
+/// The answer to an iq `get`/`set` that does not carry exactly one child element.
+pub(super) async fn bad_request(c: &mut Client, id: &str) -> Result<(), SessionError> {
+    let s = format!(
+        "<iq type='error' id='{}'><error type='modify'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        esc_attr(id)
+    );
+    c.stream.send(s.as_bytes()).await?;
+    Ok(())
 }
 
 pub(super) async fn iq_error(

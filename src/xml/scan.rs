@@ -479,6 +479,9 @@ pub(super) fn declared_encoding(
     let bad = || Err(XmlError::NotWellFormed("malformed XML declaration".into()));
     // Up to the `?>`, after `<?xml`.
     let decl = &buf[..end - 2];
+    // Names and values are otherwise only delimited, and a relay passes the
+    // declaration on as written: the stream's encoding is UTF-8 from its first byte.
+    utf8(&decl[at..])?;
     let mut i = at + 5;
     let mut encoding = None;
     loop {

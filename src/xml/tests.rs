@@ -543,3 +543,14 @@ fn random_streams_frame_exactly_and_mutations_never_pass_malformed_xml() {
         "only {accepted_mutants} mutants framed"
     );
 }
+
+#[test]
+fn a_declaration_that_is_not_utf8_is_refused() {
+    // Found by the framer fuzz target: the declaration's names and values were only
+    // delimited, and a masked relay passes a restart's declaration on as written.
+    let input = b"<?xml version='1.0' \xffe='F'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
+    for chunks in [&[usize::MAX][..], &[1]] {
+        let r = run(input, FrameLimits::default(), chunks);
+        assert!(matches!(r, Err(XmlError::NotWellFormed(_))), "{r:?}");
+    }
+}

@@ -384,16 +384,18 @@ fn require_unbound() {
     );
 }
 
-/// Every module a spec loads must be installed: Prosody's own, or a community module
-/// from Debian's prosody-modules (`mod_NAME/mod_NAME.lua`). Prosody would only log a
-/// missing one and run without it.
+/// Every module a spec loads must be installed: Prosody's own (`mod_NAME.lua`, or
+/// `NAME/mod_NAME.lua` for the ones in folders such as adhoc and muc), or a community
+/// module from Debian's prosody-modules (`mod_NAME/mod_NAME.lua`). Prosody would only
+/// log a missing one and run without it.
 fn require_modules(modules: &[String]) {
     const DIR: &str = "/usr/lib/prosody/modules";
     for m in modules {
         let core = Path::new(DIR).join(format!("mod_{m}.lua"));
+        let core_folder = Path::new(DIR).join(format!("{m}/mod_{m}.lua"));
         let community = Path::new(DIR).join(format!("mod_{m}/mod_{m}.lua"));
         assert!(
-            core.exists() || community.exists(),
+            core.exists() || core_folder.exists() || community.exists(),
             "Prosody module `{m}` is missing from {DIR}: install it with \
              `apt-get install --no-install-recommends prosody-modules` (.ci/test installs it)"
         );
