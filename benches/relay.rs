@@ -162,6 +162,7 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
                         internal: "node1.internal".into(),
                         own_local: "alice".into(),
                         normalise: dealer::config::Normalise::Nodeprep,
+                        services: Vec::new(),
                     },
                     Start::InStream {
                         client: "stream:stream".into(),
@@ -230,6 +231,7 @@ fn main() {
             dealer::masking::Rule::Mask {
                 internal: "node1.internal",
                 public: "example.com",
+                services: &[],
             },
             &mut rewritten,
         )
@@ -325,6 +327,7 @@ fn framing_alone(payload: &[u8], rounds: usize) -> Duration {
     let rule = Rule::Mask {
         internal: "node1.internal",
         public: "example.com",
+        services: &[],
     };
     let mut best = Duration::MAX;
     let mut out = Vec::with_capacity(128 * 1024);

@@ -7,7 +7,9 @@
 //!
 //! Which JIDs change is decided by a [`Rule`]:
 //! - [`Rule::Mask`] (backend → outside): every JID at the backend's internal domain or
-//!   a subdomain of it becomes the public domain (or the same subdomain of it),
+//!   a subdomain of it becomes the public domain (or the same subdomain of it, unless
+//!   that is a service domain: `conference.node1.internal` never becomes the shared
+//!   `conference.example.com`, whose rooms live elsewhere),
 //!   wherever it stands: attributes, `<jid/>` and form `<value/>` text, nested
 //!   `<forwarded/>` stanzas, `<stanza-id by/>`, `<delay from/>`, `<error by/>`.
 //! - [`Rule::Unmask`] (client → its backend): only the user's own JID and the bare
@@ -18,7 +20,7 @@
 
 use std::ops::Range;
 
-use crate::config::Normalise;
+use crate::config::{Normalise, Service};
 use crate::xml::find;
 use crate::xml::framer::{self, Hints, UNLIMITED, Visit};
 use crate::xml::{Frame, Framer, XmlError};
@@ -28,6 +30,8 @@ pub enum Rule<'a> {
     Mask {
         internal: &'a str,
         public: &'a str,
+        /// Service domains: no subdomain of `internal` is masked onto one.
+        services: &'a [Service],
     },
     Unmask {
         public: &'a str,
@@ -126,16 +130,26 @@ impl<'a> Rule<'a> {
         // The domain ends with the needle; it is the needle when the lengths agree.
         let whole = domain.len() == needle.len();
         match *self {
-            Rule::Mask { .. } => {
+            Rule::Mask {
+                public, services, ..
+            } => {
                 if whole {
                     return Span::new(dstart, dom_end);
                 }
-                // A subdomain: `conference.node1.internal` → `conference.example.com`.
+                // A subdomain: `pubsub.node1.internal` → `pubsub.example.com`.
                 let cut = domain.len() - needle.len();
-                if cut >= 2 && domain[cut - 1] == b'.' {
-                    Span::new(dstart + cut, dom_end)
-                } else {
+                if cut < 2 || domain[cut - 1] != b'.' {
+                    return None;
+                }
+                let image_is_service = services.iter().any(|s| {
+                    s.domain.len() == cut + public.len()
+                        && s.domain.as_bytes()[..cut].eq_ignore_ascii_case(&domain[..cut])
+                        && s.domain.ends_with(public)
+                });
+                if image_is_service {
                     None
+                } else {
+                    Span::new(dstart + cut, dom_end)
                 }
             }
             Rule::Unmask {
@@ -570,6 +584,7 @@ mod tests {
     const MASK: Rule = Rule::Mask {
         internal: "node1.internal",
         public: "example.com",
+        services: &[],
     };
     const UNMASK: Rule = Rule::Unmask {
         public: "example.com",
@@ -582,6 +597,33 @@ mod tests {
         let mut out = Vec::new();
         rewrite(input.as_bytes(), rule, &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn no_subdomain_masks_onto_a_service_domain() {
+        let services = [Service {
+            domain: "conference.example.com".into(),
+            backend: 2,
+        }];
+        let rule = Rule::Mask {
+            internal: "node1.internal",
+            public: "example.com",
+            services: &services,
+        };
+        assert_eq!(
+            run(
+                "<presence from='room@Conference.node1.internal/a' to='alice@node1.internal'/>",
+                rule
+            ),
+            "<presence from='room@Conference.node1.internal/a' to='alice@example.com'/>"
+        );
+        assert_eq!(
+            run(
+                "<iq from='pubsub.node1.internal' to='alice@node1.internal'/>",
+                rule
+            ),
+            "<iq from='pubsub.example.com' to='alice@example.com'/>"
+        );
     }
 
     #[test]

@@ -88,6 +88,18 @@ impl Snapshot {
             }
             None => None,
         };
+        let mut config = config;
+        if let Some(key) = &tls_key {
+            // Federated servers check the certificate for each service domain dealer
+            // speaks for; the backends behind it are never asked.
+            for d in crate::tls::not_covered(key, config.services.iter().map(|s| s.domain.as_str()))
+            {
+                let w = format!(
+                    "the certificate does not cover the service domain {d} (SAN or wildcard): federated servers that check it will refuse it"
+                );
+                config.warnings.push(w);
+            }
+        }
         let router = Router::new_reusing(&config.routing_spec(), previous.map(|p| &p.router));
         let health = health.for_config(&config);
         Ok(Snapshot {
@@ -160,11 +172,19 @@ impl Snapshot {
     /// the FAST mechanisms every backend has. `None` while any backend lacks SASL2 or
     /// has not been checked yet.
     pub fn sasl2(&self) -> Option<Sasl2Offer> {
+        // The backends clients log in on (not those that only host services).
         let offers: Vec<Arc<crate::routing::health::Offer>> = self
             .health
             .iter()
-            .map(|h| h.offer())
+            .enumerate()
+            .filter(|(id, _)| {
+                self.config.backends[*id].c2s.is_some() && !self.config.hosts_service(*id)
+            })
+            .map(|(_, h)| h.offer())
             .collect::<Option<_>>()?;
+        if offers.is_empty() {
+            return None;
+        }
         let lists: Vec<&Vec<String>> = offers
             .iter()
             .map(|o| o.sasl2.as_ref())

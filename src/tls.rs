@@ -40,6 +40,25 @@ pub fn load_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
         .map_err(|e| format!("certificate and key do not belong together or are unusable: {e}"))
 }
 
+/// The names in `names` the certificate (its end entity) is not valid for: SAN
+/// entries, wildcards included, as a peer checking it would read them.
+pub fn not_covered<'n>(
+    key: &CertifiedKey,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Vec<&'n str> {
+    let Some(Ok(cert)) = key.cert.first().map(webpki::EndEntityCert::try_from) else {
+        return names.into_iter().collect();
+    };
+    names
+        .into_iter()
+        .filter(|n| {
+            rustls::pki_types::ServerName::try_from(*n).map_or(true, |sn| {
+                cert.verify_is_valid_for_subject_name(&sn).is_err()
+            })
+        })
+        .collect()
+}
+
 /// Where the certificate comes from at handshake time (the live snapshot's, so a
 /// reload that changes it applies to the next handshake).
 pub type CertSource = Arc<dyn Fn() -> Option<Arc<CertifiedKey>> + Send + Sync>;

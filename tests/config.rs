@@ -50,9 +50,53 @@ fn examples_cover_the_three_roles() {
     let gateway = Config::load(&conf.join("s2s-gateway.yaml")).unwrap();
     assert!(!gateway.listen.s2s.is_empty() && !gateway.listen.s2s_internal.is_empty());
     assert_eq!(gateway.domains, Domains::Shared);
-    for c in [&fwd, &red, &guard, &masked, &gateway] {
+    let services = Config::load(&conf.join("services.yaml")).unwrap();
+    assert_eq!(services.services.len(), 1);
+    for c in [&fwd, &red, &guard, &masked, &gateway, &services] {
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
+}
+
+/// A backend that hosts a service is dealt no users, whatever the name, and the
+/// certificate check warns about a service domain it does not cover.
+#[test]
+fn service_backends_are_dealt_no_users() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let snap = Snapshot::load(&conf.join("services.yaml"), 1, &Default::default()).unwrap();
+    let muc = snap.config.backend_id("muc").unwrap();
+    let mut dealt = [0usize; 3];
+    for i in 0..3000 {
+        dealt[snap.router.route(&format!("user{i}")).unwrap().backend] += 1;
+    }
+    assert_eq!(dealt[muc], 0, "{dealt:?}");
+    assert!(
+        dealt.iter().filter(|&&n| n > 1000).count() == 2,
+        "{dealt:?}"
+    );
+    assert!(
+        snap.config.warnings.is_empty(),
+        "{:?}",
+        snap.config.warnings
+    );
+
+    let text = std::fs::read_to_string(conf.join("services.yaml"))
+        .unwrap()
+        .replace("conference.example.com: {", "chat.other.org: {");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.yaml");
+    std::fs::write(&path, text).unwrap();
+    for f in ["example.com.crt", "example.com.key"] {
+        std::fs::copy(conf.join(f), dir.path().join(f)).unwrap();
+    }
+    let snap = Snapshot::load(&path, 1, &Default::default()).unwrap();
+    assert!(
+        snap.config
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not cover the service domain chat.other.org")),
+        "{:?}",
+        snap.config.warnings
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use common::client::{
 use common::dealer::{Dealer, backend_yaml};
 use common::prosody::{Prosody, ProsodySpec};
 use common::raw::{HEADER, Raw};
-use common::wait_for;
+use common::{free_port, wait_for};
 use rustix::process::Signal;
 
 const PW: &str = "s3cret";
@@ -59,7 +59,15 @@ fn who_serves(d: &Dealer, name: &str) -> String {
 #[test]
 fn metrics_are_promtool_clean_and_cover_the_dashboard() {
     let (a, b) = twins(&["alice", "bob"]);
-    let d = Dealer::start(&hash_body(&[("node1", &a), ("node2", &b)], ""));
+    // A service too, so its series are exported (at zero) for the dashboard's panel.
+    let service = format!(
+        "  muc: {{ s2s: \"127.0.0.1:{}\" }}\nservices:\n  conference.example.com: {{ backend: muc }}\ns2s: {{ dialback_secret: x }}\n",
+        free_port()
+    );
+    let d = Dealer::start_with(
+        &hash_body(&[("node1", &a), ("node2", &b)], &service),
+        &format!("  s2s_internal: [\"127.0.0.1:{}\"]\n", free_port()),
+    );
     // Some traffic, so histograms and labelled series have samples.
     let s = session(
         &[

@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
     let rule = Rule::Mask {
         internal: "node1.internal",
         public: "example.com",
+        services: &[],
     };
     for (kind, bytes) in out {
         if *kind != 1 {

@@ -157,6 +157,7 @@ pub async fn run(
         internal: internal.clone(),
         own_local: user.clone(),
         normalise: cfg.routing.normalise,
+        services: cfg.services.clone(),
     });
     let client_scope = Scope::from_header(&c.header);
     let backend_scope = Scope::from_header(&bs.header);
@@ -402,6 +403,7 @@ pub(super) fn mask(m: &Masking, bytes: &[u8]) -> Option<Vec<u8>> {
     let rule = crate::masking::Rule::Mask {
         internal: &m.internal,
         public: &m.public,
+        services: &m.services,
     };
     matches!(crate::masking::rewrite(bytes, rule, &mut out), Ok(true)).then_some(out)
 }

@@ -136,6 +136,7 @@ pub async fn authenticate(
             internal: internal.clone(),
             own_local: user.clone(),
             normalise: cfg.routing.normalise,
+            services: cfg.services.clone(),
         }),
         _ => None,
     };

@@ -34,6 +34,15 @@ pub struct RawConfig {
     pub s2s: RawS2s,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub services: BTreeMap<String, RawService>,
+}
+
+/// A service domain (MUC, upload, pubsub, a component) and the backend that hosts it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub backend: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,9 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub s2s: S2s,
     pub limits: Limits,
+    /// Service domains (MUC, upload, pubsub, components), each hosted by one backend
+    /// under its public name; sorted by domain.
+    pub services: Vec<Service>,
     /// Things that are legal but probably not meant; `dealer check` prints them.
     pub warnings: Vec<String>,
 }
@@ -60,6 +63,18 @@ impl Config {
         self.backends.iter().position(|b| b.name == name)
     }
 
+    /// The service at `domain` (already lower-case, no trailing dot), if it is one.
+    pub fn service(&self, domain: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| crate::jid::same_domain(domain, &s.domain))
+    }
+
+    /// Whether `id` hosts a service (and so is dealt no users).
+    pub fn hosts_service(&self, id: BackendId) -> bool {
+        self.services.iter().any(|s| s.backend == id)
+    }
+
     /// What the routing table is built from.
     pub fn routing_spec(&self) -> crate::routing::Spec<'_> {
         crate::routing::Spec {
@@ -73,8 +88,16 @@ impl Config {
                 .map(|b| (b.name.as_str(), b.weight))
                 .collect(),
             fallback: self.health.fallback,
+            not_dealt: self.services.iter().map(|s| s.backend).collect(),
         }
     }
+}
+
+/// A service domain and the backend that hosts it under that very name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub domain: String,
+    pub backend: BackendId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

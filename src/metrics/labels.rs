@@ -211,6 +211,15 @@ labels! {
 }
 
 labels! {
+    /// Stanzas to a service domain, or from it: `direction` of
+    /// `dealer_service_stanzas_total`.
+    ServiceDirection {
+        To => "to",
+        From => "from",
+    }
+}
+
+labels! {
     /// How dealer learned whom a login routes for: `source` of
     /// `dealer_routing_sources_total`.
     RoutingSource {

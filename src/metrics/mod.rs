@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::xml::StreamError;
 pub use labels::{
     AuthResult, Cause, CheckResult, ConnState, DropReason, Limit, Listener, Outcome, Peek,
-    RelayDirection, RelayKind, ReloadResult, RoutingSource, S2sStreams, Side, StanzaDirection,
-    StanzaResult,
+    RelayDirection, RelayKind, ReloadResult, RoutingSource, S2sStreams, ServiceDirection, Side,
+    StanzaDirection, StanzaResult,
 };
 
 /// Stream error conditions dealer sends (`condition`).
@@ -63,6 +63,7 @@ pub struct Metrics {
     session_drops: IntCounterVec,
     session_ends: IntCounterVec,
     routing_sources: IntCounterVec,
+    service_stanzas: IntCounterVec,
     config_reloads: IntCounterVec,
     connections_accepted: IntCounterVec,
     connections: IntGaugeVec,
@@ -165,6 +166,12 @@ impl Metrics {
                 names::ROUTING_SOURCES,
                 "Logins routed, by how dealer learned the user (stream-from, sasl, sasl2, iq-auth, register).",
                 &["source"],
+            ),
+            service_stanzas: counter(
+                &r,
+                names::SERVICE_STANZAS,
+                "s2s stanzas to a service domain and from it, by service.",
+                &["service", "direction"],
             ),
             config_reloads: counter(
                 &r,
@@ -318,6 +325,12 @@ impl Metrics {
             }
             self.backend_connect_duration.with_label_values(&[&b.name]);
         }
+        for s in &config.services {
+            for d in ServiceDirection::ALL {
+                self.service_stanzas
+                    .with_label_values(&[&s.domain, d.label()]);
+            }
+        }
     }
 
     pub fn peek(&self, p: Peek) {
@@ -336,6 +349,12 @@ impl Metrics {
     pub fn routing(&self, backend: Option<&str>, outcome: Outcome) {
         self.routing_decisions
             .with_label_values(&[backend.unwrap_or("none"), outcome.label()])
+            .inc();
+    }
+
+    pub fn service_stanza(&self, service: &str, d: ServiceDirection) {
+        self.service_stanzas
+            .with_label_values(&[service, d.label()])
             .inc();
     }
 

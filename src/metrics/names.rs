@@ -25,6 +25,7 @@ pub const RELAY_BYTES: &str = "dealer_relay_bytes_total";
 pub const S2S_STREAMS: &str = "dealer_s2s_streams";
 pub const S2S_STANZAS: &str = "dealer_s2s_stanzas_total";
 pub const S2S_QUEUED_BYTES: &str = "dealer_s2s_queued_bytes";
+pub const SERVICE_STANZAS: &str = "dealer_service_stanzas_total";
 
 pub const REDEAL_CLOSED: &str = "dealer_redeal_sessions_closed_total";
 pub const RELAY_SPLICED_BYTES: &str = "dealer_relay_spliced_bytes_total";

@@ -33,6 +33,8 @@ pub struct Masking {
     pub own_local: String,
     /// How it was normalised.
     pub normalise: Normalise,
+    /// Service domains, which no subdomain of `internal` is masked onto.
+    pub services: Vec<crate::config::Service>,
 }
 
 /// Where each stream stands at hand-over.
@@ -85,6 +87,7 @@ pub async fn relay(
     let down_rule = Rule::Mask {
         internal: &m.internal,
         public: &m.public,
+        services: &m.services,
     };
     let up = direction(
         client_r,

@@ -49,6 +49,8 @@ pub struct Spec<'a> {
     pub backends: Vec<(&'a str, u32)>,
     /// A down backend's users may move to the next hash choice.
     pub fallback: bool,
+    /// Backends dealt no users (they host services).
+    pub not_dealt: Vec<BackendId>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ impl Router {
                 spec.backends
                     .iter()
                     .enumerate()
+                    .filter(|(id, _)| !spec.not_dealt.contains(id))
                     .map(|(id, &(name, weight))| (id, name, weight)),
                 prev_ring,
             )),

@@ -308,8 +308,11 @@ async fn open(p: &mut Peer, ctx: &Arc<Context>) -> Result<(), S2sError> {
         if !to.is_empty() {
             p.local = to;
         }
-    } else if to.is_empty() || to == snap.config.domain {
+    } else if to.is_empty() {
         p.local = snap.config.domain.clone();
+    } else if to == snap.config.domain || snap.config.service(&to).is_some() {
+        // The public domain, or a service domain dealer speaks for.
+        p.local = to;
     } else {
         return Err(err(
             StreamError::HostUnknown,
@@ -443,7 +446,7 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
             format!("{from} is not yours"),
         ));
     }
-    if !p.internal && to != snap.config.domain {
+    if !p.internal && !is_ours(&snap.config, &to) {
         let reply = format!(
             "<db:result from='{}' to='{}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
             esc(&to),
@@ -475,7 +478,7 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         let key = e.text();
         // Only the originating domain's own server can vouch for it; a domain of
         // ours cannot originate from outside.
-        from != snap.config.domain && ask_authority(ctx, &from, &to, &p.id, key.trim()).await
+        !is_ours(&snap.config, &from) && ask_authority(ctx, &from, &to, &p.id, key.trim()).await
     };
     if valid {
         p.authed.push((from.clone(), to.clone()));
@@ -490,25 +493,31 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
     }
 }
 
-/// Which domains a peer of the internal listener may speak for: with shared domains
-/// the public one only; with masked domains the internal domain of a backend — and
-/// when the peer's address is a configured backend address, only that backend's.
+/// The public domain and the service domains: what dealer answers for to the
+/// federation.
+fn is_ours(c: &crate::config::Config, domain: &str) -> bool {
+    domain == c.domain || c.service(domain).is_some()
+}
+
+/// Which domains a peer of the internal listener may speak for: a service domain, from
+/// the backend that hosts it; with shared domains the public one; with masked domains
+/// the internal domain of a backend. When the peer's address is a configured backend
+/// address, only that backend's (or backends', when several share the address).
 fn internal_may_originate(c: &crate::config::Config, peer: std::net::IpAddr, from: &str) -> bool {
+    let at_addr: Vec<usize> = (0..c.backends.len())
+        .filter(|&id| {
+            let b = &c.backends[id];
+            [b.c2s, b.s2s].iter().flatten().any(|a| a.ip() == peer)
+        })
+        .collect();
+    let may = |id: usize| at_addr.is_empty() || at_addr.contains(&id);
+    if let Some(s) = c.service(from) {
+        return may(s.backend);
+    }
     match c.domains {
         crate::config::Domains::Shared => from == c.domain,
-        crate::config::Domains::Masked => {
-            let at_addr: Vec<&crate::config::Backend> = c
-                .backends
-                .iter()
-                .filter(|b| [b.c2s, b.s2s].iter().flatten().any(|a| a.ip() == peer))
-                .collect();
-            let candidates: Vec<&crate::config::Backend> = if at_addr.is_empty() {
-                c.backends.iter().collect()
-            } else {
-                at_addr
-            };
-            candidates.iter().any(|b| b.domain.as_deref() == Some(from))
-        }
+        crate::config::Domains::Masked => (0..c.backends.len())
+            .any(|id| may(id) && c.backends[id].domain.as_deref() == Some(from)),
     }
 }
 
@@ -530,7 +539,7 @@ async fn db_verify(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         .unwrap_or_default();
     // `from` is the receiving server that got our key, `to` the domain we claimed; on
     // the federation listener dealer vouches only for the public domain.
-    let ours = p.internal || domain_key(to) == snap.config.domain;
+    let ours = p.internal || is_ours(&snap.config, &domain_key(to));
     let ok = ours && dialback::verify(&secret, &domain_key(from), &domain_key(to), id, &e.text());
     let reply = format!(
         "<db:verify from='{}' to='{}' id='{}' type='{}'/>",
@@ -580,7 +589,9 @@ fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> 
         return Err(reject(cond, "to a domain this stream is not for"));
     }
     let snap = ctx.snapshot.load_full();
-    let st = if p.internal && snap.config.domains == crate::config::Domains::Masked {
+    let service = snap.config.service(&fd).is_some();
+    // A service speaks under its public name: nothing to check against users or mask.
+    let st = if p.internal && snap.config.domains == crate::config::Domains::Masked && !service {
         // The backend whose internal domain authenticated this stream speaks for it.
         if !snap
             .config

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Domains;
 use crate::jid::{Jid, domain_key};
-use crate::metrics::{StanzaDirection, StanzaResult};
+use crate::metrics::{ServiceDirection, StanzaDirection, StanzaResult};
 use crate::snapshot::Snapshot;
 use crate::stream::XmlStream;
 use crate::xml::element::{Element, Scope};
@@ -114,7 +114,21 @@ pub fn dispatch(ctx: &Arc<Context>, st: Stanza) {
 /// rewritten to the backend's internal domain; only the bytes change, so the
 /// stanza's fields (used for bounces) keep the public addresses.
 fn deliver(ctx: &Arc<Context>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
-    if snap.config.domains == Domains::Masked && matches!(key.dest, Dest::Backend { .. }) {
+    // A service domain is never rewritten: its backend hosts it under that name.
+    let service = snap.config.service(&key.to).map(|s| s.domain.clone());
+    if let Some(s) = &service {
+        ctx.metrics.service_stanza(s, ServiceDirection::To);
+    }
+    if let Some(from) = Jid::parse(&st.from)
+        && let Some(s) = snap.config.service(&domain_key(from.domain))
+    {
+        ctx.metrics
+            .service_stanza(&s.domain, ServiceDirection::From);
+    }
+    if snap.config.domains == Domains::Masked
+        && matches!(key.dest, Dest::Backend { .. })
+        && service.is_none()
+    {
         let mut out = Vec::with_capacity(st.bytes.len() + 16);
         let rule = crate::masking::Rule::To {
             public: &snap.config.domain,
@@ -144,6 +158,7 @@ pub fn mask(
     let rule = crate::masking::Rule::Mask {
         internal,
         public: &snap.config.domain,
+        services: &snap.config.services,
     };
     let mut out = Vec::with_capacity(st.bytes.len());
     if crate::masking::rewrite(&st.bytes, rule, &mut out)? {
@@ -193,13 +208,27 @@ pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
                 addr,
             },
         })
+    } else if let Some(s) = c.service(&domain_key(to.domain)) {
+        // A service domain: to the backend that hosts it, under its own name.
+        let b = &c.backends[s.backend];
+        let addr = b.s2s.ok_or(Condition::ServiceUnavailable)?;
+        Ok(LinkKey {
+            from: domain_key(from.domain),
+            to: s.domain.clone(),
+            dest: Dest::Backend {
+                name: b.name.clone(),
+                addr,
+            },
+        })
     } else {
-        // dealer originates to the federation only as the public domain.
-        if !from.domain_is(&c.domain) {
+        // dealer originates to the federation only as the public domain or one of
+        // its service domains.
+        let origin = domain_key(from.domain);
+        if !from.domain_is(&c.domain) && c.service(&origin).is_none() {
             return Err(Condition::ServiceUnavailable);
         }
         Ok(LinkKey {
-            from: c.domain.clone(),
+            from: origin,
             to: domain_key(to.domain),
             dest: Dest::Remote,
         })

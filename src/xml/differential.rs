@@ -442,6 +442,7 @@ fn scope() -> Scope {
 const MASK: Rule = Rule::Mask {
     internal: "node1.internal",
     public: "example.com",
+    services: &[],
 };
 const UNMASK: Rule = Rule::Unmask {
     public: "example.com",

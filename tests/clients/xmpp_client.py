@@ -31,7 +31,7 @@ ACTIONs (accounts are referred to by their index in "accounts"):
   {"expect_no_message": {"to": i, "from": ..., "timeout": 1}}
   {"from": i, "subscribe": JID}           presence type=subscribe
   {"from": i, "approve": JID}             presence type=subscribed
-  {"from": i, "presence": {"type": null, "to": null, "status": null}}
+  {"from": i, "presence": {"type": null, "to": null, "status": null, "payload": XML}}
   {"expect_presence": {"to": i, "from": JID, "type": "subscribe", "timeout": 5}}
   {"from": i, "get_roster": true, "timeout": 5}   -> "items": {jid: {"subscription", "ask"}}
   {"from": i, "iq": {"type": "get", "to": JID, "payload": "<query xmlns='...'/>"},
@@ -503,7 +503,14 @@ class Session:
         if "presence" in action:
             c = self.client(action.get("from"))
             p = action["presence"] or {}
-            c.send_presence(pto=p.get("to"), ptype=p.get("type"), pstatus=p.get("status"))
+            pres = c.make_presence(pto=p.get("to"), ptype=p.get("type"), pstatus=p.get("status"))
+            if p.get("payload"):
+                # Raw XML inside the presence (a MUC join's <x/>).
+                try:
+                    pres.append(ET.fromstring(p["payload"]))
+                except ET.ParseError as e:
+                    raise JobError(f"presence payload is not XML: {e}")
+            pres.send()
             return {"ok": True, "action": "presence"}
         if "expect_presence" in action:
             spec = action["expect_presence"]

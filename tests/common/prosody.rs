@@ -41,6 +41,8 @@ pub struct ProsodySpec {
     pub extra_modules: Vec<String>,
     /// Lua lines appended to the global section, before the VirtualHost.
     pub extra_config: String,
+    /// Lua lines after the VirtualHost: components (`Component "x" "muc"`).
+    pub components: String,
     /// Log at debug level (every stanza) instead of info.
     pub debug_log: bool,
     /// A fixed s2s port (for DNS records written before the server starts).
@@ -57,6 +59,7 @@ impl Default for ProsodySpec {
             dns_port: None,
             extra_modules: Vec::new(),
             extra_config: String::new(),
+            components: String::new(),
             debug_log: false,
             s2s_port: None,
         }
@@ -99,6 +102,15 @@ impl ProsodySpec {
     pub fn config(mut self, lua: &str) -> Self {
         self.extra_config.push_str(lua);
         self.extra_config.push('\n');
+        self
+    }
+
+    /// A component section (`Component "conference.example.com" "muc"` and its
+    /// settings), after the VirtualHost.
+    pub fn component(mut self, lua: &str) -> Self {
+        self.components.push('\n');
+        self.components.push_str(lua);
+        self.components.push('\n');
         self
     }
 
@@ -494,5 +506,6 @@ modules_enabled = {{ {modules} }}
         c.push('\n');
     }
     let _ = writeln!(c, "\nVirtualHost {}", lua(&spec.domain));
+    c.push_str(&spec.components);
     c
 }

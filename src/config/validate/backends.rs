@@ -43,7 +43,12 @@ pub(super) fn section(
         .backends
         .iter()
         .enumerate()
-        .map(|(id, (name, b))| backend(v, name, b, id, self_backend, c2s_mode, domains))
+        .map(|(id, (name, b))| {
+            // A backend that hosts a service is dealt no users: no c2s, no redirect,
+            // no internal domain needed.
+            let serves = raw.services.values().any(|s| s.backend == *name);
+            backend(v, name, b, id, self_backend, c2s_mode, domains, serves)
+        })
         .collect();
     if domains == Domains::Masked {
         let mut seen = BTreeMap::new();
@@ -102,6 +107,7 @@ pub(super) fn tls(v: &mut Check, raw: &RawConfig, base: &Path) -> Option<TlsFile
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backend(
     v: &mut Check,
     name: &str,
@@ -110,6 +116,7 @@ fn backend(
     self_backend: Option<BackendId>,
     mode: C2sMode,
     domains: Domains,
+    hosts_service: bool,
 ) -> Backend {
     let key = |k: &str| format!("backends.{name}.{k}");
     if name.is_empty()
@@ -151,8 +158,9 @@ fn backend(
     }
     let is_self = self_backend == Some(id);
     // Who is forwarded here: everyone in forward mode, only its own users in a guard.
-    let forwarded = mode == C2sMode::Forward || is_self;
-    let redirected = mode == C2sMode::Redirect || (self_backend.is_some() && !is_self);
+    let forwarded = !hosts_service && (mode == C2sMode::Forward || is_self);
+    let redirected =
+        !hosts_service && (mode == C2sMode::Redirect || (self_backend.is_some() && !is_self));
     if forwarded && b.c2s.is_none() {
         v.err(
             key("c2s"),
@@ -165,7 +173,7 @@ fn backend(
             "required: clients are redirected to this backend (the host:port see-other-host sends)",
         );
     }
-    if domains == Domains::Masked && b.domain.is_none() {
+    if domains == Domains::Masked && b.domain.is_none() && !hosts_service {
         v.err(
             key("domain"),
             "required with `domains: masked`: the backend's internal domain",

@@ -11,6 +11,7 @@ mod limits;
 mod listen;
 mod routing;
 mod s2s;
+mod services;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -167,6 +168,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     let (health, shutdown) = health::section(&mut v, &raw, &routing, domains);
     let s2s = s2s::section(&mut v, &raw, &names, &listen, &backends);
     cross::check(&mut v, domains, c2s_mode, self_backend, &listen, &backends);
+    let services = services::section(&mut v, &raw, &names, &domain, &listen, &backends);
+    services::not_dealt(&mut v, &services, &routing, &c2s, &s2s, &backends);
     let limits = limits::section(&mut v, &raw);
     if v.errors.is_empty() {
         Ok(Config {
@@ -182,6 +185,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             shutdown,
             s2s,
             limits,
+            services,
             warnings: v.warnings,
         })
     } else {
