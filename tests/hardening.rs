@@ -123,7 +123,10 @@ fn an_iq_with_two_children_never_reaches_a_backend() {
          <password>{PW}</password><resource>r</resource></query></iq>"
     );
     let early = HEADER.replace("version='1.0'", "version='1.0' from='alice@example.com'");
-    for (what, header) in [("legacy stream", HEADER.replace(" version='1.0'", "")), ("early", early)] {
+    for (what, header) in [
+        ("legacy stream", HEADER.replace(" version='1.0'", "")),
+        ("early", early),
+    ] {
         let mut r = Raw::plain(d.c2s_plain);
         r.send(header);
         if what == "early" {
