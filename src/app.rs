@@ -58,7 +58,12 @@ impl Dealer {
         let lifecycle = Arc::new(Lifecycle::default());
         let conn_limits = ConnLimits::new(max);
         let live = snapshot.clone();
-        let server_tls = ServerTls::new(Arc::new(move || live.load().tls_key.clone()));
+        let server_tls = ServerTls::new(Arc::new(move |sni: Option<&str>| {
+            let snap = live.load();
+            sni.and_then(|name| snap.serving(&crate::jid::domain_key(name)))
+                .and_then(|s| s.tls_key.clone())
+                .or_else(|| snap.tls_key.clone())
+        }));
         let backend_tls = crate::tls::backend_client_config();
         let sessions = Arc::new(Sessions::default());
         let checker = Arc::new(Checker {

@@ -27,9 +27,11 @@ pub struct Checker {
 impl Checker {
     /// Set `dealer_backend_up` for the live snapshot's backends.
     pub fn publish(&self) {
-        let snap = self.snapshot.load();
-        for (id, b) in snap.config.backends.iter().enumerate() {
-            self.metrics.backend_up(&b.name, snap.is_up(id));
+        let live = self.snapshot.load();
+        for snap in live.all() {
+            for (id, b) in snap.config.backends.iter().enumerate() {
+                self.metrics.backend_up(&b.name, snap.is_up(id));
+            }
         }
     }
 }
@@ -57,19 +59,26 @@ pub fn target(config: &Config, b: &Backend) -> Option<Target> {
     })
 }
 
-/// One round: check every backend of the live snapshot concurrently.
+/// One round: check every backend of the live snapshot (every public domain's)
+/// concurrently.
 pub async fn check_all(checker: &Checker) {
-    let snap = checker.snapshot.load_full();
-    let cfg = &snap.config;
+    let live = checker.snapshot.load_full();
     let mut set = tokio::task::JoinSet::new();
-    for (id, b) in cfg.backends.iter().enumerate() {
-        let Some(t) = target(cfg, b) else { continue };
-        let tls = checker.backend_tls.clone();
-        let timeout = cfg.health.timeout;
-        set.spawn(async move { (id, probe(&t, &tls, timeout).await) });
+    for (host, snap) in live.all().enumerate() {
+        let cfg = &snap.config;
+        for (id, b) in cfg.backends.iter().enumerate() {
+            let Some(t) = target(cfg, b) else { continue };
+            let tls = checker.backend_tls.clone();
+            let timeout = cfg.health.timeout;
+            set.spawn(async move { (host, id, probe(&t, &tls, timeout).await) });
+        }
     }
     while let Some(r) = set.join_next().await {
-        let Ok((id, result)) = r else { continue };
+        let Ok((host, id, result)) = r else { continue };
+        let Some(snap) = live.all().nth(host) else {
+            continue;
+        };
+        let cfg = &snap.config;
         let b = &cfg.backends[id];
         let h = &snap.health[id];
         let ok = result.is_ok();

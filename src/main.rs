@@ -99,6 +99,16 @@ fn check(path: &Path) -> ExitCode {
         c.c2s.mode,
         c.domains
     );
+    for h in &c.hosts {
+        println!(
+            "{}: host {}: ok ({} backends, strategy {:?}, domains {:?})",
+            path.display(),
+            h.domain,
+            h.backends.len(),
+            h.routing.strategy,
+            h.domains
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -79,7 +79,7 @@ pub fn reload_now(r: &Reloader) -> Result<u64, ReloadError> {
             r.metrics.reloaded(crate::metrics::ReloadResult::Ok);
             info!(config.generation = generation, "configuration reloaded");
             let live = r.snapshot.load_full();
-            if live.config.routing.redeal_on_reload {
+            if live.all().any(|s| s.config.routing.redeal_on_reload) {
                 let n = r.sessions.redeal(&live);
                 r.metrics.redeal_closed.inc_by(n as u64);
                 info!(sessions = n, "re-deal: closed sessions whose user moved");

@@ -75,6 +75,12 @@ impl Sessions {
             if live.user.is_empty() {
                 continue;
             }
+            // The user's public domain is the one whose backend it is on; a backend
+            // no domain names any more counts as the first domain's.
+            let snap = snap.with_backend(&live.backend).unwrap_or(snap);
+            if !snap.config.routing.redeal_on_reload {
+                continue;
+            }
             let owner = snap
                 .router
                 .route_normalised(&live.user, |id| snap.is_up(id))

@@ -71,6 +71,9 @@ pub struct Snapshot {
     pub health: Vec<Arc<BackendHealth>>,
     /// 1 for the config read at start, +1 for each successful reload.
     pub generation: u64,
+    /// One snapshot per further public domain (`config.hosts`, same order), built and
+    /// published with this one: a reload swaps every domain at once or none.
+    pub hosts: Vec<Arc<Snapshot>>,
 }
 
 impl Snapshot {
@@ -101,14 +104,108 @@ impl Snapshot {
             }
         }
         let router = Router::new_reusing(&config.routing_spec(), previous.map(|p| &p.router));
-        let health = health.for_config(&config);
+        let health_now = health.for_config(&config);
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| {
+                let before = previous.and_then(|p| p.host(&h.domain));
+                Snapshot::build(h.clone(), generation, before, health)
+                    .map(Arc::new)
+                    .map_err(|ConfigErrors(es)| {
+                        ConfigErrors(
+                            es.into_iter()
+                                .map(|e| crate::config::ConfigError {
+                                    key: format!("hosts.{}.{}", h.domain, e.key),
+                                    message: e.message,
+                                })
+                                .collect(),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Its hosts' warnings (the certificate check) are the whole config's.
+        for h in &hosts {
+            for w in &h.config.warnings {
+                let w = format!("hosts.{}: {w}", h.config.domain);
+                if !config.warnings.contains(&w) {
+                    config.warnings.push(w);
+                }
+            }
+        }
         Ok(Snapshot {
             config,
             router,
             tls_key,
-            health,
+            health: health_now,
             generation,
+            hosts,
         })
+    }
+
+    /// The snapshot of the public domain `domain` (lower-case, no trailing dot): this
+    /// one or one of its hosts.
+    pub fn host(&self, domain: &str) -> Option<&Snapshot> {
+        if crate::jid::same_domain(domain, &self.config.domain) {
+            return Some(self);
+        }
+        self.hosts
+            .iter()
+            .find(|h| crate::jid::same_domain(domain, &h.config.domain))
+            .map(|h| h.as_ref())
+    }
+
+    /// `host`, as an owned handle a session can keep.
+    pub fn select(self: &Arc<Self>, domain: &str) -> Option<Arc<Snapshot>> {
+        if crate::jid::same_domain(domain, &self.config.domain) {
+            return Some(self.clone());
+        }
+        self.hosts
+            .iter()
+            .find(|h| crate::jid::same_domain(domain, &h.config.domain))
+            .cloned()
+    }
+
+    /// The snapshot serving `domain` as its public domain, one of its service domains
+    /// or (masked) one of its backends' internal domains.
+    pub fn serving(&self, domain: &str) -> Option<&Snapshot> {
+        std::iter::once(self)
+            .chain(self.hosts.iter().map(|h| h.as_ref()))
+            .find(|s| {
+                let c = &s.config;
+                crate::jid::same_domain(domain, &c.domain)
+                    || c.service(domain).is_some()
+                    || c.backends.iter().any(|b| {
+                        b.domain
+                            .as_deref()
+                            .is_some_and(|d| crate::jid::same_domain(domain, d))
+                    })
+            })
+    }
+
+    /// The snapshot that answers for `domain` to the federation: its public domain
+    /// or one of its service domains.
+    pub fn answering(&self, domain: &str) -> Option<&Snapshot> {
+        self.all().find(|s| {
+            crate::jid::same_domain(domain, &s.config.domain) || s.config.service(domain).is_some()
+        })
+    }
+
+    /// The snapshot whose backends include one named `name` (names are unique across
+    /// domains).
+    pub fn with_backend(&self, name: &str) -> Option<&Snapshot> {
+        self.all().find(|s| s.config.backend_id(name).is_some())
+    }
+
+    /// Every domain's dialback secret (keys from any of them are dealer's own).
+    pub fn dialback_secrets(&self) -> impl Iterator<Item = &str> {
+        self.all()
+            .filter_map(|s| s.config.s2s.dialback_secret.as_ref().map(|x| x.expose()))
+    }
+
+    /// This snapshot and its hosts'.
+    pub fn all(&self) -> impl Iterator<Item = &Snapshot> {
+        std::iter::once(self).chain(self.hosts.iter().map(|h| h.as_ref()))
     }
 
     /// Read, validate and build; the whole of `dealer check`.
@@ -221,13 +318,24 @@ impl Snapshot {
     /// and `/route` answers; `Err` carries `NAME<TAB>-<TAB>error` for a name that cannot
     /// be routed.
     pub fn route_line(&self, name: &str, explain: bool) -> Result<String, String> {
-        match self.route(name) {
+        // `NAME@DOMAIN` asks a given public domain; a bare name, the first.
+        if let Some((local, domain)) = name.rsplit_once('@') {
+            let Some(host) = self.host(&crate::jid::domain_key(domain)) else {
+                return Err(format!("{name}\t-\t{domain} is not served here\n"));
+            };
+            return host.route_one(name, local, explain);
+        }
+        self.route_one(name, name, explain)
+    }
+
+    fn route_one(&self, name: &str, local: &str, explain: bool) -> Result<String, String> {
+        match self.route(local) {
             Ok(d) => {
                 let backend = self.router.backend_name(d.backend);
                 if explain {
                     Ok(format!(
                         "{name}\t{backend}\t{}\n",
-                        self.router.explain(name, &d)
+                        self.router.explain(local, &d)
                     ))
                 } else {
                     Ok(format!("{name}\t{backend}\n"))

@@ -59,9 +59,10 @@ pub fn not_covered<'n>(
         .collect()
 }
 
-/// Where the certificate comes from at handshake time (the live snapshot's, so a
-/// reload that changes it applies to the next handshake).
-pub type CertSource = Arc<dyn Fn() -> Option<Arc<CertifiedKey>> + Send + Sync>;
+/// Where the certificate comes from at handshake time, for the name the client asked
+/// for (SNI) if any: the live snapshot's, so a reload that changes it applies to the
+/// next handshake.
+pub type CertSource = Arc<dyn Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync>;
 
 /// Serves the certificate its source gives at handshake time.
 struct LiveCert(CertSource);
@@ -73,9 +74,10 @@ impl std::fmt::Debug for LiveCert {
 }
 
 impl ResolvesServerCert for LiveCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // dealer serves one public domain: the same certificate whatever the SNI.
-        (self.0)()
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // The public domain the client names (or one of its service domains);
+        // without SNI, or for a name dealer does not serve, the first domain's.
+        (self.0)(hello.server_name())
     }
 }
 

@@ -50,9 +50,12 @@ fn examples_cover_the_three_roles() {
     let gateway = Config::load(&conf.join("s2s-gateway.yaml")).unwrap();
     assert!(!gateway.listen.s2s.is_empty() && !gateway.listen.s2s_internal.is_empty());
     assert_eq!(gateway.domains, Domains::Shared);
+    let hosts = Config::load(&conf.join("domains.yaml")).unwrap();
+    assert_eq!(hosts.hosts.len(), 1);
+    assert_eq!(hosts.hosts[0].domains, Domains::Masked);
     let services = Config::load(&conf.join("services.yaml")).unwrap();
     assert_eq!(services.services.len(), 1);
-    for c in [&fwd, &red, &guard, &masked, &gateway, &services] {
+    for c in [&fwd, &red, &guard, &masked, &gateway, &services, &hosts] {
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 }

@@ -177,11 +177,33 @@ pub struct Client {
     pub span_recorded: bool,
     /// Logins refused on this stream so far (`limits.max_failed_logins`).
     pub failed_logins: u32,
+    /// The public domain the client's header named (`None` until then, and for a
+    /// header without `to`: the first domain).
+    pub domain: Option<String>,
 }
 
 impl Client {
     pub fn tls(&self) -> bool {
         self.stream.is_tls()
+    }
+
+    /// The live snapshot of the client's public domain. A reload that no longer
+    /// serves it ends the session before anything is routed there.
+    pub fn snapshot(&self, ctx: &Context) -> Result<Arc<Snapshot>, SessionError> {
+        let live = ctx.snapshot.load_full();
+        match &self.domain {
+            None => Ok(live),
+            Some(d) => live.select(d).ok_or_else(|| {
+                SessionError::stream(StreamError::HostUnknown, format!("{d} is no longer served"))
+            }),
+        }
+    }
+
+    /// The public domain this stream speaks for.
+    pub fn domain_name(&self, ctx: &Context) -> String {
+        self.domain
+            .clone()
+            .unwrap_or_else(|| ctx.snapshot.load().config.domain.clone())
     }
 
     /// How the client came, for redirect targets.
@@ -208,7 +230,7 @@ impl Client {
         text: Option<&str>,
     ) {
         let header = (self.phase == Phase::AwaitingHeader).then(|| {
-            let domain = ctx.snapshot.load().config.domain.clone();
+            let domain = self.domain_name(ctx);
             crate::xml::stream_header::write(
                 crate::xml::NS_CLIENT,
                 &domain,
@@ -352,6 +374,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         stream_id: crate::stream::new_id(),
         span_recorded: false,
         failed_logins: 0,
+        domain: None,
     };
     let handshake = async {
         // Each phase's state machine is boxed: the session task itself stays small, so
@@ -457,7 +480,7 @@ async fn route_early(
     started: Instant,
     gauge: &mut ConnGauge,
 ) -> Result<forward::Outcome, SessionError> {
-    let snap = ctx.snapshot.load_full();
+    let snap = client.snapshot(ctx)?;
     preauth::login_allowed(client, ctx, &snap)?;
     let decision = decide_user(&snap, Some(&user), client.transport());
     ctx.metrics
@@ -511,7 +534,7 @@ async fn route(
     started: Instant,
     gauge: &mut ConnGauge,
 ) -> Result<forward::Outcome, SessionError> {
-    let snap = ctx.snapshot.load_full();
+    let snap = client.snapshot(ctx)?;
     let decision = decide(&snap, &login, client.transport());
     ctx.metrics
         .handshake_duration(client.kind)

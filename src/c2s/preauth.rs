@@ -155,7 +155,6 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<Option<String
             ));
         }
     };
-    let snap = ctx.snapshot.load_full();
     c.header = header;
     c.stream_id = crate::stream::new_id();
     if !c.header.is_stream() {
@@ -175,12 +174,15 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<Option<String
         .to
         .as_deref()
         .map(|t| t.trim_end_matches('.').to_lowercase());
-    if to.as_deref().is_some_and(|t| t != snap.config.domain) {
-        return Err(SessionError::stream(
-            StreamError::HostUnknown,
-            format!("this service is {}", snap.config.domain),
-        ));
-    }
+    // The header's `to` picks the public domain, and with it the backends.
+    let live = ctx.snapshot.load_full();
+    let snap = match &to {
+        None => live,
+        Some(t) => live.select(t).ok_or_else(|| {
+            SessionError::stream(StreamError::HostUnknown, format!("{t} is not served here"))
+        })?,
+    };
+    c.domain = Some(snap.config.domain.clone());
     let legacy = match c.header.version {
         Some((1, _)) => false,
         Some(_) => {
@@ -308,7 +310,7 @@ async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> 
 async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionError> {
     loop {
         let (e, len) = next_element(c).await?;
-        let snap = ctx.snapshot.load_full();
+        let snap = c.snapshot(ctx)?;
         match (e.ns.as_str(), e.name.as_str()) {
             (NS_TLS, "starttls") => {
                 c.stream.consume(len);

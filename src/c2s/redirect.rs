@@ -41,7 +41,7 @@ pub async fn see_other(c: &mut Client, ctx: &Context, target: &str) {
     }
     let mut out = String::new();
     if c.phase == Phase::AwaitingHeader {
-        let domain = ctx.snapshot.load().config.domain.clone();
+        let domain = c.domain_name(ctx);
         out = crate::xml::stream_header::write(
             crate::xml::NS_CLIENT,
             &domain,

@@ -36,6 +36,60 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub services: BTreeMap<String, RawService>,
+    /// More public domains, each with its own backends (the top-level keys are the
+    /// first domain's). Read here only to refuse unknown keys; `hosts` re-reads each
+    /// one merged over the top level.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, RawHost>,
+}
+
+/// One more public domain: what it has of its own. Everything else (listeners, c2s,
+/// limits, health, shutdown) is the top level's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read again, merged, by `hosts`
+pub struct RawHost {
+    pub tls: Option<RawTls>,
+    pub domains: Option<String>,
+    pub routing: Option<serde_yaml::Value>,
+    pub backends: Option<serde_yaml::Value>,
+    pub services: Option<serde_yaml::Value>,
+    pub s2s: Option<serde_yaml::Value>,
+}
+
+/// The keys a host has of its own.
+pub const HOST_KEYS: [&str; 6] = ["tls", "domains", "routing", "backends", "services", "s2s"];
+
+/// Each host of `text` as a whole config: the top level with `domain` set to the
+/// host's name, its own keys replaced by the host's (absent ones take their
+/// defaults), and without `hosts` and `self` (a guard stands in front of one backend
+/// of the first domain).
+pub fn hosts(text: &str) -> Result<Vec<(String, RawConfig)>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let top: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(serde_yaml::Value::Mapping(hosts)) = top.get("hosts") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (name, host) in hosts {
+        let name = name.as_str().unwrap_or_default().to_owned();
+        let mut merged = top.as_mapping().cloned().unwrap_or_default();
+        merged.remove("hosts");
+        merged.remove("self");
+        for k in HOST_KEYS {
+            merged.remove(k);
+            if let Some(v) = host.get(k) {
+                merged.insert(k.into(), v.clone());
+            }
+        }
+        merged.insert("domain".into(), name.clone().into());
+        let raw = serde_yaml::from_value(serde_yaml::Value::Mapping(merged))
+            .map_err(|e| format!("hosts.{name}: {e}"))?;
+        out.push((name, raw));
+    }
+    Ok(out)
 }
 
 /// A service domain (MUC, upload, pubsub, a component) and the backend that hosts it.

@@ -38,6 +38,10 @@ pub struct Config {
     /// Service domains (MUC, upload, pubsub, components), each hosted by one backend
     /// under its public name; sorted by domain.
     pub services: Vec<Service>,
+    /// More public domains (`hosts:`), each a whole config that shares this one's
+    /// listeners, c2s, limits, health and shutdown settings; sorted by domain. Empty
+    /// in a host's own config.
+    pub hosts: Vec<Config>,
     /// Things that are legal but probably not meant; `dealer check` prints them.
     pub warnings: Vec<String>,
 }
@@ -56,7 +60,20 @@ impl Config {
     /// Parse and validate YAML text; `base` anchors relative paths.
     pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let raw = file::parse(text).map_err(|e| ConfigErrors::one(String::new(), e))?;
-        validate::validate(raw, base)
+        // Read again as a tree only when there are hosts: the tree refuses a key
+        // written twice, which `backends` reports itself, naming the backend.
+        let hosts = if raw.hosts.is_empty() {
+            Vec::new()
+        } else {
+            file::hosts(text).map_err(|e| ConfigErrors::one(String::new(), e))?
+        };
+        let primary = validate::validate(raw, base);
+        validate::hosts::attach(primary, hosts, base)
+    }
+
+    /// This config and its hosts: every public domain dealer serves.
+    pub fn all(&self) -> impl Iterator<Item = &Config> {
+        std::iter::once(self).chain(self.hosts.iter())
     }
 
     pub fn backend_id(&self, name: &str) -> Option<BackendId> {

@@ -37,7 +37,10 @@ impl Endpoint {
             Phase::Draining | Phase::Stopped => return Err("shutting down"),
         }
         let snap = self.snapshot.load();
-        if (0..snap.config.backends.len()).any(|id| snap.is_up(id)) {
+        if snap
+            .all()
+            .any(|s| (0..s.config.backends.len()).any(|id| s.is_up(id)))
+        {
             Ok(())
         } else {
             Err("no backend is up")

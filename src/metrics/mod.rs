@@ -13,6 +13,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::collections::HashMap;
+
 use crate::config::Config;
 use crate::xml::StreamError;
 pub use labels::{
@@ -64,6 +66,8 @@ pub struct Metrics {
     session_ends: IntCounterVec,
     routing_sources: IntCounterVec,
     service_stanzas: IntCounterVec,
+    /// Backend name → the public domain it serves (`init_backends`).
+    backend_domains: std::sync::RwLock<HashMap<String, String>>,
     config_reloads: IntCounterVec,
     connections_accepted: IntCounterVec,
     connections: IntGaugeVec,
@@ -173,6 +177,7 @@ impl Metrics {
                 "s2s stanzas to a service domain and from it, by service.",
                 &["service", "direction"],
             ),
+            backend_domains: Default::default(),
             config_reloads: counter(
                 &r,
                 names::CONFIG_RELOADS,
@@ -208,7 +213,7 @@ impl Metrics {
                 &r,
                 names::ROUTING_DECISIONS,
                 "Routing decisions by backend and outcome (redirect, forward, error).",
-                &["backend", "outcome"],
+                &["domain", "backend", "outcome"],
             ),
             limit_hits: counter(
                 &r,
@@ -226,25 +231,25 @@ impl Metrics {
                 &r,
                 names::BACKEND_UP,
                 "1 when the backend counts as up.",
-                &["backend"],
+                &["domain", "backend"],
             ),
             health_checks: counter(
                 &r,
                 names::HEALTH_CHECKS,
                 "Backend health checks by result (ok, failed).",
-                &["backend", "result"],
+                &["domain", "backend", "result"],
             ),
             auth_results: counter(
                 &r,
                 names::AUTH_RESULTS,
                 "Authentications watched through to a backend, by result (success, failure, unreachable).",
-                &["backend", "result"],
+                &["domain", "backend", "result"],
             ),
             backend_connect_duration: histogram(
                 &r,
                 names::BACKEND_CONNECT_DURATION,
                 "Time to connect to a backend and open its stream at login.",
-                &["backend"],
+                &["domain", "backend"],
                 latency_buckets(),
             ),
             relay_bytes: counter(
@@ -310,27 +315,51 @@ impl Metrics {
 
     /// Zero the series labelled by backend for `config`'s backends (at start and on
     /// every reload, so a new backend shows up before its first event).
+    /// Export every backend's series (at zero) and learn which public domain each
+    /// backend serves (its series' `domain` label), for `config` and its hosts.
     pub fn init_backends(&self, config: &Config) {
-        for b in &config.backends {
-            for o in Outcome::ALL {
-                self.routing_decisions
-                    .with_label_values(&[&b.name, o.label()]);
+        let mut domains = HashMap::new();
+        for c in config.all() {
+            let d = c.domain.as_str();
+            for b in &c.backends {
+                domains.insert(b.name.clone(), c.domain.clone());
+                for o in Outcome::ALL {
+                    self.routing_decisions
+                        .with_label_values(&[d, &b.name, o.label()]);
+                }
+                for r in CheckResult::ALL {
+                    self.health_checks
+                        .with_label_values(&[d, &b.name, r.label()]);
+                }
+                self.backend_up.with_label_values(&[d, &b.name]);
+                for r in AuthResult::ALL {
+                    self.auth_results
+                        .with_label_values(&[d, &b.name, r.label()]);
+                }
+                self.backend_connect_duration
+                    .with_label_values(&[d, &b.name]);
             }
-            for r in CheckResult::ALL {
-                self.health_checks.with_label_values(&[&b.name, r.label()]);
+            for s in &c.services {
+                for dir in ServiceDirection::ALL {
+                    self.service_stanzas
+                        .with_label_values(&[&s.domain, dir.label()]);
+                }
             }
-            self.backend_up.with_label_values(&[&b.name]);
-            for r in AuthResult::ALL {
-                self.auth_results.with_label_values(&[&b.name, r.label()]);
-            }
-            self.backend_connect_duration.with_label_values(&[&b.name]);
         }
-        for s in &config.services {
-            for d in ServiceDirection::ALL {
-                self.service_stanzas
-                    .with_label_values(&[&s.domain, d.label()]);
-            }
-        }
+        *self
+            .backend_domains
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = domains;
+    }
+
+    /// The public domain `backend` serves (names are unique across domains).
+    fn domain_of(&self, backend: &str) -> String {
+        self.backend_domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(backend)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn peek(&self, p: Peek) {
@@ -347,8 +376,9 @@ impl Metrics {
 
     /// `backend` is `None` for a decision that named no backend (an error).
     pub fn routing(&self, backend: Option<&str>, outcome: Outcome) {
+        let backend = backend.unwrap_or("none");
         self.routing_decisions
-            .with_label_values(&[backend.unwrap_or("none"), outcome.label()])
+            .with_label_values(&[&self.domain_of(backend), backend, outcome.label()])
             .inc();
     }
 
@@ -364,19 +394,19 @@ impl Metrics {
 
     pub fn auth_result(&self, backend: &str, r: AuthResult) {
         self.auth_results
-            .with_label_values(&[backend, r.label()])
+            .with_label_values(&[&self.domain_of(backend), backend, r.label()])
             .inc();
     }
 
     pub fn health_check(&self, backend: &str, r: CheckResult) {
         self.health_checks
-            .with_label_values(&[backend, r.label()])
+            .with_label_values(&[&self.domain_of(backend), backend, r.label()])
             .inc();
     }
 
     pub fn backend_up(&self, backend: &str, up: bool) {
         self.backend_up
-            .with_label_values(&[backend])
+            .with_label_values(&[&self.domain_of(backend), backend])
             .set(i64::from(up));
     }
 
@@ -395,7 +425,8 @@ impl Metrics {
     }
 
     pub fn backend_connect_duration(&self, backend: &str) -> Histogram {
-        self.backend_connect_duration.with_label_values(&[backend])
+        self.backend_connect_duration
+            .with_label_values(&[&self.domain_of(backend), backend])
     }
 
     pub fn relay_bytes(&self, kind: RelayKind, dir: RelayDirection) -> IntCounter {

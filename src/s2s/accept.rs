@@ -310,8 +310,8 @@ async fn open(p: &mut Peer, ctx: &Arc<Context>) -> Result<(), S2sError> {
         }
     } else if to.is_empty() {
         p.local = snap.config.domain.clone();
-    } else if to == snap.config.domain || snap.config.service(&to).is_some() {
-        // The public domain, or a service domain dealer speaks for.
+    } else if snap.answering(&to).is_some() {
+        // A public domain, or a service domain dealer speaks for.
         p.local = to;
     } else {
         return Err(err(
@@ -439,14 +439,14 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
             "too many domains on one stream",
         ));
     }
-    if p.internal && !internal_may_originate(&snap.config, p.peer, &from) {
+    if p.internal && !internal_may_originate(&snap, p.peer, &from) {
         warn!(s2s.from = %from, "a backend claimed a domain that is not its own");
         return Err(err(
             StreamError::InvalidFrom,
             format!("{from} is not yours"),
         ));
     }
-    if !p.internal && !is_ours(&snap.config, &to) {
+    if !p.internal && snap.answering(&to).is_none() {
         let reply = format!(
             "<db:result from='{}' to='{}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
             esc(&to),
@@ -455,14 +455,10 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         p.stream.send(reply.as_bytes()).await?;
         return Ok(());
     }
-    let secret = snap
-        .config
-        .s2s
-        .dialback_secret
-        .as_ref()
-        .map(|s| s.expose().to_owned())
-        .unwrap_or_default();
-    if dialback::verify(&secret, &to, &from, &p.id, &e.text()) {
+    if snap
+        .dialback_secrets()
+        .any(|secret| dialback::verify(secret, &to, &from, &p.id, &e.text()))
+    {
         // A key from dealer's own secret: dealer (or another instance) is talking to
         // itself through a domain that resolves back to it. Refuse, or it loops.
         warn!(s2s.from = %from, s2s.to = %to, "dialback from dealer itself: refusing a routing loop");
@@ -478,7 +474,7 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         let key = e.text();
         // Only the originating domain's own server can vouch for it; a domain of
         // ours cannot originate from outside.
-        !is_ours(&snap.config, &from) && ask_authority(ctx, &from, &to, &p.id, key.trim()).await
+        snap.answering(&from).is_none() && ask_authority(ctx, &from, &to, &p.id, key.trim()).await
     };
     if valid {
         p.authed.push((from.clone(), to.clone()));
@@ -493,32 +489,33 @@ async fn db_result(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
     }
 }
 
-/// The public domain and the service domains: what dealer answers for to the
-/// federation.
-fn is_ours(c: &crate::config::Config, domain: &str) -> bool {
-    domain == c.domain || c.service(domain).is_some()
-}
-
 /// Which domains a peer of the internal listener may speak for: a service domain, from
 /// the backend that hosts it; with shared domains the public one; with masked domains
 /// the internal domain of a backend. When the peer's address is a configured backend
 /// address, only that backend's (or backends', when several share the address).
-fn internal_may_originate(c: &crate::config::Config, peer: std::net::IpAddr, from: &str) -> bool {
-    let at_addr: Vec<usize> = (0..c.backends.len())
-        .filter(|&id| {
-            let b = &c.backends[id];
-            [b.c2s, b.s2s].iter().flatten().any(|a| a.ip() == peer)
-        })
-        .collect();
-    let may = |id: usize| at_addr.is_empty() || at_addr.contains(&id);
-    if let Some(s) = c.service(from) {
-        return may(s.backend);
-    }
-    match c.domains {
-        crate::config::Domains::Shared => from == c.domain,
-        crate::config::Domains::Masked => (0..c.backends.len())
-            .any(|id| may(id) && c.backends[id].domain.as_deref() == Some(from)),
-    }
+fn internal_may_originate(
+    snap: &crate::snapshot::Snapshot,
+    peer: std::net::IpAddr,
+    from: &str,
+) -> bool {
+    // Over every public domain: a backend address of one domain speaks only for that
+    // backend, never for another domain's.
+    let at = |b: &crate::config::Backend| [b.c2s, b.s2s].iter().flatten().any(|a| a.ip() == peer);
+    let known = snap.all().any(|s| s.config.backends.iter().any(at));
+    snap.all().any(|s| {
+        let c = &s.config;
+        let may = |id: usize| !known || at(&c.backends[id]);
+        if let Some(svc) = c.service(from) {
+            return may(svc.backend);
+        }
+        match c.domains {
+            crate::config::Domains::Shared => {
+                from == c.domain && (0..c.backends.len()).any(|id| may(id) && !c.hosts_service(id))
+            }
+            crate::config::Domains::Masked => (0..c.backends.len())
+                .any(|id| may(id) && c.backends[id].domain.as_deref() == Some(from)),
+        }
+    })
 }
 
 /// An authoritative check of a key dealer issued for one of its links.
@@ -530,17 +527,13 @@ async fn db_verify(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
         ));
     };
     let snap = ctx.snapshot.load_full();
-    let secret = snap
-        .config
-        .s2s
-        .dialback_secret
-        .as_ref()
-        .map(|s| s.expose().to_owned())
-        .unwrap_or_default();
     // `from` is the receiving server that got our key, `to` the domain we claimed; on
-    // the federation listener dealer vouches only for the public domain.
-    let ours = p.internal || is_ours(&snap.config, &domain_key(to));
-    let ok = ours && dialback::verify(&secret, &domain_key(from), &domain_key(to), id, &e.text());
+    // the federation listener dealer vouches only for its public and service domains.
+    let ours = p.internal || snap.answering(&domain_key(to)).is_some();
+    let ok = ours
+        && snap.dialback_secrets().any(|secret| {
+            dialback::verify(secret, &domain_key(from), &domain_key(to), id, &e.text())
+        });
     let reply = format!(
         "<db:verify from='{}' to='{}' id='{}' type='{}'/>",
         esc(to),
@@ -589,9 +582,13 @@ fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> 
         return Err(reject(cond, "to a domain this stream is not for"));
     }
     let snap = ctx.snapshot.load_full();
-    let service = snap.config.service(&fd).is_some();
+    // On the internal listener: the public domain whose backend (or service) sent it.
+    let host = if p.internal { snap.serving(&fd) } else { None };
+    let host = host.unwrap_or(&snap);
+    let service = host.config.service(&fd).is_some();
     // A service speaks under its public name: nothing to check against users or mask.
-    let st = if p.internal && snap.config.domains == crate::config::Domains::Masked && !service {
+    let st = if p.internal && host.config.domains == crate::config::Domains::Masked && !service {
+        let snap = host;
         // The backend whose internal domain authenticated this stream speaks for it.
         if !snap
             .config
@@ -618,7 +615,7 @@ fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> 
         ctx.metrics
             .s2s_stanzas(StanzaDirection::Out, StanzaResult::Masked)
             .inc();
-        super::mask(&snap, &fd, st)?
+        super::mask(snap, &fd, st)?
     } else {
         st
     };

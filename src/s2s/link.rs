@@ -390,7 +390,13 @@ fn out_label(key: &LinkKey) -> StanzaDirection {
 
 /// Connect, open, STARTTLS when offered, and pass dialback as `key.from`.
 async fn establish(ctx: &Arc<Context>, key: &LinkKey) -> Result<XmlStream, LinkError> {
-    let snap = ctx.snapshot.load_full();
+    let live = ctx.snapshot.load_full();
+    // The settings of the domain the link serves: the backend's, or the origin's.
+    let snap = match &key.dest {
+        Dest::Backend { name, .. } => live.with_backend(name),
+        Dest::Remote => live.answering(&key.from),
+    }
+    .unwrap_or(&live);
     let secret = snap
         .config
         .s2s
@@ -403,7 +409,7 @@ async fn establish(ctx: &Arc<Context>, key: &LinkKey) -> Result<XmlStream, LinkE
         Dest::Backend { addr, .. } => vec![*addr],
         Dest::Remote => {
             let route = snap.config.s2s.routes.get(&key.to);
-            ctx.resolver(&snap)
+            ctx.resolver(snap)
                 .map_err(|e| LinkError::NotFound(e.to_string()))?
                 .lookup(&key.to, route)
                 .await

@@ -113,14 +113,21 @@ pub fn dispatch(ctx: &Arc<Context>, st: Stanza) {
 /// Queue `st` on its link. With masked domains, a stanza for a backend has its `to`
 /// rewritten to the backend's internal domain; only the bytes change, so the
 /// stanza's fields (used for bounces) keep the public addresses.
-fn deliver(ctx: &Arc<Context>, snap: &Snapshot, key: LinkKey, mut st: Stanza) {
+fn deliver(ctx: &Arc<Context>, live: &Snapshot, key: LinkKey, mut st: Stanza) {
+    // The domain whose backend the stanza goes to (its masking), else the first.
+    let snap = match &key.dest {
+        Dest::Backend { name, .. } => live.with_backend(name).unwrap_or(live),
+        Dest::Remote => live.answering(&key.from).unwrap_or(live),
+    };
     // A service domain is never rewritten: its backend hosts it under that name.
     let service = snap.config.service(&key.to).map(|s| s.domain.clone());
     if let Some(s) = &service {
         ctx.metrics.service_stanza(s, ServiceDirection::To);
     }
     if let Some(from) = Jid::parse(&st.from)
-        && let Some(s) = snap.config.service(&domain_key(from.domain))
+        && let Some(s) = live
+            .answering(&domain_key(from.domain))
+            .and_then(|h| h.config.service(&domain_key(from.domain)))
     {
         ctx.metrics
             .service_stanza(&s.domain, ServiceDirection::From);
@@ -171,11 +178,14 @@ pub fn mask(
     Ok(st)
 }
 
-/// Where `st` goes, as a link key.
-pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
-    let c = &snap.config;
+/// Where `st` goes, as a link key: to the backends of the public domain (or service
+/// domain) it is addressed to, else out to the federation.
+pub fn target(live: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
     let to = Jid::parse(&st.to).ok_or(Condition::ItemNotFound)?;
     let from = Jid::parse(&st.from).ok_or(Condition::ItemNotFound)?;
+    let to_key = domain_key(to.domain);
+    let snap = live.answering(&to_key).unwrap_or(live);
+    let c = &snap.config;
     if to.domain_is(&c.domain) {
         let id = match to.local {
             Some(local) => snap.route(local).map_err(|e| match e {
@@ -208,7 +218,7 @@ pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
                 addr,
             },
         })
-    } else if let Some(s) = c.service(&domain_key(to.domain)) {
+    } else if let Some(s) = c.service(&to_key) {
         // A service domain: to the backend that hosts it, under its own name.
         let b = &c.backends[s.backend];
         let addr = b.s2s.ok_or(Condition::ServiceUnavailable)?;
@@ -224,7 +234,7 @@ pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
         // dealer originates to the federation only as the public domain or one of
         // its service domains.
         let origin = domain_key(from.domain);
-        if !from.domain_is(&c.domain) && c.service(&origin).is_none() {
+        if live.answering(&origin).is_none() {
             return Err(Condition::ServiceUnavailable);
         }
         Ok(LinkKey {
@@ -238,7 +248,8 @@ pub fn target(snap: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
 /// Return an undeliverable stanza to its sender with `cond` (never for errors).
 pub fn bounce(ctx: &Arc<Context>, st: &Stanza, cond: Condition) {
     let snap = ctx.snapshot.load_full();
-    let inbound = Jid::parse(&st.to).is_some_and(|j| j.domain_is(&snap.config.domain));
+    let inbound =
+        Jid::parse(&st.to).is_some_and(|j| snap.answering(&domain_key(j.domain)).is_some());
     let dir = if inbound {
         StanzaDirection::In
     } else {

@@ -12,7 +12,8 @@ A JOB is one of
 
   login    {"op": "login", "jid", "password", "host": "127.0.0.1", "port": 5222,
             "tls": "none"|"starttls"|"optional"|"direct", "mechanism": "PLAIN"|...|null,
-            "follow_redirect": false, "resource": null, "sni": null, "timeout": 10}
+            "follow_redirect": false, "resource": null, "sni": null, "timeout": 10,
+            "ca": null (a PEM certificate to verify the server's against)}
            -> LOGIN = {"ok", "bound_jid", "error", "sasl_failure", "stream_error",
                        "stream_error_text", "see_other_host", "redirects", "mechanisms",
                        "starttls_offered", "encrypted", "elapsed_ms"}
@@ -149,6 +150,10 @@ class Client(ClientXMPP):
         # client must not verify them. Never do this outside a test.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
+        if acct.get("ca"):
+            # Unless the job gives the certificate to trust: then the server's must
+            # chain to it and name the JID's domain (or the job's "sni").
+            self.ssl_context = ssl.create_default_context(cafile=acct["ca"])
         # Subscription requests are answered by explicit "approve" actions only.
         self.auto_authorize = None
         self.auto_subscribe = False

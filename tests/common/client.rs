@@ -202,6 +202,9 @@ pub struct LoginOpts {
     pub sni: Option<String>,
     /// Seconds until the login counts as failed (driver default 10).
     pub timeout: Option<f64>,
+    /// A certificate (PEM) to trust: the client then verifies the server's against it
+    /// and the TLS server name. None: no verification (test certificates).
+    pub ca: Option<String>,
     /// Session only: send initial presence after login (default true).
     pub presence: bool,
     /// Session only: log in at the start (false: a `login` action does it later).
@@ -220,6 +223,7 @@ impl LoginOpts {
             resource: None,
             sni: None,
             timeout: None,
+            ca: None,
             presence: true,
             connect: true,
         }
@@ -255,6 +259,11 @@ impl LoginOpts {
         self
     }
 
+    pub fn verify_with(mut self, ca_pem: &std::path::Path) -> Self {
+        self.ca = Some(ca_pem.display().to_string());
+        self
+    }
+
     pub fn timeout(mut self, secs: f64) -> Self {
         self.timeout = Some(secs);
         self
@@ -278,6 +287,7 @@ impl LoginOpts {
             "resource": self.resource,
             "sni": self.sni,
             "timeout": self.timeout,
+            "ca": self.ca,
             "presence": self.presence,
             "connect": self.connect,
         })

@@ -136,12 +136,19 @@ fn series_key(s: &str) -> (String, Vec<String>) {
 }
 
 /// The value of one series in Prometheus text, e.g. `dealer_x_total{kind="a",dir="b"}`
-/// (labels in any order).
+/// (labels in any order). A `domain` label the query does not give is not compared:
+/// backend names are unique across public domains, so `{backend="node1"}` names one
+/// series either way.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     let want = series_key(series);
+    let asks_domain = want.1.iter().any(|l| l.starts_with("domain="));
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (name, value) = l.rsplit_once(' ')?;
-        (series_key(name) == want).then(|| value.parse().ok())?
+        let mut got = series_key(name);
+        if !asks_domain {
+            got.1.retain(|l| !l.starts_with("domain="));
+        }
+        (got == want).then(|| value.parse().ok())?
     })
 }
 

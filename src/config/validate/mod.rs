@@ -7,6 +7,7 @@ mod backends;
 mod c2s;
 mod cross;
 mod health;
+pub(super) mod hosts;
 mod limits;
 mod listen;
 mod routing;
@@ -186,6 +187,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             s2s,
             limits,
             services,
+            hosts: Vec::new(),
             warnings: v.warnings,
         })
     } else {
