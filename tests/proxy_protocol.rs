@@ -299,13 +299,12 @@ fn proxied_prosody() -> (Prosody, SocketAddr, TempDir) {
         .module("adhoc")
         .module("admin_adhoc")
         .module("proxy_c2s")
+        .plugin_dir(plugins.path())
         .config(&format!(
-            "plugin_paths = {{ \"{}\" }}\n\
-             admins = {{ \"alice@example.com\" }}\n\
+            "admins = {{ \"alice@example.com\" }}\n\
              proxy_c2s_ports = {{ {proxy_port} }}\n\
              proxy_c2s_interfaces = {{ \"127.0.0.1\" }}\n\
-             proxy_c2s_trusted_proxies = {{ \"127.0.0.1\" }}",
-            plugins.path().display()
+             proxy_c2s_trusted_proxies = {{ \"127.0.0.1\" }}"
         ))
         .start();
     let proxy = addr([127, 0, 0, 1], proxy_port);

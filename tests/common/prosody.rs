@@ -43,6 +43,8 @@ pub struct ProsodySpec {
     pub extra_config: String,
     /// Lua lines after the VirtualHost: components (`Component "x" "muc"`).
     pub components: String,
+    /// A folder of the test's own modules (`plugin_paths`).
+    pub plugin_dir: Option<PathBuf>,
     /// Log at debug level (every stanza) instead of info.
     pub debug_log: bool,
     /// A fixed s2s port (for DNS records written before the server starts).
@@ -60,6 +62,7 @@ impl Default for ProsodySpec {
             extra_modules: Vec::new(),
             extra_config: String::new(),
             components: String::new(),
+            plugin_dir: None,
             debug_log: false,
             s2s_port: None,
         }
@@ -111,6 +114,12 @@ impl ProsodySpec {
         self.components.push('\n');
         self.components.push_str(lua);
         self.components.push('\n');
+        self
+    }
+
+    /// Load modules from `dir` too (a test's own `mod_NAME.lua`).
+    pub fn plugin_dir(mut self, dir: &Path) -> Self {
+        self.plugin_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -168,7 +177,7 @@ impl Prosody {
         if spec.dns_port.is_some() {
             require_unbound();
         }
-        require_modules(&spec.extra_modules);
+        require_modules(&spec.extra_modules, spec.plugin_dir.as_deref());
         let tmp = tempfile::Builder::new()
             .prefix("prosody-")
             .tempdir()
@@ -400,9 +409,12 @@ fn require_unbound() {
 /// `NAME/mod_NAME.lua` for the ones in folders such as adhoc and muc), or a community
 /// module from Debian's prosody-modules (`mod_NAME/mod_NAME.lua`). Prosody would only
 /// log a missing one and run without it.
-fn require_modules(modules: &[String]) {
+fn require_modules(modules: &[String], own: Option<&Path>) {
     const DIR: &str = "/usr/lib/prosody/modules";
     for m in modules {
+        if own.is_some_and(|d| d.join(format!("mod_{m}.lua")).exists()) {
+            continue;
+        }
         let core = Path::new(DIR).join(format!("mod_{m}.lua"));
         let core_folder = Path::new(DIR).join(format!("{m}/mod_{m}.lua"));
         let community = Path::new(DIR).join(format!("mod_{m}/mod_{m}.lua"));
@@ -501,6 +513,9 @@ modules_enabled = {{ {modules} }}
         plain = spec.allow_plain,
         registration = spec.allow_registration,
     );
+    if let Some(dir) = &spec.plugin_dir {
+        let _ = writeln!(c, "plugin_paths = {{ {} }}", lua(&dir.to_string_lossy()));
+    }
     c.push_str(&spec.extra_config);
     if !spec.extra_config.ends_with('\n') {
         c.push('\n');
