@@ -65,7 +65,7 @@ pub type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
 pub struct Snapshot {
     pub config: Config,
     pub router: Router,
-    /// The public domain's certificate, when `tls` is configured.
+    /// This public domain's certificate, when `tls` is configured.
     pub tls_key: Option<Arc<CertifiedKey>>,
     /// Indexed by `BackendId`; shared with other snapshots naming the same backend.
     pub health: Vec<Arc<BackendHealth>>,

@@ -1,4 +1,4 @@
-//! TLS with rustls: the public domain's certificate, loaded into each config snapshot
+//! TLS with rustls: each public domain's certificate, loaded into each config snapshot
 //! (so SIGHUP swaps it with everything else) and served through a resolver that reads
 //! the live snapshot; server configs for STARTTLS and Direct TLS (XEP-0368, ALPN
 //! `xmpp-client` / `xmpp-server`); and the client config for TLS legs to backends.

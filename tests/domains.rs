@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::client::{LoginOpts, Transport, act, login, session};
@@ -18,37 +18,6 @@ use common::prosody::{Prosody, ProsodySpec};
 use common::raw::Raw;
 
 const PW: &str = "s3cret";
-
-/// A self-signed certificate (its own trust anchor) for `domain`.
-fn certificate(dir: &Path, domain: &str) -> (PathBuf, PathBuf) {
-    let (crt, key) = (
-        dir.join(format!("{domain}.crt")),
-        dir.join(format!("{domain}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={domain}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{domain}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl is missing: apt-get install openssl (.ci/test installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (crt, key)
-}
 
 fn ranges(low: &str, high: &str) -> String {
     format!(
@@ -67,7 +36,7 @@ struct Cluster {
 
 fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let (org_crt, org_key) = certificate(dir.path(), "example.org");
+    let (org_crt, org_key) = common::certificate(dir.path(), "example.org");
     let (s2s, internal, remote_s2s) = (free_port(), free_port(), free_port());
     let public_dns = Dnsmasq::start(&[
         ("example.com", s2s),
@@ -140,16 +109,6 @@ fn cluster() -> Cluster {
     }
 }
 
-fn route(d: &Dealer, name: &str) -> String {
-    let (status, body) = d.process.get(&format!("/route?name={name}"));
-    assert_eq!(status, 200, "{name}: {body}");
-    body.trim()
-        .split('\t')
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn each_domain_has_its_own_certificate_backends_and_federation() {
     let c = cluster();
@@ -219,10 +178,10 @@ fn each_domain_has_its_own_certificate_backends_and_federation() {
     assert!(got.contains("<host-unknown"), "{got}");
 
     // /route and `dealer route` take NAME@DOMAIN; a bare name is the first domain's.
-    assert_eq!(route(d, "alice"), "node1");
-    assert_eq!(route(d, "alice@example.com"), "node1");
-    assert_eq!(route(d, "alice@example.org"), "org1");
-    assert_eq!(route(d, "zoe@example.org"), "org2");
+    assert_eq!(d.route("alice"), "node1");
+    assert_eq!(d.route("alice@example.com"), "node1");
+    assert_eq!(d.route("alice@example.org"), "org1");
+    assert_eq!(d.route("zoe@example.org"), "org2");
     let out = Command::new(common::dealer_bin())
         .args(["route", "--config"])
         .arg(&d.config)
@@ -292,7 +251,7 @@ fn a_reload_that_breaks_one_domain_keeps_every_domain() {
         d.log()
     );
     assert_eq!(d.metric("dealer_config_generation"), before);
-    assert_eq!(route(d, "zoe@example.org"), "org2");
+    assert_eq!(d.route("zoe@example.org"), "org2");
     let r = login(
         &LoginOpts::new("zoe@example.org", PW, d.c2s)
             .tls(Transport::StartTls)

@@ -46,16 +46,6 @@ fn hash_body(backends: &[(&str, &Prosody)], extra: &str) -> String {
     b
 }
 
-fn who_serves(d: &Dealer, name: &str) -> String {
-    let (status, body) = d.process.get(&format!("/route?name={name}"));
-    assert_eq!(status, 200, "{body}");
-    body.trim()
-        .split('\t')
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn metrics_are_promtool_clean_and_cover_the_dashboard() {
     let (a, b) = twins(&["alice", "bob"]);
@@ -149,7 +139,7 @@ fn a_down_backends_users_go_to_the_next_choice_and_come_back() {
     let d = Dealer::start(&hash_body(&[("node1", &a), ("node2", &b)], health));
     let on_node1 = *names
         .iter()
-        .find(|u| who_serves(&d, u) == "node1")
+        .find(|u| d.route(u) == "node1")
         .expect("some user on node1");
     assert_eq!(d.process.get("/readyz").0, 200);
 
@@ -158,11 +148,7 @@ fn a_down_backends_users_go_to_the_next_choice_and_come_back() {
         (d.metric("dealer_backend_up{backend=\"node1\"}") == 0.0).then_some(())
     });
     assert!(down.is_some(), "node1 never counted as down:\n{}", d.log());
-    assert_eq!(
-        who_serves(&d, on_node1),
-        "node2",
-        "the next choice of the hash"
-    );
+    assert_eq!(d.route(on_node1), "node2", "the next choice of the hash");
     let r = login(
         &LoginOpts::new(&format!("{on_node1}@example.com"), PW, d.c2s).tls(Transport::StartTls),
     );
@@ -178,7 +164,7 @@ fn a_down_backends_users_go_to_the_next_choice_and_come_back() {
         (d.metric("dealer_backend_up{backend=\"node1\"}") == 1.0).then_some(())
     });
     assert!(up.is_some(), "node1 never came back:\n{}", d.log());
-    assert_eq!(who_serves(&d, on_node1), "node1");
+    assert_eq!(d.route(on_node1), "node1");
     let r = login(
         &LoginOpts::new(&format!("{on_node1}@example.com"), PW, d.c2s).tls(Transport::StartTls),
     );
@@ -207,7 +193,7 @@ fn sigterm_drains_sessions_then_closes_the_rest() {
     let on1: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|u| who_serves(&d, u) == "node1")
+        .filter(|u| d.route(u) == "node1")
         .collect();
     let (x, y) = (on1[0], on1[1]);
     let (xj, yj) = (format!("{x}@example.com"), format!("{y}@example.com"));

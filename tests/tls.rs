@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::client::{LoginOpts, Transport, login};
@@ -18,32 +17,7 @@ const PW: &str = "s3cret";
 #[test]
 fn sighup_swaps_the_certificate_clients_see() {
     let dir = tempfile::tempdir().unwrap();
-    let (crt, key) = (dir.path().join("new.crt"), dir.path().join("new.key"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=example.com",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl is missing: apt-get install openssl (.ci/test installs it)");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (crt, key) = common::certificate(dir.path(), "example.com");
     let a = ProsodySpec::new("example.com").user("alice", PW).start();
     let body = format!("backends:\n{}", backend_yaml("node1", &a, ""));
     let d = Dealer::start(&body);

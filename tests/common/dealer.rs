@@ -153,6 +153,17 @@ impl Dealer {
         self.process.metric(series)
     }
 
+    /// The backend `/route?name=` names for `name` (`NAME` or `NAME@DOMAIN`).
+    pub fn route(&self, name: &str) -> String {
+        let (status, body) = self.process.get(&format!("/route?name={name}"));
+        assert_eq!(status, 200, "{name}: {body}");
+        body.trim()
+            .split('\t')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     pub fn body(&self) -> &str {
         &self.body
     }

@@ -236,6 +236,38 @@ impl Drop for DealerProcess {
 }
 pub mod client;
 pub mod dealer;
+
+/// A self-signed certificate and key (PEM, P-256, valid two days) for `domain`, in
+/// `dir`: its own trust anchor, naming `domain` in its subject and SAN.
+pub fn certificate(dir: &Path, domain: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{domain}.crt")),
+        dir.join(format!("{domain}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={domain}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{domain}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl is missing: apt-get install openssl (.ci/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (crt, key)
+}
 pub mod dns;
 pub mod jabberd2;
 pub mod prosody;
