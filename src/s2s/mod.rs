@@ -116,6 +116,7 @@ pub fn dispatch(ctx: &Arc<Context>, st: Stanza) {
 fn deliver(ctx: &Arc<Context>, live: &Snapshot, key: LinkKey, mut st: Stanza) {
     // The domain whose backend the stanza goes to (its masking), else the first.
     let snap = match &key.dest {
+        _ if live.hosts.is_empty() => live,
         Dest::Backend { name, .. } => live.with_backend(name).unwrap_or(live),
         Dest::Remote => live.answering(&key.from).unwrap_or(live),
     };
@@ -126,8 +127,8 @@ fn deliver(ctx: &Arc<Context>, live: &Snapshot, key: LinkKey, mut st: Stanza) {
     }
     if let Some(from) = Jid::parse(&st.from)
         && let Some(s) = live
-            .answering(&domain_key(from.domain))
-            .and_then(|h| h.config.service(&domain_key(from.domain)))
+            .answering(from.domain)
+            .and_then(|h| h.config.service(from.domain))
     {
         ctx.metrics
             .service_stanza(&s.domain, ServiceDirection::From);
@@ -183,8 +184,10 @@ pub fn mask(
 pub fn target(live: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
     let to = Jid::parse(&st.to).ok_or(Condition::ItemNotFound)?;
     let from = Jid::parse(&st.from).ok_or(Condition::ItemNotFound)?;
-    let to_key = domain_key(to.domain);
-    let snap = live.answering(&to_key).unwrap_or(live);
+    let snap = match live.hosts.is_empty() {
+        true => live,
+        false => live.answering(to.domain).unwrap_or(live),
+    };
     let c = &snap.config;
     if to.domain_is(&c.domain) {
         let id = match to.local {
@@ -218,7 +221,7 @@ pub fn target(live: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
                 addr,
             },
         })
-    } else if let Some(s) = c.service(&to_key) {
+    } else if let Some(s) = c.service(to.domain) {
         // A service domain: to the backend that hosts it, under its own name.
         let b = &c.backends[s.backend];
         let addr = b.s2s.ok_or(Condition::ServiceUnavailable)?;
@@ -248,8 +251,7 @@ pub fn target(live: &Snapshot, st: &Stanza) -> Result<LinkKey, Condition> {
 /// Return an undeliverable stanza to its sender with `cond` (never for errors).
 pub fn bounce(ctx: &Arc<Context>, st: &Stanza, cond: Condition) {
     let snap = ctx.snapshot.load_full();
-    let inbound =
-        Jid::parse(&st.to).is_some_and(|j| snap.answering(&domain_key(j.domain)).is_some());
+    let inbound = Jid::parse(&st.to).is_some_and(|j| snap.answering(j.domain).is_some());
     let dir = if inbound {
         StanzaDirection::In
     } else {
