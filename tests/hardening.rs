@@ -5,6 +5,8 @@
 //!   the fields form; jabberd2 too is checked);
 //! - an iq before authentication carries exactly one child, so dealer and the backend
 //!   read the same request;
+//! - a login element written with a prefix from the client's header reaches the
+//!   backend with its declaration;
 //! - a per-stream limit on failed logins, over SASL and iq:auth;
 //! - `limits.max_connections` counts connections exactly and refuses at once;
 //! - a client that pipelines its stream restart (with an XML declaration) behind its
@@ -158,6 +160,39 @@ fn an_iq_with_two_children_never_reaches_a_backend() {
     ));
     let got = r.expect("</iq>", SECS);
     assert!(got.contains("type='error'"), "bob was registered: {got}");
+}
+
+/// An authentication element written with a prefix the client declared on its stream
+/// header (found by the preauth fuzz target): the backend's stream is dealer's, so
+/// the declaration travels with the element. Forwarded and routed early alike.
+#[test]
+fn a_login_with_a_prefix_from_the_client_header_reaches_the_backend_readable() {
+    let p = ProsodySpec::new("example.com").user("alice", PW).start();
+    let d = Dealer::start(&format!(
+        "limits: {{ logins_per_source_per_second: 0 }}\nbackends:\n{}",
+        backend_yaml("node1", &p, "")
+    ));
+    let auth = plain("alice", PW)
+        .replace(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'",
+            "<sasl:auth",
+        )
+        .replace("</auth>", "</sasl:auth>");
+    let declared = HEADER.replace(
+        " version='1.0'",
+        " xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl' version='1.0'",
+    );
+    let early = declared.replace("version='1.0'", "version='1.0' from='alice@example.com'");
+    for (what, header) in [("forwarded", declared), ("early", early)] {
+        let mut r = Raw::plain(d.c2s_plain);
+        r.send(header);
+        r.expect("</stream:features>", SECS);
+        r.send(&auth);
+        // Without the declaration Prosody cannot read the element and ends the
+        // stream: no <success/> ever comes.
+        let got = r.expect("<success", SECS);
+        assert!(!got.contains("<failure"), "{what}: {got}");
+    }
 }
 
 #[test]

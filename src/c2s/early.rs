@@ -269,7 +269,9 @@ pub async fn run(
                     }
                     None => {
                         // Carries no identity: the owner's to answer.
-                        let sent = bs.stream.send(&c.stream.buffered()[..len]).await;
+                        let raw = &c.stream.buffered()[..len];
+                        let declared = crate::xml::element::with_header_prefixes(raw, &c.header.prefixes);
+                        let sent = bs.stream.send(declared.as_deref().map_or(raw, |d| d)).await;
                         c.stream.consume_zeroed(len);
                         sent.map_err(|e| backend_failed(e.into()))?;
                         continue;
@@ -299,7 +301,9 @@ pub async fn run(
                 }
                 pending = Some(starts);
                 // Credentials: the copy on the way out is the only one kept.
-                let element = Zeroizing::new(c.stream.buffered()[..len].to_vec());
+                let raw = &c.stream.buffered()[..len];
+                let element = crate::xml::element::with_header_prefixes(raw, &c.header.prefixes)
+                    .unwrap_or_else(|| Zeroizing::new(raw.to_vec()));
                 c.stream.consume_zeroed(len);
                 bs.stream.send(&element).await.map_err(|e| backend_failed(e.into()))?;
             }

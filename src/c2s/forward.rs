@@ -140,7 +140,13 @@ pub async fn authenticate(
         }),
         _ => None,
     };
-    if let Err(e) = bs.stream.send(&login.first).await {
+    // Prefixes the client declared on its header are not declared on ours.
+    let first = crate::xml::element::with_header_prefixes(&login.first, &c.header.prefixes);
+    if let Err(e) = bs
+        .stream
+        .send(first.as_deref().unwrap_or(&login.first))
+        .await
+    {
         result_metric(AuthResult::Unreachable);
         return Err(backend_failed(e.into()));
     }
@@ -248,7 +254,9 @@ pub async fn authenticate(
                             ));
                         }
                         // SASL responses carry proofs: wipe them once passed on.
-                        let sent = bs.stream.send(&c.stream.buffered()[..len]).await;
+                        let raw = &c.stream.buffered()[..len];
+                        let declared = crate::xml::element::with_header_prefixes(raw, &c.header.prefixes);
+                        let sent = bs.stream.send(declared.as_deref().map_or(raw, |d| d)).await;
                         c.stream.consume_zeroed(len);
                         sent.map_err(|e| backend_failed(e.into()))?;
                     }

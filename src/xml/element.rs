@@ -19,6 +19,56 @@ pub struct Scope {
     pub prefixes: Vec<(String, String)>,
 }
 
+/// `raw`, one whole element read on a stream whose header declared `prefixes`, made
+/// readable on another stream: each of the header's prefix declarations (but
+/// `stream`) the element does not make itself is added to its start tag, right after
+/// the name. `None` when nothing is to add (the header declared no prefix). The copy
+/// is zeroed on drop: a login element carries credentials.
+pub fn with_header_prefixes(
+    raw: &[u8],
+    prefixes: &[(String, String)],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let wanted = || prefixes.iter().filter(|(p, _)| p != "stream");
+    wanted().next()?;
+    // The start tag's extent, quotes honoured (the framer has checked the element).
+    let mut quote = None;
+    let end = raw.iter().position(|&b| match quote {
+        Some(q) => {
+            if b == q {
+                quote = None;
+            }
+            false
+        }
+        None if b == b'\'' || b == b'"' => {
+            quote = Some(b);
+            false
+        }
+        None => b == b'>',
+    })?;
+    let tag = &raw[..end];
+    let name_end = tag
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/'))
+        .unwrap_or(tag.len());
+    let declares = |p: &str| {
+        let needle = format!("xmlns:{p}");
+        tag.windows(needle.len()).enumerate().any(|(i, w)| {
+            w == needle.as_bytes()
+                && matches!(
+                    tag.get(i + needle.len()),
+                    Some(b'=' | b' ' | b'\t' | b'\r' | b'\n')
+                )
+        })
+    };
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len() + 64));
+    out.extend_from_slice(&raw[..name_end]);
+    for (p, ns) in wanted().filter(|(p, _)| !declares(p)) {
+        out.extend_from_slice(format!(" xmlns:{p}='{}'", escape::attr(ns)).as_bytes());
+    }
+    out.extend_from_slice(&raw[name_end..]);
+    Some(out)
+}
+
 impl Scope {
     pub fn from_header(h: &StreamHeader) -> Scope {
         Scope {
@@ -343,6 +393,30 @@ pub fn child_range(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_prefixes_travel_with_the_element() {
+        let prefixes = vec![
+            (
+                "stream".to_owned(),
+                "http://etherx.jabber.org/streams".to_owned(),
+            ),
+            (
+                "sasl".to_owned(),
+                "urn:ietf:params:xml:ns:xmpp-sasl".to_owned(),
+            ),
+        ];
+        let raw = b"<sasl:auth mechanism='PLAIN'>AGEAYg==</sasl:auth>";
+        let out = with_header_prefixes(raw, &prefixes).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "<sasl:auth xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</sasl:auth>"
+        );
+        // Declared by the element itself: not twice.
+        let own = b"<sasl:auth xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='x>y'/>";
+        assert_eq!(&with_header_prefixes(own, &prefixes).unwrap()[..], &own[..]);
+        assert!(with_header_prefixes(raw, &prefixes[..1]).is_none());
+    }
+
     use super::*;
     use crate::xml::{NS_DIALBACK, NS_STREAMS};
 
