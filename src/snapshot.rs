@@ -146,13 +146,8 @@ impl Snapshot {
     /// The snapshot of the public domain `domain` (lower-case, no trailing dot): this
     /// one or one of its hosts.
     pub fn host(&self, domain: &str) -> Option<&Snapshot> {
-        if crate::jid::same_domain(domain, &self.config.domain) {
-            return Some(self);
-        }
-        self.hosts
-            .iter()
-            .find(|h| crate::jid::same_domain(domain, &h.config.domain))
-            .map(|h| h.as_ref())
+        self.all()
+            .find(|s| crate::jid::same_domain(domain, &s.config.domain))
     }
 
     /// `host`, as an owned handle a session can keep.
@@ -169,18 +164,16 @@ impl Snapshot {
     /// The snapshot serving `domain` as its public domain, one of its service domains
     /// or (masked) one of its backends' internal domains.
     pub fn serving(&self, domain: &str) -> Option<&Snapshot> {
-        std::iter::once(self)
-            .chain(self.hosts.iter().map(|h| h.as_ref()))
-            .find(|s| {
-                let c = &s.config;
-                crate::jid::same_domain(domain, &c.domain)
-                    || c.service(domain).is_some()
-                    || c.backends.iter().any(|b| {
-                        b.domain
-                            .as_deref()
-                            .is_some_and(|d| crate::jid::same_domain(domain, d))
-                    })
-            })
+        self.all().find(|s| {
+            let c = &s.config;
+            crate::jid::same_domain(domain, &c.domain)
+                || c.service(domain).is_some()
+                || c.backends.iter().any(|b| {
+                    b.domain
+                        .as_deref()
+                        .is_some_and(|d| crate::jid::same_domain(domain, d))
+                })
+        })
     }
 
     /// The snapshot that answers for `domain` to the federation: its public domain
