@@ -121,14 +121,15 @@ fn deliver(ctx: &Arc<Context>, live: &Snapshot, key: LinkKey, mut st: Stanza) {
         Dest::Remote => live.answering(&key.from).unwrap_or(live),
     };
     // A service domain is never rewritten: its backend hosts it under that name.
-    let service = snap.config.service(&key.to).map(|s| s.domain.clone());
-    if let Some(s) = &service {
-        ctx.metrics.service_stanza(s, ServiceDirection::To);
+    // Without services (the usual case) nothing here looks at the stanza.
+    let has_services = live.all().any(|h| !h.config.services.is_empty());
+    let service = snap.config.service(&key.to).filter(|_| has_services);
+    if let Some(s) = service {
+        ctx.metrics.service_stanza(&s.domain, ServiceDirection::To);
     }
-    if let Some(from) = Jid::parse(&st.from)
-        && let Some(s) = live
-            .answering(from.domain)
-            .and_then(|h| h.config.service(from.domain))
+    if has_services
+        && let Some(from) = Jid::parse(&st.from)
+        && let Some(s) = live.all().find_map(|h| h.config.service(from.domain))
     {
         ctx.metrics
             .service_stanza(&s.domain, ServiceDirection::From);
