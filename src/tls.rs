@@ -97,6 +97,12 @@ pub struct ServerTls {
 impl ServerTls {
     pub fn new(cert: CertSource) -> ServerTls {
         let resolver = Arc::new(LiveCert(cert));
+        // Stateless TLS 1.3 (and 1.2) session tickets, so a reconnecting client skips
+        // the certificate and key exchange work without dealer keeping a cache per
+        // session. The key is random per process and rotates (rustls: every 6 hours),
+        // so no ticket outlives a restart; reloads keep it. 0-RTT stays off
+        // (`max_early_data_size` 0): early data could be replayed.
+        let tickets = rustls::crypto::ring::Ticketer::new().ok();
         let build = |alpn: Option<&[u8]>| {
             let mut c = rustls::ServerConfig::builder_with_provider(provider())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -106,7 +112,9 @@ impl ServerTls {
             if let Some(p) = alpn {
                 c.alpn_protocols = vec![p.to_vec()];
             }
-            // No session tickets state worth keeping across reloads; defaults are fine.
+            if let Some(t) = &tickets {
+                c.ticketer = t.clone();
+            }
             Arc::new(c)
         };
         ServerTls {

@@ -1,6 +1,7 @@
 //! TLS on both of dealer's legs: the certificate clients see follows a SIGHUP reload
 //! (it lives in the config snapshot, served by a resolver that reads the live one),
-//! and `backends.X.tls` runs STARTTLS to a backend that refuses plaintext logins.
+//! `backends.X.tls` runs STARTTLS to a backend that refuses plaintext logins, and a
+//! client that kept a session ticket resumes its TLS session.
 
 mod common;
 
@@ -97,4 +98,31 @@ fn starttls_to_a_backend_that_requires_it() {
         0.0,
         "a TLS leg is never spliced"
     );
+}
+
+#[test]
+fn a_reconnecting_client_resumes_its_tls_session() {
+    let a = ProsodySpec::new("example.com").user("alice", PW).start();
+    let d = Dealer::start(&format!("backends:\n{}", backend_yaml("node1", &a, "")));
+    // One client config for both connections: its store keeps the tickets dealer
+    // sends after the first handshake.
+    let config = Raw::direct_tls_config();
+    let connect = || {
+        let mut r = Raw::direct_tls_with(d.c2s_tls, config.clone());
+        r.send(HEADER);
+        // Tickets arrive after the handshake; reading the features takes them in.
+        r.expect("</stream:features>", Duration::from_secs(5));
+        r.handshake_kind()
+    };
+    assert_eq!(connect(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(
+        connect(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the second connection resumes with a ticket from the first"
+    );
+    // A client without a ticket still gets a full handshake.
+    let mut fresh = Raw::direct_tls_with(d.c2s_tls, Raw::direct_tls_config());
+    fresh.send(HEADER);
+    fresh.expect("</stream:features>", Duration::from_secs(5));
+    assert_eq!(fresh.handshake_kind(), Some(rustls::HandshakeKind::Full));
 }

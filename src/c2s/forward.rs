@@ -70,27 +70,45 @@ pub async fn authenticate(
     let result_metric = |r: AuthResult| ctx.metrics.auth_result(&b.name, r);
     let started = Instant::now();
     let limits = FrameLimits::from_config(&cfg.limits);
-    let mut bs = match backend::open(
-        &target,
-        limits,
-        &ctx.backend_tls,
-        started + cfg.limits.backend_connect_timeout,
-    )
-    .await
-    {
-        Ok(bs) => bs,
-        Err(e) => {
-            result_metric(AuthResult::Unreachable);
-            warn!(backend.name = %b.name, error = %e, "backend unreachable");
-            return Err(SessionError::stream(
-                StreamError::RemoteConnectionFailed,
-                "the server that holds this account cannot be reached",
-            ));
-        }
+    let warm = cfg.c2s.warm;
+    let mut bs = match backend::warm::take(&target, &b.name, warm, &ctx.metrics) {
+        Some(bs) => bs,
+        None => match backend::open(
+            &target,
+            limits,
+            &ctx.backend_tls,
+            started + cfg.limits.backend_connect_timeout,
+        )
+        .await
+        {
+            Ok(bs) => {
+                ctx.metrics
+                    .backend_connect_duration(&b.name)
+                    .observe(started.elapsed().as_secs_f64());
+                bs
+            }
+            Err(e) => {
+                result_metric(AuthResult::Unreachable);
+                warn!(backend.name = %b.name, error = %e, "backend unreachable");
+                return Err(SessionError::stream(
+                    StreamError::RemoteConnectionFailed,
+                    "the server that holds this account cannot be reached",
+                ));
+            }
+        },
     };
-    ctx.metrics
-        .backend_connect_duration(&b.name)
-        .observe(started.elapsed().as_secs_f64());
+    // The next login to this backend finds a stream waiting.
+    backend::warm::refill(
+        &target,
+        &b.name,
+        warm,
+        backend::warm::Opener {
+            limits,
+            tls: &ctx.backend_tls,
+            connect_timeout: cfg.limits.backend_connect_timeout,
+        },
+        &ctx.metrics,
+    );
     if let LoginKind::Sasl(m) = login.kind
         && !bs.features.mechanisms.iter().any(|x| x == m.name())
     {

@@ -229,6 +229,8 @@ pub struct RawC2s {
     pub legacy_auth: Option<bool>,
     pub registration: Option<bool>,
     pub anonymous_backend: Option<String>,
+    pub warm_streams: Option<u64>,
+    pub warm_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

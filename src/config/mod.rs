@@ -221,6 +221,15 @@ pub struct C2s {
     pub legacy_auth: bool,
     pub registration: bool,
     pub anonymous_backend: Option<BackendId>,
+    pub warm: Warm,
+}
+
+/// Warm backend streams (forward mode): how many each worker thread keeps open per
+/// backend, and how long one may wait before it is closed unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warm {
+    pub streams: usize,
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

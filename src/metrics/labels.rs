@@ -67,6 +67,16 @@ labels! {
 }
 
 labels! {
+    /// What a forwarded login found in its backend's warm streams: `outcome`.
+    WarmOutcome {
+        Hit => "hit",
+        Miss => "miss",
+        Expired => "expired",
+        Closed => "closed",
+    }
+}
+
+labels! {
     /// A health check's result, and a reload's: `result`.
     CheckResult {
         Ok => "ok",

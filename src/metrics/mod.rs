@@ -20,7 +20,7 @@ use crate::xml::StreamError;
 pub use labels::{
     AuthResult, Cause, CheckResult, ConnState, DropReason, Limit, Listener, Outcome, Peek,
     RelayDirection, RelayKind, ReloadResult, RoutingSource, S2sStreams, ServiceDirection, Side,
-    StanzaDirection, StanzaResult,
+    StanzaDirection, StanzaResult, WarmOutcome,
 };
 
 /// Stream error conditions dealer sends (`condition`).
@@ -79,6 +79,7 @@ pub struct Metrics {
     backend_up: IntGaugeVec,
     health_checks: IntCounterVec,
     auth_results: IntCounterVec,
+    warm_streams: IntCounterVec,
     backend_connect_duration: HistogramVec,
     relay_bytes: IntCounterVec,
     s2s_streams: IntGaugeVec,
@@ -245,6 +246,12 @@ impl Metrics {
                 "Authentications watched through to a backend, by result (success, failure, unreachable).",
                 &["domain", "backend", "result"],
             ),
+            warm_streams: counter(
+                &r,
+                names::WARM_STREAMS,
+                "Forwarded logins by what they found among their backend's warm streams: hit (one was taken), miss (none was ready), expired or closed (one was dropped, too old or closed by the backend).",
+                &["domain", "backend", "outcome"],
+            ),
             backend_connect_duration: histogram(
                 &r,
                 names::BACKEND_CONNECT_DURATION,
@@ -338,6 +345,10 @@ impl Metrics {
                 }
                 self.backend_connect_duration
                     .with_label_values(&[d, &b.name]);
+                for o in WarmOutcome::ALL {
+                    self.warm_streams
+                        .with_label_values(&[d, &b.name, o.label()]);
+                }
             }
             for s in &c.services {
                 for dir in ServiceDirection::ALL {
@@ -395,6 +406,12 @@ impl Metrics {
     pub fn auth_result(&self, backend: &str, r: AuthResult) {
         self.auth_results
             .with_label_values(&[&self.domain_of(backend), backend, r.label()])
+            .inc();
+    }
+
+    pub fn warm_stream(&self, backend: &str, o: WarmOutcome) {
+        self.warm_streams
+            .with_label_values(&[&self.domain_of(backend), backend, o.label()])
             .inc();
     }
 

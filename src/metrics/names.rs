@@ -20,6 +20,7 @@ pub const HEALTH_CHECKS: &str = "dealer_health_checks_total";
 
 pub const AUTH_RESULTS: &str = "dealer_auth_results_total";
 pub const BACKEND_CONNECT_DURATION: &str = "dealer_backend_connect_duration_seconds";
+pub const WARM_STREAMS: &str = "dealer_warm_streams_total";
 pub const RELAY_BYTES: &str = "dealer_relay_bytes_total";
 
 pub const S2S_STREAMS: &str = "dealer_s2s_streams";

@@ -60,7 +60,16 @@ impl Dealer {
         Dealer::start_inner(body, extra_listen, "debug")
     }
 
+    /// Like `start`, with one worker thread (dealer pinned to one CPU).
+    pub fn start_one_thread(body: &str) -> Dealer {
+        Dealer::start_full(body, "", "debug", true)
+    }
+
     fn start_inner(body: &str, extra_listen: &str, level: &str) -> Dealer {
+        Dealer::start_full(body, extra_listen, level, false)
+    }
+
+    fn start_full(body: &str, extra_listen: &str, level: &str, one_cpu: bool) -> Dealer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (c2s, c2s_plain, c2s_tls, http) = (
             addr(free_port()),
@@ -77,12 +86,12 @@ impl Dealer {
             extra: extra_listen.to_owned(),
         };
         write_config(&config, &ports, body);
-        let process = DealerProcess::start_at_level(
-            &config,
-            Some(http),
-            dir.path().join("dealer.log"),
-            level,
-        );
+        let start = if one_cpu {
+            DealerProcess::start_on_one_cpu
+        } else {
+            DealerProcess::start_at_level
+        };
+        let process = start(&config, Some(http), dir.path().join("dealer.log"), level);
         Dealer {
             process,
             c2s,

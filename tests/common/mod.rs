@@ -172,8 +172,32 @@ impl DealerProcess {
         log: PathBuf,
         level: &str,
     ) -> DealerProcess {
+        DealerProcess::start_cmd(Command::new(dealer_bin()), config, http, log, level)
+    }
+
+    /// Like `start_at_level`, with dealer's affinity set to CPU 0 (`taskset`, which
+    /// execs dealer under its own pid): one worker thread, so every connection meets
+    /// the same per-thread state.
+    pub fn start_on_one_cpu(
+        config: &Path,
+        http: Option<SocketAddr>,
+        log: PathBuf,
+        level: &str,
+    ) -> DealerProcess {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0"]).arg(dealer_bin());
+        DealerProcess::start_cmd(cmd, config, http, log, level)
+    }
+
+    fn start_cmd(
+        mut cmd: Command,
+        config: &Path,
+        http: Option<SocketAddr>,
+        log: PathBuf,
+        level: &str,
+    ) -> DealerProcess {
         let logfile = std::fs::File::create(&log).expect("creating the dealer log file");
-        let child = Command::new(dealer_bin())
+        let child = cmd
             .arg("--config")
             .arg(config)
             .env("DEALER_LOG", level)

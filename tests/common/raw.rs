@@ -66,6 +66,35 @@ impl Raw {
         r
     }
 
+    /// Direct TLS with the client config `config` (one that keeps session tickets
+    /// across connections, say).
+    pub fn direct_tls_with(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Raw {
+        let mut r = Raw::plain(addr);
+        let Io::Plain(tcp) = std::mem::replace(&mut r.io, Io::Moved) else {
+            unreachable!()
+        };
+        let conn = rustls::ClientConnection::new(
+            config,
+            ServerName::try_from("example.com").expect("a valid DNS name"),
+        )
+        .expect("a TLS client");
+        r.io = Io::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)));
+        r
+    }
+
+    /// The client config Direct TLS uses (ALPN `xmpp-client`, certificate unchecked).
+    pub fn direct_tls_config() -> Arc<rustls::ClientConfig> {
+        tls_config(Some(b"xmpp-client"))
+    }
+
+    /// Whether the TLS handshake was full or resumed (None on plaintext).
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        match &self.io {
+            Io::Tls(t) => t.conn.handshake_kind(),
+            _ => None,
+        }
+    }
+
     /// TLS with ALPN `alpn` (a WebSocket listener takes `http/1.1`).
     pub fn tls_alpn(addr: SocketAddr, alpn: &[u8]) -> Raw {
         let mut r = Raw::plain(addr);

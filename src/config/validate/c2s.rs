@@ -1,4 +1,7 @@
-//! `c2s`: mode, mechanisms, legacy auth, registration, the anonymous backend.
+//! `c2s`: mode, mechanisms, legacy auth, registration, the anonymous backend, warm
+//! backend streams.
+
+use std::time::Duration;
 
 use super::{Check, Names};
 use crate::config::file::RawConfig;
@@ -30,8 +33,39 @@ pub(super) fn section(
         legacy_auth: raw.c2s.legacy_auth.unwrap_or(false),
         registration: raw.c2s.registration.unwrap_or(false),
         anonymous_backend,
+        warm: warm(v, raw),
     }
 }
+
+/// `c2s.warm_streams` (default 2, 0 turns warm streams off) and `c2s.warm_max_age`
+/// (default 30 s: well under the unauthenticated-stream timeouts of common servers,
+/// Prosody's `c2s_timeout` is 300 s).
+fn warm(v: &mut Check, raw: &RawConfig) -> Warm {
+    let streams = match raw.c2s.warm_streams {
+        None => DEFAULT_WARM_STREAMS,
+        Some(n) if n > MAX_WARM_STREAMS => {
+            v.err(
+                "c2s.warm_streams",
+                format!("{n} is more than the most allowed ({MAX_WARM_STREAMS})"),
+            );
+            DEFAULT_WARM_STREAMS
+        }
+        Some(n) => n as usize,
+    };
+    let max_age = v.duration(
+        "c2s.warm_max_age",
+        &raw.c2s.warm_max_age,
+        Duration::from_secs(30),
+        Duration::from_secs(3600),
+    );
+    if max_age.is_zero() {
+        v.err("c2s.warm_max_age", "must be longer than zero");
+    }
+    Warm { streams, max_age }
+}
+
+const DEFAULT_WARM_STREAMS: usize = 2;
+const MAX_WARM_STREAMS: u64 = 64;
 
 fn mechanisms(v: &mut Check, raw: Option<&[String]>, mode: C2sMode) -> Vec<Mechanism> {
     let Some(raw) = raw else {

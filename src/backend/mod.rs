@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub mod warm;
+
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
 use crate::xml::element::Element;
