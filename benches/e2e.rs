@@ -1,9 +1,10 @@
 //! End-to-end load run: dealer's forward mode beside HAProxy (`mode tcp`, without and
-//! with `option splice-auto`) in front of the same backend, in one run, with the
-//! relays taking turns phase by phase (dealer, haproxy, haproxy-splice, dealer, …) so
-//! drift on a noisy machine hits all alike; one table of ratios at the end.
+//! with `option splice-auto`; `bind … ssl crt` for TLS clients) in front of the same
+//! backend, in one run, with the relays taking turns phase by phase (dealer, haproxy,
+//! haproxy-splice, dealer, …; the order reversed every other round) so drift on a
+//! noisy machine hits all alike; one table of ratios per family at the end.
 //!
-//! `cargo bench --bench e2e` runs the full plan (about three minutes once built).
+//! `cargo bench --bench e2e` runs the full plan (about five minutes once built).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke round of a
 //! few logins and stanzas through every relay, which fails on any error. Options after
 //! `--` narrow a run down for profiling (see `options`).
@@ -18,14 +19,32 @@
 //!   process, from source addresses 127.0.0.2–9.
 //!
 //! Phases (`e2e/load.rs`): idle memory at 9,000 sessions (first, on fresh processes),
-//! then rounds of logins, stanza throughput, round trips, and round trips with every
-//! process pinned to one CPU. CPU figures are the relay process's utime + stime over a
-//! phase; rates and latencies as the load generator sees them.
+//! then rounds of:
+//! - logins (connect, PLAIN, bind, close): plaintext 16 and 50 at a time; TLS 16 at a
+//!   time with full handshakes (no resumption), then again with clients that keep the
+//!   TLS 1.3 tickets the relay sends and offer one on reconnecting (a store per relay,
+//!   filled by a few logins first; the share of handshakes that did resume is shown);
+//! - login latency: one client logging in one login after another, each timed from
+//!   the connect to the bind result, free and with relay, sink and load generator
+//!   pinned to one CPU;
+//! - stanza throughput;
+//! - round trips of one stanza, free and pinned to one CPU.
+//!
+//! CPU figures are the relay's time on a CPU over a phase (nanoseconds, from
+//! `/proc/PID/task/*/schedstat`); rates and latencies as the load generator sees them.
+//! Each round's figures are kept apart: a table cell is a relay's median over the
+//! rounds, a ratio the median of the per-round ratios with their spread (min–max), and
+//! each goal of the issue is judged on dealer's ratio to the best HAProxy of the family
+//! in each round; a summary lists every goal as met or missed. Every line goes to the
+//! terminal and, in a full run (not narrowed by options), to
+//! `benches/results/e2e-<date>.txt`, headed by a description of the machine.
 
 #[path = "e2e/client.rs"]
 mod client;
 #[path = "e2e/load.rs"]
 mod load;
+#[path = "common/machine.rs"]
+mod machine;
 #[path = "e2e/procs.rs"]
 mod procs;
 #[path = "e2e/report.rs"]
@@ -37,9 +56,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use client::Endpoint;
-use load::Pids;
+use load::{Counted, Pids};
 use procs::Proc;
-use report::Results;
+use report::{Log, Results, Round};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -54,10 +73,19 @@ struct Plan {
     /// Phases to run (all, unless `--phases` narrows them for profiling).
     phases: Phases,
     warmup_logins: usize,
-    /// Logins per relay per round, by family.
+    /// Logins per relay per login phase: plaintext (at each concurrency), TLS with full
+    /// handshakes, TLS resuming a session.
     logins_plain: usize,
     logins_tls: usize,
+    logins_resumed: usize,
+    /// Logins that fill a resumption store before its phase is measured.
+    resume_prime: usize,
+    /// Logins at a time: every family, and plaintext again at the higher figure.
     login_conc: usize,
+    login_conc_high: usize,
+    /// Logins one at a time, by family, in each login-latency phase.
+    lat_logins_plain: usize,
+    lat_logins_tls: usize,
     /// Concurrent sessions, stanzas in flight per session, and how long they send.
     stanza_sessions: usize,
     stanza_window: usize,
@@ -83,6 +111,7 @@ struct Plan {
 struct Phases {
     idle: bool,
     login: bool,
+    login_latency: bool,
     stanzas: bool,
     rtt: bool,
 }
@@ -90,6 +119,7 @@ struct Phases {
 const ALL_PHASES: Phases = Phases {
     idle: true,
     login: true,
+    login_latency: true,
     stanzas: true,
     rtt: true,
 };
@@ -98,9 +128,14 @@ const FULL: Plan = Plan {
     rounds: 5,
     phases: ALL_PHASES,
     warmup_logins: 300,
-    logins_plain: 3_000,
-    logins_tls: 1_000,
+    logins_plain: 6_000,
+    logins_tls: 1_500,
+    logins_resumed: 3_000,
+    resume_prime: 32,
     login_conc: 16,
+    login_conc_high: 50,
+    lat_logins_plain: 400,
+    lat_logins_tls: 200,
     stanza_sessions: 64,
     stanza_window: 16,
     stanza_time: Duration::from_secs(4),
@@ -120,7 +155,12 @@ const SMOKE: Plan = Plan {
     warmup_logins: 2,
     logins_plain: 4,
     logins_tls: 2,
+    logins_resumed: 4,
+    resume_prime: 2,
     login_conc: 2,
+    login_conc_high: 3,
+    lat_logins_plain: 3,
+    lat_logins_tls: 2,
     stanza_sessions: 2,
     stanza_window: 4,
     stanza_time: Duration::from_millis(200),
@@ -151,9 +191,11 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let mut plan = if full { FULL } else { SMOKE };
-    let only = options(&mut plan);
+    let (only, narrowed) = options(&mut plan);
     let plan = &plan;
     let started = Instant::now();
+    // A full run, not narrowed, keeps its output under benches/results/.
+    let log = Log::new((full && !narrowed).then(|| machine::results_path("e2e")));
     let dealer_bin = env!("CARGO_BIN_EXE_dealer");
     if full {
         assert!(
@@ -173,12 +215,26 @@ fn main() {
             !full,
             "HAProxy is not installed (Debian: apt-get install haproxy)"
         );
-        eprintln!("e2e: haproxy not found; smoke round through dealer only");
+        log.line("e2e: haproxy not found; smoke round through dealer only");
     }
-    eprintln!(
-        "e2e: {} run; dealer binary {dealer_bin}; descriptor limit {nofile}",
-        if full { "full" } else { "smoke" }
-    );
+    log.line(format!(
+        "e2e: {} run on {} (UTC)",
+        if full { "full" } else { "smoke" },
+        machine::today()
+    ));
+    for l in machine::describe() {
+        log.line(l);
+    }
+    if haproxy {
+        log.line(format!(
+            "haproxy: {}",
+            machine::first_line("haproxy", &["-v"]).unwrap_or_default()
+        ));
+    }
+    log.line(format!("plan: {}", plan_text(plan)));
+    log.line(format!(
+        "e2e: dealer binary {dealer_bin}; descriptor limit {nofile}"
+    ));
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let sink = procs::sink(dir.path(), if haproxy { 5 } else { 2 });
@@ -241,7 +297,12 @@ fn main() {
 
     relays.retain(|r| only.is_none_or(|f| f == r.family));
     for r in &relays {
-        eprintln!("e2e: {} pid {} on {}", tag(r), r.proc.pid(), r.ep.addr);
+        log.line(format!(
+            "e2e: {} pid {} on {}",
+            tag(r),
+            r.proc.pid(),
+            r.ep.addr
+        ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -254,13 +315,13 @@ fn main() {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
         tokio::select! {
-            () = run(plan, &mut relays, &sink, &cpus) => true,
+            () = run(plan, &mut relays, &sink, &cpus, &log) => true,
             _ = tokio::signal::ctrl_c() => false,
             _ = term.recv() => false,
         }
     });
     if !finished {
-        eprintln!("e2e: interrupted");
+        log.line("e2e: interrupted");
         drop(relays);
         drop(sink);
         drop(dir);
@@ -272,27 +333,31 @@ fn main() {
     }
     let errors: u64 = relays.iter().map(|r| r.results.errors()).sum();
     let elapsed = started.elapsed();
-    print_report(plan, &relays, full, elapsed);
+    print_report(plan, &relays, full, elapsed, &log);
     if errors > 0 {
         for r in &relays {
             if let Some(e) = r.results.first_error() {
-                eprintln!(
+                log.line(format!(
                     "e2e: {} ({:?}): {} errors, first: {e}\n  relay log tail:\n{}\n  sink log tail:\n{}",
                     r.label,
                     r.family,
                     r.results.errors(),
                     r.proc.log_tail(),
                     sink.proc.log_tail()
-                );
+                ));
             }
         }
         assert!(full, "the smoke round had {errors} errors");
     }
+    if let Some(p) = log.path() {
+        eprintln!("e2e: this output is in {}", p.display());
+    }
 }
 
 /// Options after `--`, to narrow a run down for profiling: `--rounds N`,
-/// `--phases idle,login,stanzas,rtt`, `--family plain|tls`. Returns the family.
-fn options(plan: &mut Plan) -> Option<Family> {
+/// `--phases idle,login,login-latency,stanzas,rtt`, `--family plain|tls`. Returns the
+/// family, and whether any option was given (a narrowed run keeps no results file).
+fn options(plan: &mut Plan) -> (Option<Family>, bool) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| {
         args.iter().position(|a| a == name).map(|i| {
@@ -300,23 +365,28 @@ fn options(plan: &mut Plan) -> Option<Family> {
                 .unwrap_or_else(|| panic!("{name} needs a value"))
         })
     };
+    let mut narrowed = false;
     if let Some(n) = value("--rounds") {
         plan.rounds = n.parse().expect("--rounds N");
+        narrowed = true;
     }
     if let Some(list) = value("--phases") {
         let has = |p: &str| list.split(',').any(|x| x == p);
         plan.phases = Phases {
             idle: has("idle"),
             login: has("login"),
+            login_latency: has("login-latency"),
             stanzas: has("stanzas"),
             rtt: has("rtt"),
         };
+        narrowed = true;
     }
-    value("--family").map(|f| match f.as_str() {
+    let family = value("--family").map(|f| match f.as_str() {
         "plain" => Family::Plain,
         "tls" => Family::Tls,
         other => panic!("--family plain|tls, not {other}"),
-    })
+    });
+    (family, narrowed || family.is_some())
 }
 
 fn pids(r: &Relay, sink: &procs::Sink) -> Pids {
@@ -337,8 +407,50 @@ fn tag(r: &Relay) -> String {
     )
 }
 
+/// A round's line for a login phase.
+fn login_line(round: usize, phase: &str, r: &Relay, c: &Counted) -> String {
+    let per = |cpu: f64| 1e6 * cpu / c.count.max(1) as f64;
+    let mut line = format!(
+        "r{round} {phase:<9} {:<28} {:>6} in {:.2} s = {:>7.0}/s, relay {:>6.1} µs/login (sink {:.1}, gen {:.1}), {} errors",
+        tag(r),
+        c.count,
+        c.secs,
+        c.count as f64 / c.secs,
+        per(c.cpu),
+        per(c.sink_cpu),
+        per(c.gen_cpu),
+        c.errors
+    );
+    if r.family == Family::Tls {
+        line.push_str(&format!(
+            ", {:.1}% resumed",
+            100.0 * c.resumed as f64 / c.count.max(1) as f64
+        ));
+    }
+    line
+}
+
+/// Run `f` with the relay, the sink and this process pinned to the first CPU of
+/// `cpus` when `pinned`, and let them run on all of `cpus` again after.
+async fn maybe_pinned<T>(
+    pinned: bool,
+    p: Pids,
+    cpus: &str,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    let all = [p.relay, p.sink, std::process::id()];
+    if pinned {
+        procs::pin(&all, &procs::first_cpu(cpus));
+    }
+    let out = f.await;
+    if pinned {
+        procs::pin(&all, cpus);
+    }
+    out
+}
+
 /// Every phase of the plan; `cpus` is the CPU list to restore after pinning.
-async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str) {
+async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str, log: &Log) {
     for r in relays.iter_mut() {
         ready(r).await;
     }
@@ -346,15 +458,17 @@ async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str) 
     for r in relays.iter() {
         let p = pids(r, sink);
         load::logins(&r.ep, p, plan.warmup_logins, 8, plan.cap).await;
-        load::throughput(
-            &r.ep,
-            p,
-            plan.stanza_sessions.min(8),
-            plan.stanza_window,
-            plan.stanza_time / 4,
-            plan.stanza_max,
-        )
-        .await;
+        if plan.phases.stanzas || plan.phases.rtt {
+            load::throughput(
+                &r.ep,
+                p,
+                plan.stanza_sessions.min(8),
+                plan.stanza_window,
+                plan.stanza_time / 4,
+                plan.stanza_max,
+            )
+            .await;
+        }
     }
     // Idle memory, before the rounds (and their freed memory) can blur it.
     for r in relays.iter_mut().filter(|_| plan.phases.idle) {
@@ -366,7 +480,7 @@ async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str) 
             plan.idle_settle,
         )
         .await;
-        eprintln!(
+        log.line(format!(
             "idle  {:<28} {} sessions in {:.1} s: RSS {} → {} KiB = {:.2} KiB each, {} errors",
             tag(r),
             idle.sessions,
@@ -375,35 +489,99 @@ async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str) 
             idle.after_kib,
             idle.per_session_kib().unwrap_or(f64::NAN),
             idle.errors
-        );
+        ));
         r.results.idle = idle;
     }
     let settle = || tokio::time::sleep(plan.settle);
     for round in 1..=plan.rounds {
+        for r in relays.iter_mut() {
+            r.results.rounds.push(Round::default());
+        }
         for family in [Family::Plain, Family::Tls] {
-            let idx: Vec<usize> = (0..relays.len())
+            let mut idx: Vec<usize> = (0..relays.len())
                 .filter(|&i| relays[i].family == family)
                 .collect();
-            let logins = match family {
-                Family::Plain => plan.logins_plain,
-                Family::Tls => plan.logins_tls,
+            // Turns alternate: whoever went last in one round goes first in the next.
+            if round % 2 == 0 {
+                idx.reverse();
+            }
+            let (logins, concs, lat_logins) = match family {
+                Family::Plain => (
+                    plan.logins_plain,
+                    vec![plan.login_conc, plan.login_conc_high],
+                    plan.lat_logins_plain,
+                ),
+                Family::Tls => (plan.logins_tls, vec![plan.login_conc], plan.lat_logins_tls),
             };
-            for &i in idx.iter().filter(|_| plan.phases.login) {
+            for (k, &conc) in concs.iter().enumerate().filter(|_| plan.phases.login) {
+                for &i in &idx {
+                    settle().await;
+                    let r = &mut relays[i];
+                    let c = load::logins(&r.ep, pids(r, sink), logins, conc, plan.cap).await;
+                    log.line(login_line(round, &format!("login{conc}"), r, &c));
+                    let now = r.results.round();
+                    if k == 0 {
+                        now.login = c;
+                    } else {
+                        now.login_high = c;
+                    }
+                }
+            }
+            for &i in idx
+                .iter()
+                .filter(|_| plan.phases.login && family == Family::Tls)
+            {
                 settle().await;
                 let r = &mut relays[i];
-                let c = load::logins(&r.ep, pids(r, sink), logins, plan.login_conc, plan.cap).await;
-                eprintln!(
-                    "r{round} login   {:<28} {:>6} in {:.2} s = {:>7.0}/s, relay {:>6.1} µs/login (sink {:.1}, gen {:.1}), {} errors",
-                    tag(r),
-                    c.count,
-                    c.secs,
-                    c.count as f64 / c.secs,
-                    1e6 * c.cpu / c.count.max(1) as f64,
-                    1e6 * c.sink_cpu / c.count.max(1) as f64,
-                    1e6 * c.gen_cpu / c.count.max(1) as f64,
-                    c.errors
-                );
-                r.results.login.add(&c);
+                // A resumption store of this relay's own, filled before the interval.
+                let ep = Endpoint {
+                    addr: r.ep.addr,
+                    tls: Some(client::tls_config_resuming()),
+                };
+                let p = pids(r, sink);
+                let primed =
+                    load::logins(&ep, p, plan.resume_prime, plan.login_conc, plan.cap).await;
+                let mut c =
+                    load::logins(&ep, p, plan.logins_resumed, plan.login_conc, plan.cap).await;
+                c.errors += primed.errors;
+                if c.first_error.is_none() {
+                    c.first_error = primed.first_error;
+                }
+                log.line(login_line(round, "resumed", r, &c));
+                r.results.round().resumed = c;
+            }
+            for pinned in [false, true]
+                .into_iter()
+                .filter(|_| plan.phases.login_latency)
+            {
+                for &i in &idx {
+                    settle().await;
+                    let r = &mut relays[i];
+                    let p = pids(r, sink);
+                    let (times, c) = maybe_pinned(
+                        pinned,
+                        p,
+                        cpus,
+                        load::login_latency(&r.ep, p, lat_logins, plan.cap),
+                    )
+                    .await;
+                    log.line(format!(
+                        "r{round} {:<9} {:<28} {:>6} logins one at a time: p50 {:.1} µs, p99 {:.1} µs, {} errors",
+                        if pinned { "login1/1" } else { "login1" },
+                        tag(r),
+                        times.len(),
+                        report::quantile_us(&times, 0.5).unwrap_or(f64::NAN),
+                        report::quantile_us(&times, 0.99).unwrap_or(f64::NAN),
+                        c.errors
+                    ));
+                    let now = r.results.round();
+                    if pinned {
+                        now.login_times_pinned = times;
+                    } else {
+                        now.login_times = times;
+                    }
+                    now.login_latency.add(&c);
+                }
             }
             for &i in idx.iter().filter(|_| plan.phases.stanzas) {
                 settle().await;
@@ -417,8 +595,8 @@ async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str) 
                     plan.stanza_max,
                 )
                 .await;
-                eprintln!(
-                    "r{round} stanzas {:<28} {:>8} in {:.2} s = {:>7.0}/s, relay {:>6.1} ns/stanza (sink {:.1}, gen {:.1}), {} errors",
+                log.line(format!(
+                    "r{round} stanzas   {:<28} {:>8} in {:.2} s = {:>7.0}/s, relay {:>6.1} ns/stanza (sink {:.1}, gen {:.1}), {} errors",
                     tag(r),
                     c.count,
                     c.secs,
@@ -427,38 +605,37 @@ async fn run(plan: &Plan, relays: &mut [Relay], sink: &procs::Sink, cpus: &str) 
                     1e9 * c.sink_cpu / c.count.max(1) as f64,
                     1e9 * c.gen_cpu / c.count.max(1) as f64,
                     c.errors
-                );
-                r.results.stanzas.add(&c);
+                ));
+                r.results.round().stanzas = c;
             }
-            for pinned in [false, true] {
-                for &i in idx.iter().filter(|_| plan.phases.rtt) {
+            for pinned in [false, true].into_iter().filter(|_| plan.phases.rtt) {
+                for &i in &idx {
                     settle().await;
                     let r = &mut relays[i];
                     let p = pids(r, sink);
-                    let all = [p.relay, p.sink, std::process::id()];
-                    if pinned {
-                        procs::pin(&all, &procs::first_cpu(cpus));
-                    }
-                    let (rtt, c) =
-                        load::latency(&r.ep, p, plan.rtt_sessions, plan.rtt_trips, plan.cap).await;
-                    if pinned {
-                        procs::pin(&all, cpus);
-                    }
-                    eprintln!(
-                        "r{round} rtt{}  {:<28} {:>6} trips: p50 {:.1} µs, p99 {:.1} µs, {} errors",
-                        if pinned { "/1" } else { "  " },
+                    let (rtt, c) = maybe_pinned(
+                        pinned,
+                        p,
+                        cpus,
+                        load::latency(&r.ep, p, plan.rtt_sessions, plan.rtt_trips, plan.cap),
+                    )
+                    .await;
+                    log.line(format!(
+                        "r{round} {:<9} {:<28} {:>6} trips: p50 {:.1} µs, p99 {:.1} µs, {} errors",
+                        if pinned { "rtt/1" } else { "rtt" },
                         tag(r),
                         rtt.len(),
                         report::quantile_us(&rtt, 0.5).unwrap_or(f64::NAN),
                         report::quantile_us(&rtt, 0.99).unwrap_or(f64::NAN),
                         c.errors
-                    );
+                    ));
+                    let now = r.results.round();
                     if pinned {
-                        r.results.rtt_pinned.extend(rtt);
+                        now.rtt_pinned = rtt;
                     } else {
-                        r.results.rtt.extend(rtt);
+                        now.rtt = rtt;
                     }
-                    r.results.latency.add(&c);
+                    now.latency.add(&c);
                 }
             }
         }
@@ -486,11 +663,47 @@ async fn ready(r: &mut Relay) {
     }
 }
 
-fn print_report(plan: &Plan, relays: &[Relay], full: bool, elapsed: Duration) {
-    println!();
+/// What a run does, in a sentence.
+fn plan_text(plan: &Plan) -> String {
+    format!(
+        "{} rounds, relays taking turns phase by phase, the order reversed every other \
+         round; per relay and round: {} plaintext logins {} at a time and {} more {} at a \
+         time; {} TLS logins with full handshakes and {} resuming a session, {} at a time \
+         (after {} logins that fill the ticket store); {} plaintext or {} TLS logins one at \
+         a time, free and pinned to one CPU; {} sessions × {} stanzas of {} bytes in flight \
+         for {:?}; {} session(s) × {} round trips (one stanza in flight), free and pinned to \
+         one CPU. RSS at {} idle sessions, once before the rounds.",
+        plan.rounds,
+        plan.logins_plain,
+        plan.login_conc,
+        plan.logins_plain,
+        plan.login_conc_high,
+        plan.logins_tls,
+        plan.logins_resumed,
+        plan.login_conc,
+        plan.resume_prime,
+        plan.lat_logins_plain,
+        plan.lat_logins_tls,
+        plan.stanza_sessions,
+        plan.stanza_window,
+        client::STANZA_BYTES,
+        plan.stanza_time,
+        plan.rtt_sessions,
+        plan.rtt_trips,
+        plan.idle,
+    )
+}
+
+fn print_report(plan: &Plan, relays: &[Relay], full: bool, elapsed: Duration, log: &Log) {
+    log.out("");
     if !full {
-        println!("e2e smoke round (figures are not measurements; run `cargo bench --bench e2e`)");
+        log.out("e2e smoke round (figures are not measurements; run `cargo bench --bench e2e`)");
     }
+    let conc = report::Conc {
+        low: plan.login_conc,
+        high: plan.login_conc_high,
+    };
+    let mut goals = Vec::new();
     for family in [Family::Plain, Family::Tls] {
         let cols: Vec<(&str, &Results)> = relays
             .iter()
@@ -500,36 +713,40 @@ fn print_report(plan: &Plan, relays: &[Relay], full: bool, elapsed: Duration) {
         if cols.len() < 2 {
             continue;
         }
-        println!("{}", report::table(family, &cols, full));
-        println!("CPU while stanzas flowed: {}\n", report::cpu_shares(&cols));
+        let (table, verdicts) = report::table(family, &cols, &conc, full);
+        log.out(table);
+        log.out(format!(
+            "CPU while stanzas flowed: {}\n",
+            report::cpu_shares(&cols)
+        ));
+        goals.extend(verdicts);
     }
     for r in relays {
         if let Some(http) = r.http {
             let m = procs::http_get(http, "/metrics").unwrap_or_default();
-            println!(
+            log.out(format!(
                 "dealer ({:?} clients) relayed {:.0} bytes by splice, {:.0} by copy",
                 r.family,
                 procs::metric_sum(&m, "dealer_relay_bytes_total", "kind=\"splice\""),
                 procs::metric_sum(&m, "dealer_relay_bytes_total", "kind=\"copy\"")
-            );
+            ));
         }
     }
-    println!(
-        "{} rounds; per relay and round: {} plaintext or {} TLS logins ({} at a time); \
-         {} sessions × {} stanzas of {} bytes in flight for {:?}; {} session(s) × {} round trips \
-         (one stanza in flight), free and pinned to one CPU; RSS at {} idle sessions. \
-         Total run time {:.0} s.",
-        plan.rounds,
-        plan.logins_plain,
-        plan.logins_tls,
-        plan.login_conc,
-        plan.stanza_sessions,
-        plan.stanza_window,
-        client::STANZA_BYTES,
-        plan.stanza_time,
-        plan.rtt_sessions,
-        plan.rtt_trips,
-        plan.idle,
+    log.out(format!(
+        "{} Cells: a relay's median over the rounds; ratios: the median of the per-round \
+         ratios (min–max over the rounds); goals: judged on dealer ÷ the best HAProxy of \
+         the family in each round. Total run time {:.0} s.",
+        plan_text(plan),
         elapsed.as_secs_f64()
-    );
+    ));
+    if !goals.is_empty() {
+        let missed = goals.iter().filter(|g| g.ends_with("**missed**")).count();
+        log.out(format!(
+            "\nGoals: {} met, {missed} missed",
+            goals.len() - missed
+        ));
+        for g in &goals {
+            log.out(format!("- {g}"));
+        }
+    }
 }

@@ -53,9 +53,21 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
     Arc::new(c)
 }
 
+/// The same, but with rustls's default in-memory resumption store, new and empty: the
+/// clients that share this config keep the TLS 1.3 tickets servers send them, and each
+/// new connection offers one from an earlier connection. The store is keyed by server
+/// name, and every relay is `example.com`, so each relay's phase needs a config of its
+/// own (a ticket from one relay would not resume on another).
+pub fn tls_config_resuming() -> Arc<rustls::ClientConfig> {
+    let mut c = (*tls_config()).clone();
+    c.resumption = rustls::client::Resumption::in_memory_sessions(256);
+    Arc::new(c)
+}
+
 static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 
-async fn connect(ep: &Endpoint) -> io::Result<Box<dyn Io>> {
+/// A connection to `ep`, and whether its TLS handshake resumed a session.
+async fn connect(ep: &Endpoint) -> io::Result<(Box<dyn Io>, bool)> {
     let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCES;
     let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + n as u8));
     let sock = TcpSocket::new_v4()?;
@@ -66,7 +78,7 @@ async fn connect(ep: &Endpoint) -> io::Result<Box<dyn Io>> {
         .map_err(|_| bad("connect timed out"))??;
     tcp.set_nodelay(true)?;
     match &ep.tls {
-        None => Ok(Box::new(tcp)),
+        None => Ok((Box::new(tcp), false)),
         Some(cfg) => {
             let name = ServerName::try_from("example.com").expect("a valid DNS name");
             let tls = timeout(
@@ -75,7 +87,8 @@ async fn connect(ep: &Endpoint) -> io::Result<Box<dyn Io>> {
             )
             .await
             .map_err(|_| bad("TLS handshake timed out"))??;
-            Ok(Box::new(tls))
+            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            Ok((Box::new(tls), resumed))
         }
     }
 }
@@ -156,6 +169,8 @@ async fn send(io: &mut dyn Io, bytes: &[u8]) -> io::Result<()> {
 /// A logged-in, bound session, ready to send stanzas.
 pub struct Session {
     io: Box<dyn Io>,
+    /// The TLS handshake resumed an earlier session (always false for plain TCP).
+    pub resumed: bool,
     /// `STANZA_BYTES`-sized copies of this session's stanza, as many as a window holds.
     batch: Vec<u8>,
     /// The echo expected for each stanza.
@@ -191,7 +206,7 @@ pub fn stanza(n: usize) -> (Vec<u8>, Vec<u8>) {
 /// Connect as user `n`, authenticate with PLAIN, bind (and, with `session`, open the
 /// RFC 3921 session too). `window` is how many stanzas `send` may write at once.
 pub async fn login(ep: &Endpoint, n: usize, session: bool, window: usize) -> io::Result<Session> {
-    let mut io = connect(ep).await?;
+    let (mut io, resumed) = connect(ep).await?;
     let io_ref: &mut dyn Io = &mut *io;
     let mut r = Reader::new();
     send(io_ref, HEADER).await?;
@@ -239,6 +254,7 @@ pub async fn login(ep: &Endpoint, n: usize, session: bool, window: usize) -> io:
     let (msg, echo) = stanza(n);
     Ok(Session {
         io,
+        resumed,
         batch: msg.repeat(window.max(1)),
         echo,
         rbuf: Vec::new(),

@@ -42,11 +42,14 @@ pub struct Counted {
     pub gen_cpu: f64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Logins whose TLS handshake resumed an earlier session.
+    pub resumed: u64,
 }
 
 impl Counted {
     pub fn add(&mut self, o: &Counted) {
         self.count += o.count;
+        self.resumed += o.resumed;
         self.secs += o.secs;
         self.cpu += o.cpu;
         self.sink_cpu += o.sink_cpu;
@@ -81,6 +84,7 @@ impl Errors {
             gen_cpu: c1[2] - c0[2],
             errors,
             first_error,
+            resumed: 0,
         }
     }
 }
@@ -141,41 +145,90 @@ async fn close_all(sessions: Vec<Session>) {
     }
 }
 
-/// `n` logins (connect, PLAIN, bind, close), `conc` at a time, within `cap`.
+/// `n` logins (connect, PLAIN, bind, close), `conc` at a time, within `cap`; counts
+/// the handshakes that resumed a TLS session too.
 pub async fn logins(ep: &Endpoint, pids: Pids, n: usize, conc: usize, cap: Duration) -> Counted {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(Errors::default());
     let c0 = pids.cpu();
     let t0 = Instant::now();
     let deadline = t0 + cap;
-    let tasks: Vec<_> = (0..conc)
+    let tasks: Vec<_> = (0..conc.min(n).max(1))
         .map(|_| {
             let (ep, next, errors) = (ep.clone(), next.clone(), errors.clone());
             tokio::spawn(async move {
-                let mut ok = 0u64;
+                let (mut ok, mut resumed) = (0u64, 0u64);
                 while next.fetch_add(1, Ordering::Relaxed) < n && Instant::now() < deadline {
                     let r = async {
-                        client::login(&ep, next_user(), false, 1)
-                            .await?
-                            .close()
-                            .await
+                        let s = client::login(&ep, next_user(), false, 1).await?;
+                        let r = s.resumed;
+                        s.close().await.map(|()| r)
                     };
                     match r.await {
-                        Ok(()) => ok += 1,
+                        Ok(r) => {
+                            ok += 1;
+                            resumed += u64::from(r);
+                        }
                         Err(e) => errors.note(e),
                     }
                 }
-                ok
+                (ok, resumed)
             })
         })
         .collect();
-    let mut ok = 0;
+    let (mut ok, mut resumed) = (0, 0);
     for t in tasks {
-        ok += t.await.expect("a login task");
+        let (o, r) = t.await.expect("a login task");
+        ok += o;
+        resumed += r;
     }
     let secs = t0.elapsed().as_secs_f64();
     let c1 = pids.cpu();
-    errors.counted(ok, secs, c0, c1)
+    let mut c = errors.counted(ok, secs, c0, c1);
+    c.resumed = resumed;
+    c
+}
+
+/// `n` logins one after another by a single client (within `cap`), each timed from
+/// the connect to the bind result; returns every login's time in nanoseconds. The
+/// close after each login is not timed.
+pub async fn login_latency(
+    ep: &Endpoint,
+    pids: Pids,
+    n: usize,
+    cap: Duration,
+) -> (Vec<u64>, Counted) {
+    let errors = Arc::new(Errors::default());
+    let c0 = pids.cpu();
+    let t0 = Instant::now();
+    let until = t0 + cap;
+    let task = {
+        let (ep, errors) = (ep.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                if Instant::now() >= until {
+                    break;
+                }
+                let t = Instant::now();
+                match client::login(&ep, next_user(), false, 1).await {
+                    Ok(s) => {
+                        times.push(t.elapsed().as_nanos() as u64);
+                        if let Err(e) = s.close().await {
+                            errors.note(e);
+                        }
+                    }
+                    Err(e) => errors.note(e),
+                }
+            }
+            times
+        })
+    };
+    let times = task.await.expect("a login-latency task");
+    let secs = t0.elapsed().as_secs_f64();
+    let c1 = pids.cpu();
+    let c = errors.counted(times.len() as u64, secs, c0, c1);
+    (times, c)
 }
 
 /// `sessions` sessions each keep `window` stanzas in flight for `dur` (at most `max`

@@ -1,7 +1,7 @@
 //! The processes of a run and what the bench reads about them. The sink is this
 //! executable again; dealer is the binary cargo built for this bench (the release
 //! build under `cargo bench`); HAProxy is Debian's. Each is killed by pid when its
-//! handle drops. CPU time comes from `/proc/PID/stat` (utime + stime, all threads),
+//! handle drops. CPU time comes from `/proc/PID/task/*/schedstat` (ns, all threads),
 //! memory from `VmRSS` in `/proc/PID/status`, open descriptors from `/proc/PID/fd`;
 //! `taskset -a -p` pins every thread of a process.
 
@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 
 /// Connections HAProxy and dealer are configured for: the 9,000 idle sessions and
 /// room to spare, within a 20,000-descriptor hard limit (two descriptors a session).
@@ -68,29 +67,9 @@ impl Drop for Proc {
     }
 }
 
-fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// utime + stime of process `pid`, in seconds.
+/// CPU time process `pid` has used so far, in seconds (see `machine::cpu_of`).
 pub fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // Fields after the command name (which may hold spaces), from field 3 (state) on:
-    // utime is field 14, stime field 15.
-    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
-    ticks as f64 / clock_ticks()
+    super::machine::cpu_of(pid)
 }
 
 /// Resident memory of process `pid` now, in KiB.

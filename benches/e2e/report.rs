@@ -1,66 +1,131 @@
-//! The results of a run, per relay, and the table of ratios: one markdown table per
-//! family, dealer beside each HAProxy variant, with the issue's goals judged against
-//! the best HAProxy of the family (the lowest CPU, latency or memory).
+//! The results of a run, per relay and round, and the table of ratios: one markdown
+//! table per family, dealer beside each HAProxy variant. A relay's cell is the median
+//! of its per-round figures; a ratio cell is the median of the per-round ratios, with
+//! their spread (min–max) over the rounds. Goals are judged on the median ratio of
+//! dealer to the best HAProxy of the family in each round (the highest rate, the
+//! lowest CPU, latency or memory). Also `Log`, where every line the bench prints goes.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use super::Family;
 use super::load::{Counted, Idle};
 
-/// Everything measured for one relay over all rounds.
+/// Where the bench's lines go: stderr (progress) or stdout (the report), and in a full
+/// run also a results file.
+pub struct Log {
+    file: Option<(File, PathBuf)>,
+}
+
+impl Log {
+    /// Lines go to the terminal only, or also to `path` (created afresh).
+    pub fn new(path: Option<PathBuf>) -> Log {
+        Log {
+            file: path.map(|p| {
+                let f = File::create(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                (f, p)
+            }),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(_, p)| p.as_path())
+    }
+
+    /// A progress line: stderr, and the file.
+    pub fn line(&self, text: impl AsRef<str>) {
+        eprintln!("{}", text.as_ref());
+        self.append(text.as_ref());
+    }
+
+    /// A line of the report: stdout, and the file.
+    pub fn out(&self, text: impl AsRef<str>) {
+        println!("{}", text.as_ref());
+        self.append(text.as_ref());
+    }
+
+    fn append(&self, text: &str) {
+        if let Some((mut f, p)) = self.file.as_ref().map(|(f, p)| (f, p)) {
+            writeln!(f, "{text}").unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+    }
+}
+
+/// What one relay did in one round.
 #[derive(Default)]
-pub struct Results {
+pub struct Round {
+    /// Logins `login_conc` at a time (TLS clients: full handshakes).
     pub login: Counted,
+    /// Plaintext logins `login_conc_high` at a time.
+    pub login_high: Counted,
+    /// TLS logins whose clients keep tickets and offer one on reconnecting.
+    pub resumed: Counted,
+    /// One login at a time: each one's time (ns), free and pinned to one CPU.
+    pub login_times: Vec<u64>,
+    pub login_times_pinned: Vec<u64>,
+    pub login_latency: Counted,
     pub stanzas: Counted,
-    /// Round-trip times (ns), all rounds pooled.
+    /// Round-trip times (ns), free and pinned to one CPU.
     pub rtt: Vec<u64>,
     pub rtt_pinned: Vec<u64>,
     pub latency: Counted,
+}
+
+/// Everything measured for one relay: a `Round` per round, and idle memory (measured
+/// once, before the rounds).
+#[derive(Default)]
+pub struct Results {
+    pub rounds: Vec<Round>,
     pub idle: Idle,
 }
 
 impl Results {
-    pub fn logins_per_sec(&self) -> Option<f64> {
-        rate(self.login.count, self.login.secs)
+    /// The round being measured.
+    pub fn round(&mut self) -> &mut Round {
+        self.rounds.last_mut().expect("a round started")
     }
 
-    pub fn cpu_per_login_us(&self) -> Option<f64> {
-        per(self.login.cpu, self.login.count).map(|s| s * 1e6)
-    }
-
-    pub fn stanzas_per_sec(&self) -> Option<f64> {
-        rate(self.stanzas.count, self.stanzas.secs)
-    }
-
-    pub fn mb_per_sec(&self) -> Option<f64> {
-        self.stanzas_per_sec()
-            .map(|r| r * super::client::STANZA_BYTES as f64 / 1e6)
-    }
-
-    pub fn cpu_per_stanza_ns(&self) -> Option<f64> {
-        per(self.stanzas.cpu, self.stanzas.count).map(|s| s * 1e9)
+    fn counted(&self) -> impl Iterator<Item = &Counted> {
+        self.rounds.iter().flat_map(|r| {
+            [
+                &r.login,
+                &r.login_high,
+                &r.resumed,
+                &r.login_latency,
+                &r.stanzas,
+                &r.latency,
+            ]
+        })
     }
 
     pub fn errors(&self) -> u64 {
-        self.login.errors + self.stanzas.errors + self.latency.errors + self.idle.errors
+        self.counted().map(|c| c.errors).sum::<u64>() + self.idle.errors
     }
 
     pub fn first_error(&self) -> Option<&str> {
-        [
-            &self.login.first_error,
-            &self.stanzas.first_error,
-            &self.latency.first_error,
-            &self.idle.first_error,
-        ]
-        .into_iter()
-        .find_map(|e| e.as_deref())
+        self.counted()
+            .find_map(|c| c.first_error.as_deref())
+            .or(self.idle.first_error.as_deref())
+    }
+
+    /// The stanza phases of all rounds together.
+    fn stanzas(&self) -> Counted {
+        let mut all = Counted::default();
+        for r in &self.rounds {
+            all.add(&r.stanzas);
+        }
+        all
     }
 }
 
-fn rate(count: u64, secs: f64) -> Option<f64> {
-    (count > 0 && secs > 0.0).then(|| count as f64 / secs)
+fn rate(c: &Counted) -> Option<f64> {
+    (c.count > 0 && c.secs > 0.0).then(|| c.count as f64 / c.secs)
 }
 
-fn per(cpu: f64, count: u64) -> Option<f64> {
-    (count > 0).then(|| cpu / count as f64)
+/// CPU per counted item, in `unit`s of a second (1e6: µs).
+fn cpu_per(c: &Counted, unit: f64) -> Option<f64> {
+    (c.count > 0).then(|| c.cpu / c.count as f64 * unit)
 }
 
 /// The `q` quantile (0..1) of `v` in microseconds.
@@ -74,64 +139,227 @@ pub fn quantile_us(v: &[u64], q: f64) -> Option<f64> {
     Some(s[i] as f64 / 1e3)
 }
 
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(s[n / 2]),
+        _ => Some((s[n / 2 - 1] + s[n / 2]) / 2.0),
+    }
+}
+
+/// A figure of a round, or of the whole run (idle memory).
+#[derive(Clone, Copy)]
+enum Fig {
+    Round(fn(&Round) -> Option<f64>),
+    Once(fn(&Results) -> Option<f64>),
+}
+
+impl Fig {
+    /// The figure per round (one value for `Once`).
+    fn values(self, r: &Results) -> Vec<Option<f64>> {
+        match self {
+            Fig::Round(f) => r.rounds.iter().map(f).collect(),
+            Fig::Once(f) => vec![f(r)],
+        }
+    }
+}
+
+/// Which way is better: the best HAProxy is the highest rate, the lowest cost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
 /// What the issue asks of a figure.
 #[derive(Clone, Copy)]
 enum Goal {
     None,
-    /// dealer ≤ k × the best (lowest) HAProxy of the family.
-    AtMost(f64),
+    /// dealer ÷ the best HAProxy of the family ≥ k (rates) or ≤ k (costs).
+    Ratio(f64),
     /// dealer ≤ an absolute value.
     Below(f64, &'static str),
 }
 
-type Figure = fn(&Results) -> Option<f64>;
+struct Row {
+    name: String,
+    fig: Fig,
+    better: Better,
+    goal: Goal,
+    /// Whether dealer ÷ HAProxy means anything (not for a share).
+    ratios: bool,
+}
 
-fn rows(family: Family) -> Vec<(&'static str, Figure, Goal)> {
+fn row(name: impl Into<String>, fig: Fig, better: Better, goal: Goal) -> Row {
+    Row {
+        name: name.into(),
+        fig,
+        better,
+        goal,
+        ratios: true,
+    }
+}
+
+/// The login concurrencies of the plan, for the row names.
+pub struct Conc {
+    pub low: usize,
+    pub high: usize,
+}
+
+fn rows(family: Family, conc: &Conc) -> Vec<Row> {
+    use Better::{Higher, Lower};
     let plain = family == Family::Plain;
-    vec![
-        ("logins/s", Results::logins_per_sec, Goal::None),
-        (
-            "relay CPU per login, µs",
-            Results::cpu_per_login_us,
-            if plain { Goal::AtMost(1.1) } else { Goal::None },
+    let mut v = Vec::new();
+    if plain {
+        v.extend([
+            row(
+                format!("logins/s, {} at a time", conc.low),
+                Fig::Round(|r| rate(&r.login)),
+                Higher,
+                Goal::Ratio(1.0),
+            ),
+            row(
+                format!("relay CPU per login, µs, {} at a time", conc.low),
+                Fig::Round(|r| cpu_per(&r.login, 1e6)),
+                Lower,
+                Goal::Ratio(1.0),
+            ),
+            row(
+                format!("logins/s, {} at a time", conc.high),
+                Fig::Round(|r| rate(&r.login_high)),
+                Higher,
+                Goal::Ratio(1.0),
+            ),
+            row(
+                format!("relay CPU per login, µs, {} at a time", conc.high),
+                Fig::Round(|r| cpu_per(&r.login_high, 1e6)),
+                Lower,
+                Goal::Ratio(1.0),
+            ),
+        ]);
+    } else {
+        v.extend([
+            row(
+                "TLS logins/s, full handshakes",
+                Fig::Round(|r| rate(&r.login)),
+                Higher,
+                Goal::None,
+            ),
+            row(
+                "relay CPU per login, µs, full handshakes",
+                Fig::Round(|r| cpu_per(&r.login, 1e6)),
+                Lower,
+                Goal::Ratio(1.0),
+            ),
+            row(
+                "TLS logins/s, resumed",
+                Fig::Round(|r| rate(&r.resumed)),
+                Higher,
+                Goal::None,
+            ),
+            row(
+                "relay CPU per login, µs, resumed",
+                Fig::Round(|r| cpu_per(&r.resumed, 1e6)),
+                Lower,
+                Goal::None,
+            ),
+            Row {
+                ratios: false,
+                ..row(
+                    "handshakes that resumed, %",
+                    Fig::Round(|r| {
+                        (r.resumed.count > 0)
+                            .then(|| 100.0 * r.resumed.resumed as f64 / r.resumed.count as f64)
+                    }),
+                    Higher,
+                    Goal::None,
+                )
+            },
+        ]);
+    }
+    v.extend([
+        row(
+            "login p50 (one at a time), µs",
+            Fig::Round(|r| quantile_us(&r.login_times, 0.50)),
+            Lower,
+            Goal::Ratio(1.0),
         ),
-        ("stanzas/s relayed", Results::stanzas_per_sec, Goal::None),
-        ("MB/s relayed", Results::mb_per_sec, Goal::None),
-        (
+        row(
+            "login p99 (one at a time), µs",
+            Fig::Round(|r| quantile_us(&r.login_times, 0.99)),
+            Lower,
+            Goal::Ratio(1.0),
+        ),
+        row(
+            "login p50 (one at a time), one CPU, µs",
+            Fig::Round(|r| quantile_us(&r.login_times_pinned, 0.50)),
+            Lower,
+            Goal::Ratio(1.0),
+        ),
+        row(
+            "login p99 (one at a time), one CPU, µs",
+            Fig::Round(|r| quantile_us(&r.login_times_pinned, 0.99)),
+            Lower,
+            Goal::Ratio(1.0),
+        ),
+        row(
+            "stanzas/s relayed",
+            Fig::Round(|r| rate(&r.stanzas)),
+            Higher,
+            Goal::None,
+        ),
+        row(
+            "MB/s relayed",
+            Fig::Round(|r| rate(&r.stanzas).map(|s| s * super::client::STANZA_BYTES as f64 / 1e6)),
+            Higher,
+            Goal::None,
+        ),
+        row(
             "relay CPU per stanza, ns",
-            Results::cpu_per_stanza_ns,
-            Goal::AtMost(1.0),
+            Fig::Round(|r| cpu_per(&r.stanzas, 1e9)),
+            Lower,
+            Goal::Ratio(1.0),
         ),
-        (
+        row(
             "round trip p50, µs",
-            |r| quantile_us(&r.rtt, 0.50),
+            Fig::Round(|r| quantile_us(&r.rtt, 0.50)),
+            Lower,
             Goal::None,
         ),
-        (
+        row(
             "round trip p99, µs",
-            |r| quantile_us(&r.rtt, 0.99),
-            Goal::AtMost(1.0),
+            Fig::Round(|r| quantile_us(&r.rtt, 0.99)),
+            Lower,
+            Goal::Ratio(1.0),
         ),
-        (
+        row(
             "round trip p50, one CPU, µs",
-            |r| quantile_us(&r.rtt_pinned, 0.50),
+            Fig::Round(|r| quantile_us(&r.rtt_pinned, 0.50)),
+            Lower,
             Goal::None,
         ),
-        (
+        row(
             "round trip p99, one CPU, µs",
-            |r| quantile_us(&r.rtt_pinned, 0.99),
-            Goal::AtMost(1.0),
+            Fig::Round(|r| quantile_us(&r.rtt_pinned, 0.99)),
+            Lower,
+            Goal::Ratio(1.0),
         ),
-        (
+        row(
             "RSS per idle connection, KiB",
-            |r| r.idle.per_session_kib(),
+            Fig::Once(|r| r.idle.per_session_kib()),
+            Lower,
             if plain {
-                Goal::AtMost(1.0)
+                Goal::Ratio(1.0)
             } else {
                 Goal::Below(32.0, "32 KiB")
             },
         ),
-    ]
+    ]);
+    v
 }
 
 fn num(x: Option<f64>) -> String {
@@ -143,82 +371,164 @@ fn num(x: Option<f64>) -> String {
     }
 }
 
-/// One markdown table: the first column is dealer, the others HAProxy variants. Goals
-/// are judged only when `judge` (a full run).
-pub fn table(family: Family, cols: &[(&str, &Results)], judge: bool) -> String {
+/// Ratios over rounds: their median, min and max.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    n: usize,
+}
+
+impl Spread {
+    fn of(v: &[f64]) -> Option<Spread> {
+        Some(Spread {
+            median: median(v)?,
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n: v.len(),
+        })
+    }
+
+    fn text(&self) -> String {
+        if self.n > 1 {
+            format!("{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
+        } else {
+            format!("{:.2}×", self.median)
+        }
+    }
+}
+
+/// dealer's figure ÷ another's, round by round (rounds where both were measured).
+fn ratios(d: &[Option<f64>], o: &[Option<f64>]) -> Vec<f64> {
+    d.iter()
+        .zip(o)
+        .filter_map(|(d, o)| Some(d.as_ref()? / o.as_ref()?))
+        .collect()
+}
+
+/// One markdown table (the first column is dealer, the others HAProxy variants) and,
+/// when `judge` (a full run), a line per goal for the summary.
+pub fn table(
+    family: Family,
+    cols: &[(&str, &Results)],
+    conc: &Conc,
+    judge: bool,
+) -> (String, Vec<String>) {
     let (dealer, others) = cols.split_first().expect("dealer and at least one HAProxy");
-    let mut out = String::new();
-    out.push_str(&format!(
-        "| {} | {} |",
-        match family {
-            Family::Plain => "plaintext clients",
-            Family::Tls => "TLS clients",
-        },
+    let family_name = match family {
+        Family::Plain => "plaintext clients",
+        Family::Tls => "TLS clients",
+    };
+    let best_col = others.len() > 1;
+    let mut out = format!(
+        "| {family_name} | {} |",
         cols.iter().map(|c| c.0).collect::<Vec<_>>().join(" | ")
-    ));
+    );
     for o in others {
         out.push_str(&format!(" {} ÷ {} |", dealer.0, o.0));
     }
+    if best_col {
+        out.push_str(&format!(" {} ÷ best HAProxy |", dealer.0));
+    }
     out.push_str(" goal |\n|---|");
-    for _ in 0..cols.len() + others.len() {
+    for _ in 0..cols.len() + others.len() + usize::from(best_col) {
         out.push_str("---:|");
     }
     out.push_str("---|\n");
-    for (name, f, goal) in rows(family) {
-        let d = f(dealer.1);
-        out.push_str(&format!("| {name} |"));
+    let mut verdicts = Vec::new();
+    for row in rows(family, conc) {
+        let d = row.fig.values(dealer.1);
+        let o: Vec<Vec<Option<f64>>> = others.iter().map(|o| row.fig.values(o.1)).collect();
+        out.push_str(&format!("| {} |", row.name));
         for c in cols {
-            out.push_str(&format!(" {} |", num(f(c.1))));
+            let v: Vec<f64> = row.fig.values(c.1).into_iter().flatten().collect();
+            out.push_str(&format!(" {} |", num(median(&v))));
         }
-        for o in others {
-            let ratio = d.zip(f(o.1)).map(|(a, b)| a / b);
-            out.push_str(&format!(
-                " {} |",
-                ratio.map_or("—".into(), |r| format!("{r:.2}×"))
-            ));
+        let dash = |s: Option<&Spread>| s.map_or("—".to_owned(), Spread::text);
+        for o in &o {
+            let s = row.ratios.then(|| Spread::of(&ratios(&d, o))).flatten();
+            out.push_str(&format!(" {} |", dash(s.as_ref())));
         }
-        let best = others
-            .iter()
-            .filter_map(|o| f(o.1))
-            .min_by(|a, b| a.total_cmp(b));
-        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
-        let g = match goal {
-            _ if !judge => "(smoke)".to_owned(),
-            Goal::None => "—".to_owned(),
-            Goal::AtMost(k) => match d.zip(best) {
-                Some((d, b)) => {
-                    let bound = if k == 1.0 {
-                        "≤ best HAProxy".to_owned()
-                    } else {
-                        format!("≤ {k}× best HAProxy")
-                    };
-                    format!("{bound}: {}", verdict(d <= k * b))
+        // The best HAProxy of each round.
+        let best: Vec<Option<f64>> = (0..d.len())
+            .map(|i| {
+                let each = o.iter().filter_map(|o| o.get(i).copied().flatten());
+                match row.better {
+                    Better::Higher => each.max_by(f64::total_cmp),
+                    Better::Lower => each.min_by(f64::total_cmp),
                 }
-                None => "not measured".into(),
-            },
-            Goal::Below(v, text) => match d {
-                Some(d) => format!("≤ {text}: {}", verdict(d <= v)),
-                None => "not measured".into(),
-            },
+            })
+            .collect();
+        let vs_best = row.ratios.then(|| Spread::of(&ratios(&d, &best))).flatten();
+        if best_col {
+            out.push_str(&format!(" {} |", dash(vs_best.as_ref())));
+        }
+        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+        let (cell, summary) = match row.goal {
+            _ if !judge => ("(smoke)".to_owned(), None),
+            Goal::None => ("—".to_owned(), None),
+            Goal::Ratio(k) => {
+                let bound = match row.better {
+                    Better::Higher => format!("≥ {k:.1}× best HAProxy"),
+                    Better::Lower => format!("≤ {k:.1}× best HAProxy"),
+                };
+                match &vs_best {
+                    Some(s) => {
+                        let ok = match row.better {
+                            Better::Higher => s.median >= k,
+                            Better::Lower => s.median <= k,
+                        };
+                        let cell = format!("{bound}: {}", verdict(ok));
+                        let over = match row.fig {
+                            Fig::Once(_) => "measured once".to_owned(),
+                            Fig::Round(_) => format!("median (min–max) of {} rounds", s.n),
+                        };
+                        let line = format!(
+                            "{family_name}, {}: dealer ÷ best HAProxy {} ({over}); {cell}",
+                            row.name,
+                            s.text(),
+                        );
+                        (cell, Some(line))
+                    }
+                    None => (format!("{bound}: not measured"), None),
+                }
+            }
+            Goal::Below(v, text) => {
+                let d: Vec<f64> = d.iter().copied().flatten().collect();
+                match median(&d) {
+                    Some(m) => {
+                        let cell = format!("≤ {text}: {}", verdict(m <= v));
+                        let line = format!(
+                            "{family_name}, {}: dealer {}; {cell}",
+                            row.name,
+                            num(Some(m))
+                        );
+                        (cell, Some(line))
+                    }
+                    None => (format!("≤ {text}: not measured"), None),
+                }
+            }
         };
-        out.push_str(&format!(" {g} |\n"));
+        out.push_str(&format!(" {cell} |\n"));
+        verdicts.extend(summary);
     }
-    out
+    (out, verdicts)
 }
 
-/// Where the CPU went while stanzas flowed: relay, sink and load generator, each as a
-/// share of one CPU over the phase.
+/// Where the CPU went while stanzas flowed (all rounds): relay, sink and load
+/// generator, each as a share of one CPU over the phase.
 pub fn cpu_shares(cols: &[(&str, &Results)]) -> String {
     cols.iter()
-        .filter(|c| c.1.stanzas.secs > 0.0)
-        .map(|(name, r)| {
-            let s = &r.stanzas;
-            format!(
-                "{name}: relay {:.0}%, sink {:.0}%, load generator {:.0}%",
-                100.0 * s.cpu / s.secs,
-                100.0 * s.sink_cpu / s.secs,
-                100.0 * s.gen_cpu / s.secs
-            )
+        .filter_map(|(name, r)| {
+            let s = r.stanzas();
+            (s.secs > 0.0).then(|| {
+                format!(
+                    "{name}: relay {:.0}%, sink {:.0}%, load generator {:.0}%",
+                    100.0 * s.cpu / s.secs,
+                    100.0 * s.sink_cpu / s.secs,
+                    100.0 * s.gen_cpu / s.secs
+                )
+            })
         })
         .collect::<Vec<_>>()
         .join("; ")
