@@ -67,7 +67,7 @@ pub struct Metrics {
     routing_sources: IntCounterVec,
     service_stanzas: IntCounterVec,
     /// Backend name → the public domain it serves (`init_backends`).
-    backend_domains: std::sync::RwLock<HashMap<String, String>>,
+    backend_domains: std::sync::RwLock<HashMap<String, std::sync::Arc<str>>>,
     config_reloads: IntCounterVec,
     connections_accepted: IntCounterVec,
     connections: IntGaugeVec,
@@ -328,8 +328,9 @@ impl Metrics {
         let mut domains = HashMap::new();
         for c in config.all() {
             let d = c.domain.as_str();
+            let shared: std::sync::Arc<str> = d.into();
             for b in &c.backends {
-                domains.insert(b.name.clone(), c.domain.clone());
+                domains.insert(b.name.clone(), shared.clone());
                 for o in Outcome::ALL {
                     self.routing_decisions
                         .with_label_values(&[d, &b.name, o.label()]);
@@ -363,14 +364,15 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = domains;
     }
 
-    /// The public domain `backend` serves (names are unique across domains).
-    fn domain_of(&self, backend: &str) -> String {
+    /// The public domain `backend` serves (names are unique across domains); shared,
+    /// so a login's several metric updates allocate nothing for it.
+    fn domain_of(&self, backend: &str) -> std::sync::Arc<str> {
         self.backend_domains
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(backend)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_else(|| "".into())
     }
 
     pub fn peek(&self, p: Peek) {
