@@ -33,6 +33,9 @@ struct Pool {
     ready: VecDeque<(Instant, BackendStream)>,
     /// Opens under way, so a burst of logins does not open more than `streams`.
     opening: usize,
+    /// Whether a task is waiting to drop this pool's streams as they reach their age
+    /// (one per pool, not one per stream: a busy backend takes thousands a second).
+    sweeping: bool,
 }
 
 thread_local! {
@@ -63,6 +66,7 @@ fn find_or_add<'a>(pools: &'a mut Vec<Pool>, t: &Target) -> &'a mut Pool {
                 tls: t.tls,
                 ready: VecDeque::new(),
                 opening: 0,
+                sweeping: false,
             });
             pools.len() - 1
         }
@@ -135,7 +139,7 @@ pub fn refill(target: &Target, backend: &str, warm: Warm, how: Opener<'_>, metri
         let (limits, connect_timeout) = (how.limits, how.connect_timeout);
         tokio::spawn(async move {
             let r = super::open(&t, limits, &tls, Instant::now() + connect_timeout).await;
-            let kept = POOLS.with_borrow_mut(|pools| {
+            let start_sweeper = POOLS.with_borrow_mut(|pools| {
                 // On a multi-threaded runtime this task may finish on another thread
                 // than it started: counts there stay bounded, never negative.
                 let p = find_or_add(pools, &t);
@@ -143,7 +147,7 @@ pub fn refill(target: &Target, backend: &str, warm: Warm, how: Opener<'_>, metri
                 match r {
                     Ok(bs) if p.ready.len() < warm.streams => {
                         p.ready.push_back((Instant::now(), bs));
-                        true
+                        !std::mem::replace(&mut p.sweeping, true)
                     }
                     Ok(bs) => {
                         close(bs);
@@ -153,30 +157,39 @@ pub fn refill(target: &Target, backend: &str, warm: Warm, how: Opener<'_>, metri
                     Err(_) => false,
                 }
             });
-            if kept {
-                tokio::time::sleep(warm.max_age).await;
-                for _ in 0..sweep(&t, warm.max_age) {
-                    metrics.warm_stream(&name, WarmOutcome::Expired);
-                }
+            if start_sweeper {
+                sweeper(t, warm.max_age, name, metrics).await;
             }
         });
     }
 }
 
-/// Drop this thread's streams to `target` that are `max_age` old; how many.
-fn sweep(target: &Target, max_age: Duration) -> usize {
-    POOLS.with_borrow_mut(|pools| {
-        let mut n = 0;
-        if let Some(p) = find(pools, target) {
+/// Drop the pool's streams as they reach `max_age`, until it has none left.
+async fn sweeper(target: Target, max_age: Duration, backend: String, metrics: Arc<Metrics>) {
+    loop {
+        let (dropped, next) = POOLS.with_borrow_mut(|pools| {
+            let Some(p) = find(pools, &target) else {
+                return (0, None);
+            };
+            let mut n = 0;
             while p.ready.front().is_some_and(|(t, _)| t.elapsed() >= max_age) {
                 if let Some((_, bs)) = p.ready.pop_front() {
                     close(bs);
                     n += 1;
                 }
             }
+            let next = p.ready.front().map(|(t, _)| *t + max_age);
+            p.sweeping = next.is_some();
+            (n, next)
+        });
+        for _ in 0..dropped {
+            metrics.warm_stream(&backend, WarmOutcome::Expired);
         }
-        n
-    })
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => return,
+        }
+    }
 }
 
 /// True when the backend has neither closed the stream nor sent anything on it since
