@@ -229,10 +229,12 @@ pub fn dealer(dir: &Path, name: &str, sink_port: u16) -> Dealer {
     std::fs::write(&config, yaml).expect("writing the dealer config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealer"));
     // Like for like: HAProxy runs without logging, so dealer logs warnings only (no
-    // line per session).
+    // line per session). `DEALER_E2E_LOG=info` runs it at its default level instead,
+    // to see what the line per session costs.
+    let level = std::env::var("DEALER_E2E_LOG").unwrap_or_else(|_| "warn".into());
     cmd.arg("--config")
         .arg(&config)
-        .env("DEALER_LOG", "warn")
+        .env("DEALER_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
