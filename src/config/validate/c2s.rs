@@ -38,8 +38,9 @@ pub(super) fn section(
 }
 
 /// `c2s.warm_streams` (default 2, 0 turns warm streams off) and `c2s.warm_max_age`
-/// (default 30 s: well under the unauthenticated-stream timeouts of common servers,
-/// Prosody's `c2s_timeout` is 300 s).
+/// (default 15 s: under the unauthenticated-stream timeouts of common servers, with
+/// room to spare: ejabberd's `negotiation_timeout` is 30 s, Prosody's `c2s_timeout`
+/// 300 s).
 fn warm(v: &mut Check, raw: &RawConfig) -> Warm {
     let streams = match raw.c2s.warm_streams {
         None => DEFAULT_WARM_STREAMS,
@@ -55,7 +56,7 @@ fn warm(v: &mut Check, raw: &RawConfig) -> Warm {
     let max_age = v.duration(
         "c2s.warm_max_age",
         &raw.c2s.warm_max_age,
-        Duration::from_secs(30),
+        Duration::from_secs(15),
         Duration::from_secs(3600),
     );
     if max_age.is_zero() {
