@@ -38,6 +38,12 @@ struct Pool {
     sweeping: bool,
 }
 
+impl Pool {
+    fn serves(&self, t: &Target) -> bool {
+        self.addr == t.addr && self.tls == t.tls && self.domain == t.domain
+    }
+}
+
 thread_local! {
     static POOLS: RefCell<Vec<Pool>> = const { RefCell::new(Vec::new()) };
 }
@@ -48,16 +54,11 @@ fn poolable(target: &Target, warm: Warm) -> bool {
 }
 
 fn find<'a>(pools: &'a mut [Pool], t: &Target) -> Option<&'a mut Pool> {
-    pools
-        .iter_mut()
-        .find(|p| p.addr == t.addr && p.tls == t.tls && p.domain == t.domain)
+    pools.iter_mut().find(|p| p.serves(t))
 }
 
 fn find_or_add<'a>(pools: &'a mut Vec<Pool>, t: &Target) -> &'a mut Pool {
-    let i = match pools
-        .iter()
-        .position(|p| p.addr == t.addr && p.tls == t.tls && p.domain == t.domain)
-    {
+    let i = match pools.iter().position(|p| p.serves(t)) {
         Some(i) => i,
         None => {
             pools.push(Pool {

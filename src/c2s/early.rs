@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
@@ -24,7 +23,7 @@ use super::forward::{HandOver, Outcome};
 use super::peek::{decode_sasl, username_by_name};
 use super::preauth::{bad_request, complete_iq_auth, iq_error, payload_not_single, sasl_failure};
 use super::{Client, Context, Phase, SessionError};
-use crate::backend::{self, BackendError, BackendStream, Target};
+use crate::backend::{BackendError, BackendStream, Target};
 use crate::config::{BackendId, Domains};
 use crate::jid::Jid;
 use crate::metrics::{AuthResult, Cause, Side};
@@ -97,29 +96,15 @@ pub async fn run(
         from,
     };
     let result_metric = |r: AuthResult| ctx.metrics.auth_result(&b.name, r);
-    let started = Instant::now();
     let limits = FrameLimits::from_config(&cfg.limits);
-    let mut bs = match backend::open(
+    let mut bs = super::forward::open_owner(
+        ctx,
+        &b.name,
         &target,
         limits,
-        &ctx.backend_tls,
-        started + cfg.limits.backend_connect_timeout,
+        cfg.limits.backend_connect_timeout,
     )
-    .await
-    {
-        Ok(bs) => bs,
-        Err(e) => {
-            result_metric(AuthResult::Unreachable);
-            warn!(backend.name = %b.name, error = %e, "backend unreachable");
-            return Err(SessionError::stream(
-                StreamError::RemoteConnectionFailed,
-                "the server that holds this account cannot be reached",
-            ));
-        }
-    };
-    ctx.metrics
-        .backend_connect_duration(&b.name)
-        .observe(started.elapsed().as_secs_f64());
+    .await?;
     // The owner's stream id, so a client that binds anything to it binds the owner's.
     let stream_id = bs.header.id.clone().unwrap_or_else(crate::stream::new_id);
     c.stream_id.clone_from(&stream_id);

@@ -68,34 +68,20 @@ pub async fn authenticate(
         from: None,
     };
     let result_metric = |r: AuthResult| ctx.metrics.auth_result(&b.name, r);
-    let started = Instant::now();
     let limits = FrameLimits::from_config(&cfg.limits);
     let warm = cfg.c2s.warm;
     let mut bs = match backend::warm::take(&target, &b.name, warm, &ctx.metrics) {
         Some(bs) => bs,
-        None => match backend::open(
-            &target,
-            limits,
-            &ctx.backend_tls,
-            started + cfg.limits.backend_connect_timeout,
-        )
-        .await
-        {
-            Ok(bs) => {
-                ctx.metrics
-                    .backend_connect_duration(&b.name)
-                    .observe(started.elapsed().as_secs_f64());
-                bs
-            }
-            Err(e) => {
-                result_metric(AuthResult::Unreachable);
-                warn!(backend.name = %b.name, error = %e, "backend unreachable");
-                return Err(SessionError::stream(
-                    StreamError::RemoteConnectionFailed,
-                    "the server that holds this account cannot be reached",
-                ));
-            }
-        },
+        None => {
+            open_owner(
+                ctx,
+                &b.name,
+                &target,
+                limits,
+                cfg.limits.backend_connect_timeout,
+            )
+            .await?
+        }
     };
     // The next login to this backend finds a stream waiting.
     backend::warm::refill(
@@ -340,6 +326,34 @@ fn verdict(kind: &LoginKind, e: &Element) -> Verdict {
             }
         }
         _ => Verdict::Continue,
+    }
+}
+
+/// Open the leg to the owner (`backend`) for one login, timing it, or the error the
+/// client gets when it cannot be reached.
+pub(super) async fn open_owner(
+    ctx: &Context,
+    backend: &str,
+    target: &Target,
+    limits: FrameLimits,
+    connect_timeout: Duration,
+) -> Result<BackendStream, SessionError> {
+    let started = Instant::now();
+    match backend::open(target, limits, &ctx.backend_tls, started + connect_timeout).await {
+        Ok(bs) => {
+            ctx.metrics
+                .backend_connect_duration(backend)
+                .observe(started.elapsed().as_secs_f64());
+            Ok(bs)
+        }
+        Err(e) => {
+            ctx.metrics.auth_result(backend, AuthResult::Unreachable);
+            warn!(backend.name = %backend, error = %e, "backend unreachable");
+            Err(SessionError::stream(
+                StreamError::RemoteConnectionFailed,
+                "the server that holds this account cannot be reached",
+            ))
+        }
     }
 }
 
