@@ -14,7 +14,8 @@ pub mod warm;
 
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
-use crate::xml::element::Element;
+use crate::xml::Frame;
+use crate::xml::element::{Element, Scope};
 use crate::xml::{
     FrameLimits, NS_BIND2, NS_CLIENT, NS_FAST, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL,
     NS_SASL_CB, NS_SASL2, NS_STREAMS, NS_TLS,
@@ -130,12 +131,13 @@ pub struct Target {
 /// An open, pre-authentication stream to a backend.
 pub struct BackendStream {
     pub stream: XmlStream,
-    pub features: Features,
+    /// Shared with other streams to the same backend that offered the same.
+    pub features: Arc<Features>,
     /// The content of the backend's stream header (for a relay that takes over).
     pub header: crate::xml::StreamHeader,
     /// The `<stream:features/>` element as the backend wrote it (relayed to a client
     /// routed on its header).
-    pub features_raw: Vec<u8>,
+    pub features_raw: bytes::Bytes,
 }
 
 /// Connect and open the stream, all before `deadline`.
@@ -190,17 +192,36 @@ async fn restart(
     s: &mut XmlStream,
     domain: &str,
     from: Option<&str>,
-) -> Result<(crate::xml::StreamHeader, Features, Vec<u8>), BackendError> {
-    let from = from
-        .map(|f| format!(" from='{}'", crate::xml::escape::attr(f)))
-        .unwrap_or_default();
-    let h = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'{from} to='{}' version='1.0'>",
-        crate::xml::escape::attr(domain)
-    );
+) -> Result<(crate::xml::StreamHeader, Arc<Features>, bytes::Bytes), BackendError> {
+    // Built in one allocation: every login (or warm stream) opens a stream.
+    let mut h = String::with_capacity(192);
+    h.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'");
+    if let Some(f) = from {
+        h.push_str(" from='");
+        h.push_str(&crate::xml::escape::attr(f));
+        h.push('\'');
+    }
+    h.push_str(" to='");
+    h.push_str(&crate::xml::escape::attr(domain));
+    h.push_str("' version='1.0'>");
     let header = s.open(&h, NS_CLIENT).await?;
-    let (e, len) = s.next_element(&header).await?;
-    let raw = s.buffered()[..len].to_vec();
+    let len = loop {
+        match s.next_frame().await? {
+            Frame::Whitespace { len } => s.consume(len),
+            Frame::Element { len } => break len,
+            Frame::Close { .. } => return Err(BackendError::Protocol("stream close".into())),
+            Frame::Header { .. } => {
+                return Err(BackendError::Protocol("a second header".into()));
+            }
+        }
+    };
+    if let Some((features, raw)) = seen_features(&s.buffered()[..len], &header) {
+        s.consume(len);
+        return Ok((header, features, raw));
+    }
+    let e = Element::parse(&s.buffered()[..len], &Scope::from_header(&header))
+        .map_err(StreamIoError::Xml)?;
+    let raw = bytes::Bytes::copy_from_slice(&s.buffered()[..len]);
     s.consume(len);
     if e.is("error", NS_STREAMS) {
         return Err(BackendError::Protocol(format!(
@@ -214,7 +235,62 @@ async fn restart(
             e.name
         )));
     }
-    Ok((header, Features::parse(&e), raw))
+    let features = Arc::new(Features::parse(&e));
+    remember_features(&raw, &header, &features);
+    Ok((header, features, raw))
+}
+
+/// How many backends' features each thread remembers.
+const SEEN_FEATURES: usize = 8;
+
+/// A features element read before, with the header scope it was read in and what it
+/// offered.
+struct Seen {
+    raw: bytes::Bytes,
+    default_ns: Option<String>,
+    prefixes: Vec<(String, String)>,
+    features: Arc<Features>,
+}
+
+thread_local! {
+    /// A backend writes the same `<stream:features/>` on every stream it opens: a
+    /// thread compares the bytes with those it read last (most recent first) rather
+    /// than parse them again for every login and warm stream.
+    static SEEN: std::cell::RefCell<Vec<Seen>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What `raw` offered, when the same bytes were read before under the same header
+/// declarations (which give its prefixes their meaning).
+fn seen_features(
+    raw: &[u8],
+    header: &crate::xml::StreamHeader,
+) -> Option<(Arc<Features>, bytes::Bytes)> {
+    SEEN.with_borrow(|seen| {
+        seen.iter()
+            .find(|x| {
+                x.raw[..] == *raw
+                    && x.default_ns == header.default_ns
+                    && x.prefixes == header.prefixes
+            })
+            .map(|x| (x.features.clone(), x.raw.clone()))
+    })
+}
+
+fn remember_features(raw: &bytes::Bytes, header: &crate::xml::StreamHeader, f: &Arc<Features>) {
+    SEEN.with_borrow_mut(|seen| {
+        if seen.len() == SEEN_FEATURES {
+            seen.pop();
+        }
+        seen.insert(
+            0,
+            Seen {
+                raw: raw.clone(),
+                default_ns: header.default_ns.clone(),
+                prefixes: header.prefixes.clone(),
+                features: f.clone(),
+            },
+        );
+    });
 }
 
 /// A health check: open the stream as a login would, note the features, close.
@@ -235,5 +311,5 @@ pub async fn probe(
         b.stream.send(b"</stream:stream>"),
     )
     .await;
-    Ok(b.features)
+    Ok(Arc::unwrap_or_clone(b.features))
 }

@@ -144,7 +144,7 @@ pub async fn run(
         normalise: cfg.routing.normalise,
         services: cfg.services.clone(),
     });
-    let client_scope = Scope::from_header(&c.header);
+    let client_scope = Scope::from_header(&c.header).into_owned();
     let backend_scope = Scope::from_header(&bs.header);
     let mut pending: Option<Pending> = None;
     // A mechanism whose first message named nobody: its first response will.

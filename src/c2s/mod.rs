@@ -230,6 +230,9 @@ impl Client {
         text: Option<&str>,
     ) {
         let header = (self.phase == Phase::AwaitingHeader).then(|| {
+            if self.stream_id.is_empty() {
+                self.stream_id = crate::stream::new_id();
+            }
             let domain = self.domain_name(ctx);
             crate::xml::stream_header::write(
                 crate::xml::NS_CLIENT,
@@ -371,7 +374,8 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         listener: a.listener,
         header: StreamHeader::default(),
         phase: Phase::AwaitingHeader,
-        stream_id: crate::stream::new_id(),
+        // Made when the client's header arrives (or for an error before it).
+        stream_id: String::new(),
         span_recorded: false,
         failed_logins: 0,
         domain: None,

@@ -216,7 +216,7 @@ async fn open_stream(c: &mut Client, ctx: &Arc<Context>) -> Result<Option<String
         !legacy,
     );
     if !legacy {
-        out.push_str(&features(c, &snap));
+        features(&mut out, c, &snap);
     }
     c.stream.send(out.as_bytes()).await?;
     c.phase = Phase::Open;
@@ -227,13 +227,16 @@ fn starttls_required(c: &Client) -> bool {
     !c.tls() && c.listener.starttls == StartTls::Required
 }
 
-fn features(c: &Client, snap: &Snapshot) -> String {
-    let mut f = String::from("<stream:features>");
+/// Append the pre-auth `<stream:features/>` to `f` (the header just written), in
+/// place: this runs for every login.
+fn features(f: &mut String, c: &Client, snap: &Snapshot) {
+    f.reserve(512);
+    f.push_str("<stream:features>");
     if !c.tls() && c.listener.starttls != StartTls::Off {
         f.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
         if c.listener.starttls == StartTls::Required {
             f.push_str("<required/></starttls></stream:features>");
-            return f;
+            return;
         }
         f.push_str("</starttls>");
     }
@@ -279,7 +282,6 @@ fn features(c: &Client, snap: &Snapshot) -> String {
         f.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
     }
     f.push_str("</stream:features>");
-    f
 }
 
 /// One pre-auth element, parsed, with its length in the buffer.

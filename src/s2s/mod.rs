@@ -173,7 +173,7 @@ pub fn mask(
     if crate::masking::rewrite(&st.bytes, rule, &mut out)? {
         let scope = Scope {
             default_ns: Some(NS_SERVER.into()),
-            prefixes: Vec::new(),
+            prefixes: Default::default(),
         };
         st = Stanza::parse(&out, &scope)?.unwrap_or(st);
     }

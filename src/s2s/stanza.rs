@@ -152,10 +152,10 @@ impl Stanza {
 mod tests {
     use super::*;
 
-    fn scope() -> Scope {
+    fn scope() -> Scope<'static> {
         Scope {
             default_ns: Some(NS_SERVER.into()),
-            prefixes: vec![],
+            prefixes: Default::default(),
         }
     }
 

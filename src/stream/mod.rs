@@ -296,5 +296,15 @@ pub fn new_id() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes();
     let hi = xxhash_rust::xxh3::xxh3_64_with_seed(&n, a);
     let lo = xxhash_rust::xxh3::xxh3_64_with_seed(&n, b);
-    format!("{hi:016x}{lo:08x}", lo = lo as u32)
+    // Hex by hand into one exact allocation: `format!` would grow its buffer twice,
+    // and this runs for every stream.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(24);
+    for shift in (0..16).rev() {
+        id.push(char::from(HEX[((hi >> (shift * 4)) & 0xf) as usize]));
+    }
+    for shift in (0..8).rev() {
+        id.push(char::from(HEX[((lo >> (shift * 4)) & 0xf) as usize]));
+    }
+    id
 }

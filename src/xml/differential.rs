@@ -199,8 +199,8 @@ fn quick_xml_start(e: &BytesStart<'_>, empty: bool) -> Result<Ev, String> {
 
 /// quick-xml's tree of one element (the oracle of `Element::parse`).
 fn quick_xml_element(bytes: &[u8], scope: &Scope) -> Result<Element, String> {
-    fn open(e: &BytesStart<'_>, parent: &Scope) -> Result<(Element, Scope), String> {
-        let mut scope = parent.clone();
+    fn open(e: &BytesStart<'_>, parent: &Scope) -> Result<(Element, Scope<'static>), String> {
+        let mut scope = parent.clone().into_owned();
         let mut attrs = Vec::new();
         for a in e.attributes().with_checks(true) {
             let a = a.map_err(|e| e.to_string())?;
@@ -210,9 +210,9 @@ fn quick_xml_element(bytes: &[u8], scope: &Scope) -> Result<Element, String> {
                 .map_err(|e| e.to_string())?
                 .into_owned();
             if key == "xmlns" {
-                scope.default_ns = Some(value);
+                scope.default_ns = Some(value.into());
             } else if let Some(p) = key.strip_prefix("xmlns:") {
-                scope.prefixes.push((p.to_owned(), value));
+                scope.prefixes.to_mut().push((p.to_owned(), value));
             } else {
                 attrs.push((key, value));
             }
@@ -244,7 +244,7 @@ fn quick_xml_element(bytes: &[u8], scope: &Scope) -> Result<Element, String> {
     }
     let mut r = Reader::from_reader(bytes);
     r.config_mut().trim_text(false);
-    let mut stack: Vec<(Element, Scope)> = Vec::new();
+    let mut stack: Vec<(Element, Scope<'static>)> = Vec::new();
     loop {
         let closed = match r.read_event().map_err(|e| e.to_string())? {
             Event::Start(e) => {
@@ -429,13 +429,14 @@ fn quick_xml_rewrite(input: &[u8], rule: Rule<'_>) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn scope() -> Scope {
+fn scope() -> Scope<'static> {
     Scope {
         default_ns: Some(NS_CLIENT.into()),
         prefixes: vec![
             ("stream".into(), NS_STREAMS.into()),
             ("db".into(), NS_DIALBACK.into()),
-        ],
+        ]
+        .into(),
     }
 }
 

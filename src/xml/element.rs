@@ -5,6 +5,8 @@
 //! of the framer (`read_element`), which resolves namespaces as the tags come. Text
 //! nodes are zeroed on drop, because they may carry credentials.
 
+use std::borrow::Cow;
+
 use zeroize::Zeroizing;
 
 use super::XmlError;
@@ -12,11 +14,13 @@ use super::escape;
 use super::framer::{self, Hints, Tag, Visit};
 use super::stream_header::StreamHeader;
 
-/// Namespace declarations in force where an element starts.
+/// Namespace declarations in force where an element starts. Borrowed from a stream
+/// header where one declares them (`from_header`), so reading an element on a stream
+/// copies nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope {
-    pub default_ns: Option<String>,
-    pub prefixes: Vec<(String, String)>,
+pub struct Scope<'a> {
+    pub default_ns: Option<Cow<'a, str>>,
+    pub prefixes: Cow<'a, [(String, String)]>,
 }
 
 /// `raw`, one whole element read on a stream whose header declared `prefixes`, made
@@ -69,11 +73,19 @@ pub fn with_header_prefixes(
     Some(out)
 }
 
-impl Scope {
-    pub fn from_header(h: &StreamHeader) -> Scope {
+impl<'a> Scope<'a> {
+    pub fn from_header(h: &'a StreamHeader) -> Scope<'a> {
         Scope {
-            default_ns: h.default_ns.clone(),
-            prefixes: h.prefixes.clone(),
+            default_ns: h.default_ns.as_deref().map(Cow::Borrowed),
+            prefixes: Cow::Borrowed(&h.prefixes),
+        }
+    }
+
+    /// A copy that borrows nothing, for a scope held while its header may change.
+    pub fn into_owned(self) -> Scope<'static> {
+        Scope {
+            default_ns: self.default_ns.map(|n| Cow::Owned(n.into_owned())),
+            prefixes: Cow::Owned(self.prefixes.into_owned()),
         }
     }
 
@@ -172,7 +184,7 @@ impl Element {
 struct Tree<'b, 's> {
     bytes: &'b [u8],
     /// The scope the element stands in.
-    outer: &'s Scope,
+    outer: &'s Scope<'s>,
     /// The namespace declarations of the open elements, innermost last: the prefix
     /// (`None` for `xmlns`) and the namespace.
     decls: Vec<(Option<String>, String)>,
@@ -420,13 +432,14 @@ mod tests {
     use super::*;
     use crate::xml::{NS_DIALBACK, NS_STREAMS};
 
-    fn scope() -> Scope {
+    fn scope() -> Scope<'static> {
         Scope {
             default_ns: Some("jabber:server".into()),
             prefixes: vec![
                 ("stream".into(), NS_STREAMS.into()),
                 ("db".into(), NS_DIALBACK.into()),
-            ],
+            ]
+            .into(),
         }
     }
 

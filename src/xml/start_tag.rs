@@ -104,10 +104,10 @@ impl Visit for Seen {
 mod tests {
     use super::*;
 
-    fn scope() -> Scope {
+    fn scope() -> Scope<'static> {
         Scope {
             default_ns: Some("jabber:server".into()),
-            prefixes: vec![("db".into(), "jabber:server:dialback".into())],
+            prefixes: vec![("db".into(), "jabber:server:dialback".into())].into(),
         }
     }
 
