@@ -17,8 +17,10 @@ use crate::config::TlsFiles;
 pub const ALPN_CLIENT: &[u8] = b"xmpp-client";
 pub const ALPN_SERVER: &[u8] = b"xmpp-server";
 
+/// aws-lc-rs, with its default key exchange order: X25519MLKEM768 (post-quantum
+/// hybrid) first for clients that offer it, then X25519, P-256, P-384.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Load and check a certificate chain and its key; the error names the problem.
@@ -102,11 +104,11 @@ impl ServerTls {
         // session. The key is random per process and rotates (rustls: every 6 hours),
         // so no ticket outlives a restart; reloads keep it. 0-RTT stays off
         // (`max_early_data_size` 0): early data could be replayed.
-        let tickets = rustls::crypto::ring::Ticketer::new().ok();
+        let tickets = rustls::crypto::aws_lc_rs::Ticketer::new().ok();
         let build = |alpn: Option<&[u8]>| {
             let mut c = rustls::ServerConfig::builder_with_provider(provider())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .expect("ring supports TLS 1.2 and 1.3")
+                .expect("aws-lc-rs supports TLS 1.2 and 1.3")
                 .with_no_client_auth()
                 .with_cert_resolver(resolver.clone());
             if let Some(p) = alpn {
@@ -132,11 +134,17 @@ impl ServerTls {
 /// certificates, so the leg encrypts without authenticating the backend; run it over
 /// a trusted network (documented).
 pub fn backend_client_config() -> Arc<rustls::ClientConfig> {
-    let c = rustls::ClientConfig::builder_with_provider(provider())
+    backend_client_config_with(provider())
+}
+
+/// The same with another crypto provider (the benches' clients use ring's, whose
+/// key exchange is X25519 only, as HAProxy's OpenSSL 3.0 has no ML-KEM).
+pub fn backend_client_config_with(provider: Arc<CryptoProvider>) -> Arc<rustls::ClientConfig> {
+    let c = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
+        .expect("the provider supports TLS 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
         .with_no_client_auth();
     Arc::new(c)
 }
@@ -197,7 +205,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
 pub fn s2s_client_config() -> Arc<rustls::ClientConfig> {
     let c = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("ring supports TLS 1.2 and 1.3")
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
         .with_no_client_auth();

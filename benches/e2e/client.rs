@@ -47,7 +47,11 @@ pub fn bad(what: impl Into<String>) -> io::Error {
 /// certificate is self-signed) and no session resumption, so every login pays for a
 /// full handshake on every proxy alike.
 pub fn tls_config() -> Arc<rustls::ClientConfig> {
-    let mut c = (*dealer::tls::backend_client_config()).clone();
+    // ring's provider: X25519 key exchange only, so every relay does the same
+    // handshake (dealer would pick X25519MLKEM768 with a client offering it, which
+    // HAProxy's OpenSSL 3.0 cannot).
+    let ring = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = (*dealer::tls::backend_client_config_with(ring)).clone();
     c.alpn_protocols = vec![dealer::tls::ALPN_CLIENT.to_vec()];
     c.resumption = rustls::client::Resumption::disabled();
     Arc::new(c)
