@@ -13,6 +13,11 @@ macro_rules! labels {
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
+            /// The variant's place in `ALL`, for tables of series by label.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
             pub fn label(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+

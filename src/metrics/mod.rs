@@ -66,8 +66,9 @@ pub struct Metrics {
     session_ends: IntCounterVec,
     routing_sources: IntCounterVec,
     service_stanzas: IntCounterVec,
-    /// Backend name → the public domain it serves (`init_backends`).
-    backend_domains: std::sync::RwLock<HashMap<String, std::sync::Arc<str>>>,
+    /// Backend name → the public domain it serves and its per-login series
+    /// (`init_backends`).
+    backend_domains: std::sync::RwLock<HashMap<String, std::sync::Arc<BackendSeries>>>,
     config_reloads: IntCounterVec,
     connections_accepted: IntCounterVec,
     connections: IntGaugeVec,
@@ -84,6 +85,28 @@ pub struct Metrics {
     relay_bytes: IntCounterVec,
     s2s_streams: IntGaugeVec,
     s2s_stanzas: IntCounterVec,
+    /// The series every connection touches, looked up once here rather than by
+    /// label (a hash and a lock) for each connection: by `Listener`, by
+    /// `Listener` × `ConnState`, by `Listener` × `Side` × `Cause`, by `RelayKind` ×
+    /// `RelayDirection` (see `Series`).
+    accepted_by: Vec<IntCounter>,
+    connections_by: std::sync::Arc<Vec<IntGauge>>,
+    session_ends_by: Vec<IntCounter>,
+    relay_bytes_by: Vec<IntCounter>,
+}
+
+/// One backend's series that logins touch, by the enum's `index`.
+struct BackendSeries {
+    domain: std::sync::Arc<str>,
+    routing: Vec<IntCounter>,
+    auth: Vec<IntCounter>,
+    warm: Vec<IntCounter>,
+    connect: Histogram,
+}
+
+/// Index of a series in a table by two or three labels, each an enum's `index`.
+fn at2(a: usize, b: usize, b_len: usize) -> usize {
+    a * b_len + b
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -136,7 +159,11 @@ impl Metrics {
                 .expect("metric names are unique");
             g
         };
-        let m = Metrics {
+        let mut m = Metrics {
+            accepted_by: Vec::new(),
+            connections_by: Default::default(),
+            session_ends_by: Vec::new(),
+            relay_bytes_by: Vec::new(),
             drop_log: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
             config_generation: single_gauge(
                 names::CONFIG_GENERATION,
@@ -295,19 +322,31 @@ impl Metrics {
         }
         for k in RelayKind::ALL {
             for d in RelayDirection::ALL {
-                m.relay_bytes.with_label_values(&[k.label(), d.label()]);
+                let c = m.relay_bytes.with_label_values(&[k.label(), d.label()]);
+                m.relay_bytes_by.push(c);
             }
         }
         for v in ReloadResult::ALL {
             m.config_reloads.with_label_values(&[v.label()]);
         }
+        let mut connections_by = Vec::new();
         for l in Listener::ALL {
-            m.connections_accepted.with_label_values(&[l.label()]);
+            let c = m.connections_accepted.with_label_values(&[l.label()]);
+            m.accepted_by.push(c);
             m.handshake_duration.with_label_values(&[l.label()]);
             for s in ConnState::ALL {
-                m.connections.with_label_values(&[l.label(), s.label()]);
+                connections_by.push(m.connections.with_label_values(&[l.label(), s.label()]));
+            }
+            for side in Side::ALL {
+                for cause in Cause::ALL {
+                    let c =
+                        m.session_ends
+                            .with_label_values(&[l.label(), side.label(), cause.label()]);
+                    m.session_ends_by.push(c);
+                }
             }
         }
+        m.connections_by = std::sync::Arc::new(connections_by);
         for k in Peek::ALL {
             m.auth_peeks.with_label_values(&[k.label()]);
         }
@@ -330,26 +369,28 @@ impl Metrics {
             let d = c.domain.as_str();
             let shared: std::sync::Arc<str> = d.into();
             for b in &c.backends {
-                domains.insert(b.name.clone(), shared.clone());
-                for o in Outcome::ALL {
-                    self.routing_decisions
-                        .with_label_values(&[d, &b.name, o.label()]);
-                }
+                let n = b.name.as_str();
                 for r in CheckResult::ALL {
-                    self.health_checks
-                        .with_label_values(&[d, &b.name, r.label()]);
+                    self.health_checks.with_label_values(&[d, n, r.label()]);
                 }
-                self.backend_up.with_label_values(&[d, &b.name]);
-                for r in AuthResult::ALL {
-                    self.auth_results
-                        .with_label_values(&[d, &b.name, r.label()]);
-                }
-                self.backend_connect_duration
-                    .with_label_values(&[d, &b.name]);
-                for o in WarmOutcome::ALL {
-                    self.warm_streams
-                        .with_label_values(&[d, &b.name, o.label()]);
-                }
+                self.backend_up.with_label_values(&[d, n]);
+                let series = BackendSeries {
+                    domain: shared.clone(),
+                    routing: Outcome::ALL
+                        .iter()
+                        .map(|o| self.routing_decisions.with_label_values(&[d, n, o.label()]))
+                        .collect(),
+                    auth: AuthResult::ALL
+                        .iter()
+                        .map(|r| self.auth_results.with_label_values(&[d, n, r.label()]))
+                        .collect(),
+                    warm: WarmOutcome::ALL
+                        .iter()
+                        .map(|o| self.warm_streams.with_label_values(&[d, n, o.label()]))
+                        .collect(),
+                    connect: self.backend_connect_duration.with_label_values(&[d, n]),
+                };
+                domains.insert(b.name.clone(), std::sync::Arc::new(series));
             }
             for s in &c.services {
                 for dir in ServiceDirection::ALL {
@@ -367,12 +408,19 @@ impl Metrics {
     /// The public domain `backend` serves (names are unique across domains); shared,
     /// so a login's several metric updates allocate nothing for it.
     fn domain_of(&self, backend: &str) -> std::sync::Arc<str> {
+        self.series_of(backend)
+            .map(|s| s.domain.clone())
+            .unwrap_or_else(|| "".into())
+    }
+
+    /// A configured backend's series (`None` for a name no config has, like the
+    /// `none` of a routing error).
+    fn series_of(&self, backend: &str) -> Option<std::sync::Arc<BackendSeries>> {
         self.backend_domains
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(backend)
             .cloned()
-            .unwrap_or_else(|| "".into())
     }
 
     pub fn peek(&self, p: Peek) {
@@ -390,9 +438,13 @@ impl Metrics {
     /// `backend` is `None` for a decision that named no backend (an error).
     pub fn routing(&self, backend: Option<&str>, outcome: Outcome) {
         let backend = backend.unwrap_or("none");
-        self.routing_decisions
-            .with_label_values(&[&self.domain_of(backend), backend, outcome.label()])
-            .inc();
+        match self.series_of(backend) {
+            Some(s) => s.routing[outcome.index()].inc(),
+            None => self
+                .routing_decisions
+                .with_label_values(&["", backend, outcome.label()])
+                .inc(),
+        }
     }
 
     pub fn service_stanza(&self, service: &str, d: ServiceDirection) {
@@ -406,15 +458,23 @@ impl Metrics {
     }
 
     pub fn auth_result(&self, backend: &str, r: AuthResult) {
-        self.auth_results
-            .with_label_values(&[&self.domain_of(backend), backend, r.label()])
-            .inc();
+        match self.series_of(backend) {
+            Some(s) => s.auth[r.index()].inc(),
+            None => self
+                .auth_results
+                .with_label_values(&["", backend, r.label()])
+                .inc(),
+        }
     }
 
     pub fn warm_stream(&self, backend: &str, o: WarmOutcome) {
-        self.warm_streams
-            .with_label_values(&[&self.domain_of(backend), backend, o.label()])
-            .inc();
+        match self.series_of(backend) {
+            Some(s) => s.warm[o.index()].inc(),
+            None => self
+                .warm_streams
+                .with_label_values(&["", backend, o.label()])
+                .inc(),
+        }
     }
 
     pub fn health_check(&self, backend: &str, r: CheckResult) {
@@ -434,9 +494,7 @@ impl Metrics {
     }
 
     pub fn accepted(&self, l: Listener) {
-        self.connections_accepted
-            .with_label_values(&[l.label()])
-            .inc();
+        self.accepted_by[l.index()].inc();
     }
 
     pub fn handshake_duration(&self, l: Listener) -> Histogram {
@@ -444,13 +502,16 @@ impl Metrics {
     }
 
     pub fn backend_connect_duration(&self, backend: &str) -> Histogram {
-        self.backend_connect_duration
-            .with_label_values(&[&self.domain_of(backend), backend])
+        match self.series_of(backend) {
+            Some(s) => s.connect.clone(),
+            None => self
+                .backend_connect_duration
+                .with_label_values(&["", backend]),
+        }
     }
 
     pub fn relay_bytes(&self, kind: RelayKind, dir: RelayDirection) -> IntCounter {
-        self.relay_bytes
-            .with_label_values(&[kind.label(), dir.label()])
+        self.relay_bytes_by[at2(kind.index(), dir.index(), RelayDirection::ALL.len())].clone()
     }
 
     pub fn s2s_streams(&self, d: S2sStreams) -> IntGauge {
@@ -463,9 +524,9 @@ impl Metrics {
 
     /// A session ended: which side ended it, and why.
     pub fn session_end(&self, l: Listener, side: Side, cause: Cause) {
-        self.session_ends
-            .with_label_values(&[l.label(), side.label(), cause.label()])
-            .inc();
+        let (sides, causes) = (Side::ALL.len(), Cause::ALL.len());
+        let i = at2(at2(l.index(), side.index(), sides), cause.index(), causes);
+        self.session_ends_by[i].inc();
     }
 
     /// Count a session dealer closes without a word, and log why at `info`, at most
@@ -512,31 +573,31 @@ impl Default for Metrics {
 /// Holds one `dealer_connections{listener,state}` slot and moves it between states;
 /// the slot is released when dropped, however the session ends.
 pub struct ConnGauge {
-    gauge: IntGaugeVec,
+    gauges: std::sync::Arc<Vec<IntGauge>>,
     listener: Listener,
     state: ConnState,
 }
 
 impl ConnGauge {
     pub fn new(m: &Metrics, listener: Listener) -> ConnGauge {
-        m.connections
-            .with_label_values(&[listener.label(), ConnState::Handshake.label()])
-            .inc();
-        ConnGauge {
-            gauge: m.connections.clone(),
+        let g = ConnGauge {
+            gauges: m.connections_by.clone(),
             listener,
             state: ConnState::Handshake,
-        }
+        };
+        g.gauge(g.state).inc();
+        g
+    }
+
+    fn gauge(&self, state: ConnState) -> &IntGauge {
+        let states = ConnState::ALL.len();
+        &self.gauges[at2(self.listener.index(), state.index(), states)]
     }
 
     pub fn set(&mut self, state: ConnState) {
         if state != self.state {
-            self.gauge
-                .with_label_values(&[self.listener.label(), self.state.label()])
-                .dec();
-            self.gauge
-                .with_label_values(&[self.listener.label(), state.label()])
-                .inc();
+            self.gauge(self.state).dec();
+            self.gauge(state).inc();
             self.state = state;
         }
     }
@@ -544,8 +605,6 @@ impl ConnGauge {
 
 impl Drop for ConnGauge {
     fn drop(&mut self) {
-        self.gauge
-            .with_label_values(&[self.listener.label(), self.state.label()])
-            .dec();
+        self.gauge(self.state).dec();
     }
 }
