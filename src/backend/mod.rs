@@ -313,3 +313,46 @@ pub async fn probe(
     .await;
     Ok(Arc::unwrap_or_clone(b.features))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::StreamHeader;
+
+    fn header(prefixes: &[(&str, &str)]) -> StreamHeader {
+        StreamHeader {
+            qname: "stream:stream".into(),
+            default_ns: Some(NS_CLIENT.into()),
+            prefixes: prefixes
+                .iter()
+                .map(|(p, n)| (p.to_string(), n.to_string()))
+                .collect(),
+            ..StreamHeader::default()
+        }
+    }
+
+    /// Remembered features come back only for the same bytes under the same header
+    /// declarations, and a thread keeps a bounded number of them.
+    #[test]
+    fn features_are_reused_only_for_the_same_bytes_and_declarations() {
+        let h = header(&[("stream", NS_STREAMS)]);
+        let raw = bytes::Bytes::from_static(b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>");
+        let f = Arc::new(Features {
+            mechanisms: vec!["PLAIN".into()],
+            ..Features::default()
+        });
+        assert!(seen_features(&raw, &h).is_none());
+        remember_features(&raw, &h, &f);
+        let (got, got_raw) = seen_features(&raw, &h).expect("remembered");
+        assert!(Arc::ptr_eq(&got, &f) && got_raw == raw);
+        // The same bytes where `stream` names another namespace mean something else.
+        assert!(seen_features(&raw, &header(&[("stream", "urn:other")])).is_none());
+        assert!(seen_features(&raw[..raw.len() - 1], &h).is_none());
+        for i in 0..SEEN_FEATURES {
+            let other = bytes::Bytes::from(format!("<stream:features n='{i}'/>"));
+            remember_features(&other, &h, &f);
+        }
+        assert!(seen_features(&raw, &h).is_none(), "the oldest is forgotten");
+        SEEN.with_borrow(|s| assert_eq!(s.len(), SEEN_FEATURES));
+    }
+}

@@ -608,3 +608,97 @@ impl Drop for ConnGauge {
         self.gauge(self.state).dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the one series of `name` carrying every pair of `labels`.
+    fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = m.render();
+        let found: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?} in\n{text}");
+        found[0]
+    }
+
+    /// The tables of series looked up once must each count under their own labels: a
+    /// distinct count per combination shows that no two share a slot.
+    #[test]
+    fn tabled_series_count_under_their_own_labels() {
+        let m = Metrics::new();
+        let mut n = 0;
+        for l in Listener::ALL {
+            for s in Side::ALL {
+                for c in Cause::ALL {
+                    n += 1;
+                    for _ in 0..n {
+                        m.session_end(*l, *s, *c);
+                    }
+                }
+            }
+        }
+        let mut n = 0;
+        for l in Listener::ALL {
+            for s in Side::ALL {
+                for c in Cause::ALL {
+                    n += 1;
+                    let labels = [
+                        ("listener", l.label()),
+                        ("side", s.label()),
+                        ("cause", c.label()),
+                    ];
+                    assert_eq!(value(&m, names::SESSION_ENDS, &labels), f64::from(n));
+                }
+            }
+        }
+        for (i, l) in Listener::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                m.accepted(*l);
+            }
+            let mut g = ConnGauge::new(&m, *l);
+            let at = |s: ConnState| {
+                value(
+                    &m,
+                    names::CONNECTIONS,
+                    &[("listener", l.label()), ("state", s.label())],
+                )
+            };
+            assert_eq!(at(ConnState::Handshake), 1.0);
+            g.set(ConnState::Relaying);
+            assert_eq!(
+                (at(ConnState::Handshake), at(ConnState::Relaying)),
+                (0.0, 1.0)
+            );
+            drop(g);
+            assert_eq!(at(ConnState::Relaying), 0.0);
+        }
+        for (i, l) in Listener::ALL.iter().enumerate() {
+            let v = value(&m, names::CONNECTIONS_ACCEPTED, &[("listener", l.label())]);
+            assert_eq!(v, (i + 1) as f64);
+        }
+        let mut n = 0;
+        for k in RelayKind::ALL {
+            for d in RelayDirection::ALL {
+                n += 1;
+                m.relay_bytes(*k, *d).inc_by(n);
+            }
+        }
+        let mut n = 0;
+        for k in RelayKind::ALL {
+            for d in RelayDirection::ALL {
+                n += 1;
+                let labels = [("kind", k.label()), ("direction", d.label())];
+                assert_eq!(value(&m, names::RELAY_BYTES, &labels), n as f64);
+            }
+        }
+    }
+}
