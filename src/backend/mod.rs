@@ -14,7 +14,6 @@ pub mod warm;
 
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
-use crate::xml::Frame;
 use crate::xml::element::{Element, Scope};
 use crate::xml::{
     FrameLimits, NS_BIND2, NS_CLIENT, NS_FAST, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL,
@@ -205,16 +204,7 @@ async fn restart(
     h.push_str(&crate::xml::escape::attr(domain));
     h.push_str("' version='1.0'>");
     let header = s.open(&h, NS_CLIENT).await?;
-    let len = loop {
-        match s.next_frame().await? {
-            Frame::Whitespace { len } => s.consume(len),
-            Frame::Element { len } => break len,
-            Frame::Close { .. } => return Err(BackendError::Protocol("stream close".into())),
-            Frame::Header { .. } => {
-                return Err(BackendError::Protocol("a second header".into()));
-            }
-        }
-    };
+    let len = s.next_element_len().await?;
     if let Some((features, raw)) = seen_features(&s.buffered()[..len], &header) {
         s.consume(len);
         return Ok((header, features, raw));

@@ -68,7 +68,7 @@ pub struct Metrics {
     service_stanzas: IntCounterVec,
     /// Backend name → the public domain it serves and its per-login series
     /// (`init_backends`).
-    backend_domains: std::sync::RwLock<HashMap<String, std::sync::Arc<BackendSeries>>>,
+    backend_series: std::sync::RwLock<HashMap<String, std::sync::Arc<BackendSeries>>>,
     config_reloads: IntCounterVec,
     connections_accepted: IntCounterVec,
     connections: IntGaugeVec,
@@ -88,7 +88,7 @@ pub struct Metrics {
     /// The series every connection touches, looked up once here rather than by
     /// label (a hash and a lock) for each connection: by `Listener`, by
     /// `Listener` × `ConnState`, by `Listener` × `Side` × `Cause`, by `RelayKind` ×
-    /// `RelayDirection` (see `Series`).
+    /// `RelayDirection`, each the product of the enums' `index`es.
     accepted_by: Vec<IntCounter>,
     connections_by: std::sync::Arc<Vec<IntGauge>>,
     session_ends_by: Vec<IntCounter>,
@@ -205,7 +205,7 @@ impl Metrics {
                 "s2s stanzas to a service domain and from it, by service.",
                 &["service", "direction"],
             ),
-            backend_domains: Default::default(),
+            backend_series: Default::default(),
             config_reloads: counter(
                 &r,
                 names::CONFIG_RELOADS,
@@ -400,7 +400,7 @@ impl Metrics {
             }
         }
         *self
-            .backend_domains
+            .backend_series
             .write()
             .unwrap_or_else(|p| p.into_inner()) = domains;
     }
@@ -416,7 +416,7 @@ impl Metrics {
     /// A configured backend's series (`None` for a name no config has, like the
     /// `none` of a routing error).
     fn series_of(&self, backend: &str) -> Option<std::sync::Arc<BackendSeries>> {
-        self.backend_domains
+        self.backend_series
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(backend)
@@ -438,13 +438,8 @@ impl Metrics {
     /// `backend` is `None` for a decision that named no backend (an error).
     pub fn routing(&self, backend: Option<&str>, outcome: Outcome) {
         let backend = backend.unwrap_or("none");
-        match self.series_of(backend) {
-            Some(s) => s.routing[outcome.index()].inc(),
-            None => self
-                .routing_decisions
-                .with_label_values(&["", backend, outcome.label()])
-                .inc(),
-        }
+        let (i, label) = (outcome.index(), outcome.label());
+        self.count_backend(backend, &self.routing_decisions, |s| &s.routing, i, label);
     }
 
     pub fn service_stanza(&self, service: &str, d: ServiceDirection) {
@@ -458,22 +453,38 @@ impl Metrics {
     }
 
     pub fn auth_result(&self, backend: &str, r: AuthResult) {
-        match self.series_of(backend) {
-            Some(s) => s.auth[r.index()].inc(),
-            None => self
-                .auth_results
-                .with_label_values(&["", backend, r.label()])
-                .inc(),
-        }
+        self.count_backend(
+            backend,
+            &self.auth_results,
+            |s| &s.auth,
+            r.index(),
+            r.label(),
+        );
     }
 
     pub fn warm_stream(&self, backend: &str, o: WarmOutcome) {
+        self.count_backend(
+            backend,
+            &self.warm_streams,
+            |s| &s.warm,
+            o.index(),
+            o.label(),
+        );
+    }
+
+    /// Count on series `i` of `backend`'s `table`, or for a backend no config names,
+    /// on `vec` by label (no domain).
+    fn count_backend(
+        &self,
+        backend: &str,
+        vec: &IntCounterVec,
+        table: fn(&BackendSeries) -> &Vec<IntCounter>,
+        i: usize,
+        label: &str,
+    ) {
         match self.series_of(backend) {
-            Some(s) => s.warm[o.index()].inc(),
-            None => self
-                .warm_streams
-                .with_label_values(&["", backend, o.label()])
-                .inc(),
+            Some(s) => table(&s)[i].inc(),
+            None => vec.with_label_values(&["", backend, label]).inc(),
         }
     }
 

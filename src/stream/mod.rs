@@ -226,14 +226,19 @@ impl XmlStream {
         header: &crate::xml::StreamHeader,
     ) -> Result<(crate::xml::element::Element, usize), OpenError> {
         use crate::xml::element::{Element, Scope};
+        let len = self.next_element_len().await?;
+        let e = Element::parse(&self.buf[..len], &Scope::from_header(header))
+            .map_err(StreamIoError::Xml)?;
+        Ok((e, len))
+    }
+
+    /// The length of the next element at the front of the buffer (whitespace before
+    /// it consumed), unparsed, for a caller that may not need its tree.
+    pub async fn next_element_len(&mut self) -> Result<usize, OpenError> {
         loop {
             match self.next_frame().await? {
                 Frame::Whitespace { len } => self.consume(len),
-                Frame::Element { len } => {
-                    let e = Element::parse(&self.buf[..len], &Scope::from_header(header))
-                        .map_err(StreamIoError::Xml)?;
-                    return Ok((e, len));
-                }
+                Frame::Element { len } => return Ok(len),
                 Frame::Close { .. } => return Err(OpenError::Protocol("stream close".into())),
                 Frame::Header { .. } => return Err(OpenError::Protocol("a second header".into())),
             }
