@@ -12,9 +12,12 @@
 //! Layout, all on loopback:
 //! - the sink (`e2e/sink.rs`): a minimal XMPP backend, this executable run again as a
 //!   child, one port per relay;
-//! - five relay processes, each measured alone: dealer with its plaintext listener
+//! - six relay processes, each measured alone: dealer with its plaintext listener
 //!   (both legs plain: splice), dealer with its Direct TLS listener (TLS terminated,
-//!   copy), HAProxy plain, HAProxy plain with `option splice-auto`, HAProxy `ssl crt`;
+//!   copy), HAProxy plain, HAProxy plain with `option splice-auto`, HAProxy `ssl crt`,
+//!   and the reference "relay only" (`e2e/pump.rs`: dealer's byte relay from the first
+//!   byte, no XMPP; plaintext only), whose column shows what dealer's XMPP work costs
+//!   and is never one of the HAProxies goals are judged against;
 //! - the load generator (`e2e/client.rs`, `e2e/load.rs`): tokio clients in this
 //!   process, from source addresses 127.0.0.2–9.
 //!
@@ -47,6 +50,8 @@ mod load;
 mod machine;
 #[path = "e2e/procs.rs"]
 mod procs;
+#[path = "e2e/pump.rs"]
+mod pump;
 #[path = "e2e/report.rs"]
 mod report;
 #[path = "e2e/sink.rs"]
@@ -189,6 +194,9 @@ fn main() {
     if let Ok(n) = std::env::var(sink::ENV) {
         sink::main(n.parse().expect("DEALER_E2E_SINK is a port count"));
     }
+    if let Ok(spec) = std::env::var(pump::ENV) {
+        pump::main(&spec);
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let mut plan = if full { FULL } else { SMOKE };
     let (only, narrowed) = options(&mut plan);
@@ -237,7 +245,8 @@ fn main() {
     ));
 
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let sink = procs::sink(dir.path(), if haproxy { 5 } else { 2 });
+    // One port per relay: dealer plain and TLS, the reference pump, three HAProxies.
+    let sink = procs::sink(dir.path(), if haproxy { 6 } else { 3 });
     let tls = client::tls_config();
     let mut relays = Vec::new();
     let d = procs::dealer(dir.path(), "dealer", sink.ports[0]);
@@ -264,6 +273,15 @@ fn main() {
         http: Some(d.http),
         results: Results::default(),
     });
+    let (proc, addr) = procs::pump(dir.path(), "relay-only", sink.ports[2]);
+    relays.push(Relay {
+        label: report::REFERENCE,
+        family: Family::Plain,
+        proc,
+        ep: Endpoint { addr, tls: None },
+        http: None,
+        results: Results::default(),
+    });
     if haproxy {
         let pem = procs::pem(dir.path());
         for (i, (label, name, splice, family)) in [
@@ -277,7 +295,7 @@ fn main() {
             let (proc, addr) = procs::haproxy(
                 dir.path(),
                 name,
-                sink.ports[2 + i],
+                sink.ports[3 + i],
                 splice,
                 (family == Family::Tls).then_some(pem.as_path()),
             );

@@ -246,6 +246,22 @@ pub fn dealer(dir: &Path, name: &str, sink_port: u16) -> Dealer {
     }
 }
 
+/// The reference relay (`e2e/pump.rs`): this executable again, forwarding every
+/// connection to `sink_port` through dealer's byte relay alone.
+pub fn pump(dir: &Path, name: &str, sink_port: u16) -> (Proc, SocketAddr) {
+    let addr = loopback(free_port());
+    let exe = std::env::current_exe().expect("the bench executable's path");
+    let mut cmd = Command::new(exe);
+    cmd.env(super::pump::ENV, format!("{addr},127.0.0.1:{sink_port}"))
+        // Held by the child handle: the pump exits when the bench does.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    (
+        Proc::spawn(name, cmd, dir.join(format!("{name}.log"))),
+        addr,
+    )
+}
+
 /// An HAProxy instance in `mode tcp` with one frontend: plaintext, or `ssl crt pem`.
 pub fn haproxy(
     dir: &Path,

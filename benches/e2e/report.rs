@@ -406,8 +406,12 @@ fn ratios(d: &[Option<f64>], o: &[Option<f64>]) -> Vec<f64> {
         .collect()
 }
 
-/// One markdown table (the first column is dealer, the others HAProxy variants) and,
-/// when `judge` (a full run), a line per goal for the summary.
+/// The reference relay's column (`e2e/pump.rs`): dealer's byte relay with no XMPP in
+/// front. Shown with its ratio, never one of the HAProxies goals are judged against.
+pub const REFERENCE: &str = "relay only";
+
+/// One markdown table (the first column is dealer, the others HAProxy variants and the
+/// reference relay) and, when `judge` (a full run), a line per goal for the summary.
 pub fn table(
     family: Family,
     cols: &[(&str, &Results)],
@@ -419,7 +423,8 @@ pub fn table(
         Family::Plain => "plaintext clients",
         Family::Tls => "TLS clients",
     };
-    let best_col = others.len() > 1;
+    let judged = |o: &&(&str, &Results)| o.0 != REFERENCE;
+    let best_col = others.iter().filter(judged).count() > 1;
     let mut out = format!(
         "| {family_name} | {} |",
         cols.iter().map(|c| c.0).collect::<Vec<_>>().join(" | ")
@@ -439,6 +444,12 @@ pub fn table(
     for row in rows(family, conc) {
         let d = row.fig.values(dealer.1);
         let o: Vec<Vec<Option<f64>>> = others.iter().map(|o| row.fig.values(o.1)).collect();
+        let haproxies: Vec<&Vec<Option<f64>>> = others
+            .iter()
+            .zip(&o)
+            .filter(|(c, _)| judged(c))
+            .map(|(_, v)| v)
+            .collect();
         out.push_str(&format!("| {} |", row.name));
         for c in cols {
             let v: Vec<f64> = row.fig.values(c.1).into_iter().flatten().collect();
@@ -452,7 +463,7 @@ pub fn table(
         // The best HAProxy of each round.
         let best: Vec<Option<f64>> = (0..d.len())
             .map(|i| {
-                let each = o.iter().filter_map(|o| o.get(i).copied().flatten());
+                let each = haproxies.iter().filter_map(|o| o.get(i).copied().flatten());
                 match row.better {
                     Better::Higher => each.max_by(f64::total_cmp),
                     Better::Lower => each.min_by(f64::total_cmp),
