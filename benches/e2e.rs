@@ -40,7 +40,7 @@
 //! each goal of the issue is judged on dealer's ratio to the best HAProxy of the family
 //! in each round; a summary lists every goal as met or missed. Every line goes to the
 //! terminal and, in a full run (not narrowed by options), to
-//! `benches/results/e2e-<date>.txt`, headed by a description of the machine.
+//! `benches/results/e2e-<date>-<commit>.txt`, headed by a description of the machine.
 
 #[path = "e2e/client.rs"]
 mod client;

@@ -11,7 +11,7 @@
 //! `common/machine.rs`). Printed: each round's stanzas/s and µs of dealer CPU per
 //! stanza, then their medians and spreads (min–max) over the rounds, and the issue's
 //! goal (≤ 2.0 µs a stanza) judged on the median. A full run also writes its output to
-//! `benches/results/s2s-<date>.txt`, headed by a description of the machine.
+//! `benches/results/s2s-<date>-<commit>.txt`, headed by a description of the machine.
 //!
 //! `cargo bench --bench s2s` (nine rounds); under `cargo test` a small smoke round only.
 

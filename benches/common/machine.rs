@@ -25,16 +25,7 @@ pub fn describe() -> Vec<String> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let commit = first_line(
-        "git",
-        &[
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ],
-    );
+    let commit = commit();
     vec![
         format!(
             "machine: {model}, {cpus} CPUs, {:.1} GiB memory",
@@ -60,11 +51,30 @@ pub fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_owned())
 }
 
-/// `benches/results/<bench>-<YYYY-MM-DD>.txt` (UTC date), creating the directory.
+/// `benches/results/<bench>-<YYYY-MM-DD>-<commit>.txt` (UTC date; without the commit
+/// outside a git checkout), creating the directory.
 pub fn results_path(bench: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir.join(format!("{bench}-{}.txt", today()))
+    // The commit too, so a second run on the same day (of other code) keeps the first.
+    match commit() {
+        Some(c) => dir.join(format!("{bench}-{}-{c}.txt", today())),
+        None => dir.join(format!("{bench}-{}.txt", today())),
+    }
+}
+
+/// The short hash of the checked-out commit, if this is a git checkout.
+fn commit() -> Option<String> {
+    first_line(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    )
 }
 
 /// Today's date (UTC) as YYYY-MM-DD.
