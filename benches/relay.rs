@@ -124,7 +124,7 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
             .build()
             .expect("relay runtime");
         rt.block_on(async move {
-            let metrics = Metrics::new();
+            let metrics = std::sync::Arc::new(Metrics::new());
             let client_leg = TcpStream::from_std(client_leg).expect("client leg");
             let backend_leg = Conn::Plain(TcpStream::from_std(backend_leg).expect("backend leg"));
             let client_leg = if with_tls {
@@ -143,7 +143,7 @@ async fn round(kind: Kind, payload: &[u8], expect: usize, tls: &Tls) -> Round {
                     BytesMut::new(),
                     backend_leg,
                     BytesMut::new(),
-                    &metrics,
+                    metrics.clone(),
                 )
                 .await
                 .map(|_| ()),

@@ -5,8 +5,8 @@
 //! land on the new owner.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,13 +25,13 @@ pub struct Sessions {
 }
 
 /// A session's place in the registry; leaves it when dropped.
-pub struct Registered<'a> {
-    sessions: &'a Sessions,
+pub struct Registered {
+    sessions: Arc<Sessions>,
     id: u64,
     pub token: CancellationToken,
 }
 
-impl Drop for Registered<'_> {
+impl Drop for Registered {
     fn drop(&mut self) {
         self.sessions
             .map
@@ -42,16 +42,15 @@ impl Drop for Registered<'_> {
 }
 
 impl Sessions {
-    /// Register a relayed session of `user` (normalised) on `backend`; its token is a
-    /// child of `parent`, so shutting down ends it too.
+    /// Register a relayed session of `user` (normalised) on `backend`, ended by
+    /// cancelling `token` (a child of the shutdown token, so shutting down ends it too).
     pub fn register(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         backend: &str,
-        parent: &CancellationToken,
-    ) -> Registered<'_> {
+        token: CancellationToken,
+    ) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let token = parent.child_token();
         self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(
             id,
             Live {
@@ -61,7 +60,7 @@ impl Sessions {
             },
         );
         Registered {
-            sessions: self,
+            sessions: self.clone(),
             id,
             token,
         }

@@ -4,7 +4,8 @@
 //! Chromium logging in through dealer and sending a message a slixmpp user receives
 //! — on the same backend, and with masked domains on another one (a screenshot of
 //! the chat is kept under target/test-artifacts/); redirect with `see-other-uri`;
-//! host-meta; and what RFC 7395 refuses: a subprotocol other than xmpp, a binary
+//! host-meta; a relayed session ended by shutdown closed with `<close/>`; and what
+//! RFC 7395 refuses: a subprotocol other than xmpp, a binary
 //! frame, an oversized message, two elements in one message, no `<open/>`.
 
 mod common;
@@ -282,6 +283,66 @@ fn what_rfc_7395_refuses_is_refused() {
     assert!(
         all.contains("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"),
         "{all}"
+    );
+    drop(d);
+}
+
+#[test]
+fn a_relayed_websocket_session_ended_by_shutdown_is_closed_in_order() {
+    let (n1, n2) = shared_backends();
+    let (ws, listen) = ws_listen();
+    let d = Dealer::start_with(
+        &format!(
+            "{}backends:\n  node1: {{ c2s: \"{}\" }}\n  node2: {{ c2s: \"{}\" }}\n\
+             shutdown: {{ grace: 1s }}\n",
+            ranges(),
+            n1.c2s,
+            n2.c2s
+        ),
+        &listen,
+    );
+    // alice logs in and binds by hand, through to the relay.
+    let mut w = connect(ws.plain, "xmpp").unwrap();
+    let read_until = |w: &mut tungstenite::WebSocket<TcpStream>, what: &str| {
+        let mut seen = String::new();
+        while !seen.contains(what) {
+            match w.read() {
+                Ok(Message::Text(t)) => seen.push_str(&t),
+                Ok(_) => {}
+                Err(e) => panic!("waiting for {what}: {e}; got {seen}"),
+            }
+        }
+        seen
+    };
+    w.send(Message::text(OPEN)).unwrap();
+    read_until(&mut w, "</stream:features>");
+    w.send(Message::text(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHMzY3JldA==</auth>",
+    ))
+    .unwrap();
+    read_until(&mut w, "<success");
+    w.send(Message::text(OPEN)).unwrap();
+    read_until(&mut w, "</stream:features>");
+    w.send(Message::text(
+        "<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+    ))
+    .unwrap();
+    let bound = read_until(&mut w, "</iq>");
+    assert!(bound.contains("alice@example.com/"), "{bound}");
+    // Past the shutdown grace the session is ended: a WebSocket client is told with
+    // <close/> (RFC 7395 §3.6) and a WebSocket close frame, not just dropped.
+    d.process.signal(rustix::process::Signal::TERM);
+    read_until(&mut w, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'");
+    let closed_in_order = loop {
+        match w.read() {
+            Ok(Message::Close(_)) => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        closed_in_order,
+        "the WebSocket ended without a close frame after <close/>"
     );
     drop(d);
 }

@@ -70,7 +70,7 @@ async fn pump(client: TcpStream, backend: SocketAddr, metrics: Arc<Metrics>) {
         BytesMut::new(),
         Conn::Plain(server),
         BytesMut::new(),
-        &metrics,
+        metrics,
     )
     .await;
 }

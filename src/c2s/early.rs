@@ -177,24 +177,28 @@ pub async fn run(
                     close_backend(&mut bs).await;
                     return Err(SessionError::stream(StreamError::NotAuthorized, "the server authenticated another account"));
                 }
+                // Counted before the client hears it: a client that has its answer
+                // finds it in the metrics.
+                match verdict {
+                    Verdict::Success => result_metric(AuthResult::Success),
+                    Verdict::Failure | Verdict::StreamError => result_metric(AuthResult::Failure),
+                    _ => {}
+                }
                 let masked = masking.as_ref().and_then(|m| mask(m, &bs.stream.buffered()[..len]));
                 c.stream.send(masked.as_deref().unwrap_or(&bs.stream.buffered()[..len])).await?;
                 bs.stream.consume(len);
                 match verdict {
                     Verdict::Continue => {}
                     Verdict::Failure => {
-                        result_metric(AuthResult::Failure);
                         pending = None;
                         c.failed_login(ctx)?;
                     }
                     Verdict::Done => pending = None,
                     Verdict::StreamError => {
-                        result_metric(AuthResult::Failure);
                         c.close_with(b"</stream:stream>").await;
                         return Err(SessionError::Done(Side::Backend, Cause::Closed));
                     }
                     Verdict::Success => {
-                        result_metric(AuthResult::Success);
                         debug!("authenticated on the owner; handing over");
                         let start = match pending {
                             Some(Pending::Sasl) => Start::NewStreams,

@@ -14,7 +14,7 @@ use super::Context;
 use super::{Client, Login, LoginKind, SessionError};
 use crate::backend::{self, BackendError, BackendStream, Target};
 use crate::config::{BackendId, Domains};
-use crate::metrics::{AuthResult, Cause, RelayKind, Side};
+use crate::metrics::{AuthResult, Cause, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::StreamIoError;
 use crate::xml::element::{Element, Scope};
@@ -187,6 +187,13 @@ pub async fn authenticate(
                     close_backend(&mut bs).await;
                     return Err(SessionError::stream(StreamError::NotAuthorized, "the server authenticated another account"));
                 }
+                // Counted before the client hears it: a client that has its answer
+                // finds it in the metrics.
+                match verdict {
+                    Verdict::Success => result_metric(AuthResult::Success),
+                    Verdict::Failure | Verdict::StreamError => result_metric(AuthResult::Failure),
+                    _ => {}
+                }
                 // Pass the backend's answer on, masked where the domains are.
                 let masked = masking.as_ref().and_then(|m| super::early::mask(m, &bs.stream.buffered()[..len]));
                 c.stream.send(masked.as_deref().unwrap_or(&bs.stream.buffered()[..len])).await?;
@@ -194,7 +201,6 @@ pub async fn authenticate(
                 match verdict {
                     Verdict::Continue => {}
                     Verdict::Success => {
-                        result_metric(AuthResult::Success);
                         debug!("authenticated; handing over");
                         // SASL restarts both streams; SASL2 and XEP-0078 go on in them.
                         let start = match login.kind {
@@ -214,7 +220,6 @@ pub async fn authenticate(
                         })));
                     }
                     Verdict::Failure => {
-                        result_metric(AuthResult::Failure);
                         close_backend(&mut bs).await;
                         c.failed_login(ctx)?;
                         return Ok(Outcome::Retry);
@@ -225,7 +230,6 @@ pub async fn authenticate(
                         return Ok(Outcome::Retry);
                     }
                     Verdict::StreamError => {
-                        result_metric(AuthResult::Failure);
                         c.close_with(b"</stream:stream>").await;
                         return Err(SessionError::Done(Side::Backend, Cause::Closed));
                     }
@@ -371,115 +375,4 @@ async fn close_backend(bs: &mut BackendStream) {
         bs.stream.send(b"</stream:stream>"),
     )
     .await;
-}
-
-/// What a relayed session keeps holding: its connection slot, its per-source slot,
-/// its place in the connections gauge.
-pub struct Held {
-    pub permit: tokio::sync::OwnedSemaphorePermit,
-    pub slot: crate::listener::SourceSlot,
-    pub gauge: crate::metrics::ConnGauge,
-}
-
-/// Start the relay of an authenticated session as a task of its own.
-pub fn spawn_relay(client: Client, h: Box<HandOver>, ctx: Arc<Context>, held: Held) {
-    let HandOver {
-        backend,
-        backend_name,
-        masking,
-        start,
-        limits,
-        user,
-    } = *h;
-    let peer = client.peer;
-    let kind = client.kind;
-    let mut client = client.stream.into_parts();
-    let backend = backend.stream.into_parts();
-    // The relay runs without the connection's span: entering a span on every wake-up
-    // costs more than the relay's own work on a busy session. Its last line names
-    // the session instead.
-    let who = (peer, user.clone());
-    let tracker = ctx.lifecycle.tracker.clone();
-    // Two different futures: a plain session never carries the rewriting relay's state.
-    match masking {
-        None => tracker.spawn(async move {
-            let _held = held;
-            let live = ctx
-                .sessions
-                .register(&user, &backend_name, &ctx.lifecycle.sessions_stop);
-            let started = Instant::now();
-            // A WebSocket client is told with `<close/>` (its stream ends in order,
-            // the relay with it); a TCP one sees its connection closed.
-            let ws = if let crate::net::Conn::Ws(w) = &mut client.0 {
-                w.close_on(live.token.clone());
-                true
-            } else {
-                false
-            };
-            let stopped = async {
-                live.token.cancelled().await;
-                if ws {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            };
-            let r = tokio::select! {
-                r = crate::relay::run(client.0, client.1, backend.0, backend.1, &ctx.metrics) => r,
-                // Unparsed bytes: the only way to end it is to close the sockets.
-                _ = stopped => Err(crate::relay::RelayError::stopped()),
-            };
-            log_end(&ctx, kind, &who, &backend_name, started, r);
-        }),
-        Some(m) => tracker.spawn(async move {
-            let _held = held;
-            let live = ctx
-                .sessions
-                .register(&user, &backend_name, &ctx.lifecycle.sessions_stop);
-            let started = Instant::now();
-            let r = crate::relay::masked::relay(
-                client,
-                backend,
-                m,
-                start,
-                limits,
-                crate::relay::Counters::new(&ctx.metrics, RelayKind::Rewrite),
-                live.token.clone(),
-            )
-            .await;
-            log_end(&ctx, kind, &who, &backend_name, started, r);
-        }),
-    };
-}
-
-fn log_end(
-    ctx: &Context,
-    kind: crate::listener::Kind,
-    (peer, user): &(std::net::SocketAddr, String),
-    backend_name: &str,
-    started: Instant,
-    r: Result<crate::relay::Totals, crate::relay::RelayError>,
-) {
-    let (side, cause) = match &r {
-        Ok(t) => (t.closed_by, Cause::Closed),
-        Err(e) => (e.side, e.cause),
-    };
-    ctx.metrics.session_end(kind, side, cause);
-    match r {
-        Ok(t) => info!(
-            client.addr = %peer,
-            user = %user,
-            backend.name = %backend_name,
-            bytes.up = t.client_to_backend,
-            bytes.down = t.backend_to_client,
-            secs = started.elapsed().as_secs(),
-            "session ended"
-        ),
-        Err(e) => info!(
-            client.addr = %peer,
-            user = %user,
-            backend.name = %backend_name,
-            error = %e,
-            secs = started.elapsed().as_secs(),
-            "session ended by an error"
-        ),
-    }
 }

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod peek;
 pub mod preauth;
 pub mod redirect;
+pub mod relayed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -425,12 +426,12 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
             // The relay gets a task of its own holding only what it needs, so that an
             // idle session costs the relay's few hundred bytes, not this handshake's
             // whole state machine.
-            let held = forward::Held {
+            let held = relayed::Held {
                 permit,
                 slot,
                 gauge,
             };
-            forward::spawn_relay(client, handover, ctx.clone(), held);
+            relayed::spawn_relay(client, handover, ctx.clone(), held);
         }
         Some(Ok(Err(e))) => report(&mut client, &ctx, e).await,
         Some(Err(_)) => {

@@ -101,22 +101,75 @@ impl FirstClose {
 
 /// Relay until both directions end or one fails. `*_pending` are bytes already read
 /// from one leg (during authentication) that the other leg has not seen yet.
-pub async fn run(
-    mut client: Conn,
+///
+/// An idle relayed session is mostly this future, so it is built to hold each thing
+/// once: a plain session's future holds two `TcpStream`s and the splice relay, not
+/// the `Conn`s they came in (an `async fn` keeps its arguments for its whole life),
+/// and bytes pending at hand-over, which are rare, are boxed.
+pub fn run(
+    client: Conn,
     client_pending: BytesMut,
-    mut backend: Conn,
+    backend: Conn,
     backend_pending: BytesMut,
-    metrics: &Metrics,
-) -> Result<Totals, RelayError> {
+    metrics: std::sync::Arc<Metrics>,
+) -> impl std::future::Future<Output = Result<Totals, RelayError>> + Send + 'static {
     let plain = client.is_plain_tcp() && backend.is_plain_tcp();
     let counters = Counters::new(
-        metrics,
+        &metrics,
         if plain {
             RelayKind::Splice
         } else {
             RelayKind::Copy
         },
     );
+    let pending = (!client_pending.is_empty() || !backend_pending.is_empty())
+        .then(|| Box::new((client_pending, backend_pending)));
+    match (client, backend) {
+        (Conn::Plain(c), Conn::Plain(b)) => {
+            futures_util::future::Either::Left(plain_legs(c, b, pending, counters))
+        }
+        (c, b) => futures_util::future::Either::Right(other_legs(c, b, pending, counters)),
+    }
+}
+
+/// Bytes read from one leg during authentication, for the other.
+type Pending = Option<Box<(BytesMut, BytesMut)>>;
+
+async fn plain_legs(
+    mut c: tokio::net::TcpStream,
+    mut b: tokio::net::TcpStream,
+    pending: Pending,
+    counters: Counters,
+) -> Result<Totals, RelayError> {
+    if let Some(p) = pending {
+        send_pending(&mut c, &mut b, *p, &counters).await?;
+    }
+    splice::relay(&c, &b, &counters).await
+}
+
+async fn other_legs(
+    mut c: Conn,
+    mut b: Conn,
+    pending: Pending,
+    counters: Counters,
+) -> Result<Totals, RelayError> {
+    if let Some(p) = pending {
+        send_pending(&mut c, &mut b, *p, &counters).await?;
+    }
+    copy::relay(c, b, &counters).await
+}
+
+/// Write what each leg sent early to the other.
+async fn send_pending<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    (client_pending, backend_pending): (BytesMut, BytesMut),
+    counters: &Counters,
+) -> Result<(), RelayError>
+where
+    C: tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncWrite + Unpin,
+{
     if !client_pending.is_empty() {
         backend
             .write_all(&client_pending)
@@ -135,9 +188,5 @@ pub async fn run(
             .backend_to_client
             .inc_by(backend_pending.len() as u64);
     }
-    drop((client_pending, backend_pending));
-    match (client, backend) {
-        (Conn::Plain(c), Conn::Plain(b)) => splice::relay(&c, &b, &counters).await,
-        (c, b) => copy::relay(c, b, &counters).await,
-    }
+    Ok(())
 }
