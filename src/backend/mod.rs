@@ -237,8 +237,11 @@ const SEEN_FEATURES: usize = 8;
 /// offered.
 struct Seen {
     raw: bytes::Bytes,
-    default_ns: Option<String>,
-    prefixes: Vec<(String, String)>,
+    default_ns: Option<crate::xml::stream_header::Text>,
+    prefixes: Vec<(
+        crate::xml::stream_header::Text,
+        crate::xml::stream_header::Text,
+    )>,
     features: Arc<Features>,
 }
 
@@ -315,7 +318,7 @@ mod tests {
             default_ns: Some(NS_CLIENT.into()),
             prefixes: prefixes
                 .iter()
-                .map(|(p, n)| (p.to_string(), n.to_string()))
+                .map(|(p, n)| (p.to_string().into(), n.to_string().into()))
                 .collect(),
             ..StreamHeader::default()
         }

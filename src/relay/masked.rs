@@ -44,7 +44,10 @@ pub enum Start {
     NewStreams,
     /// After XEP-0078: the streams go on, inside headers with these qualified names
     /// (which their closing tags must repeat).
-    InStream { client: String, backend: String },
+    InStream {
+        client: crate::xml::stream_header::Text,
+        backend: crate::xml::stream_header::Text,
+    },
 }
 
 /// Reads start at `READ` bytes, so an idle session holds little, and double up to
@@ -74,8 +77,8 @@ pub async fn relay(
     let (client_framer, backend_framer) = match &start {
         Start::NewStreams => (Framer::new(limits), Framer::new(limits)),
         Start::InStream { client, backend } => (
-            Framer::in_stream(limits, client),
-            Framer::in_stream(limits, backend),
+            Framer::in_stream(limits, client.clone()),
+            Framer::in_stream(limits, backend.clone()),
         ),
     };
     let up_rule = Rule::Unmask {

@@ -202,10 +202,10 @@ impl WsConn {
                     let mut open =
                         String::from("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'");
                     for (k, v) in [
-                        ("from", &header.from),
-                        ("to", &header.to),
-                        ("id", &header.id),
-                        ("xml:lang", &header.lang),
+                        ("from", header.from.as_deref()),
+                        ("to", header.to.as_deref()),
+                        ("id", header.id.as_deref()),
+                        ("xml:lang", header.lang.as_deref()),
                     ] {
                         if let Some(v) = v {
                             open.push_str(&format!(" {k}='{}'", esc(v)));
@@ -263,7 +263,7 @@ fn standing_alone(element: &[u8], header: Option<&StreamHeader>) -> String {
         None => {
             let ns = header
                 .and_then(|h| h.default_ns.clone())
-                .unwrap_or_else(|| NS_CLIENT.to_owned());
+                .unwrap_or(NS_CLIENT.into());
             format!(" xmlns='{}'", esc(&ns))
         }
     };

@@ -212,7 +212,10 @@ fn quick_xml_element(bytes: &[u8], scope: &Scope) -> Result<Element, String> {
             if key == "xmlns" {
                 scope.default_ns = Some(value.into());
             } else if let Some(p) = key.strip_prefix("xmlns:") {
-                scope.prefixes.to_mut().push((p.to_owned(), value));
+                scope
+                    .prefixes
+                    .to_mut()
+                    .push((p.to_owned().into(), value.into()));
             } else {
                 attrs.push((key, value));
             }
@@ -353,7 +356,7 @@ fn quick_xml_header(tag: &str) -> Result<StreamHeader, String> {
         .unwrap_or(inner.len());
     let e = BytesStart::from_content(inner, name_len);
     let mut h = StreamHeader {
-        qname: e.name().as_ref().to_owned(),
+        qname: e.name().as_ref().to_owned().into(),
         ..StreamHeader::default()
     };
     for a in e.attributes().with_checks(true) {
@@ -371,11 +374,11 @@ fn quick_xml_header(tag: &str) -> Result<StreamHeader, String> {
                 let n = |s: &str| s.parse::<u32>().map_err(|e| e.to_string());
                 h.version = Some((n(a)?, n(b)?));
             }
-            "xml:lang" => h.lang = Some(value),
-            "xmlns" => h.default_ns = Some(value),
+            "xml:lang" => h.lang = Some(value.into()),
+            "xmlns" => h.default_ns = Some(value.into()),
             k => {
                 if let Some(p) = k.strip_prefix("xmlns:") {
-                    h.prefixes.push((p.to_owned(), value));
+                    h.prefixes.push((p.to_owned().into(), value.into()));
                 }
             }
         }

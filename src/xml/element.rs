@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::XmlError;
 use super::escape;
 use super::framer::{self, Hints, Tag, Visit};
-use super::stream_header::StreamHeader;
+use super::stream_header::{StreamHeader, Text};
 
 /// Namespace declarations in force where an element starts. Borrowed from a stream
 /// header where one declares them (`from_header`), so reading an element on a stream
@@ -20,7 +20,7 @@ use super::stream_header::StreamHeader;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope<'a> {
     pub default_ns: Option<Cow<'a, str>>,
-    pub prefixes: Cow<'a, [(String, String)]>,
+    pub prefixes: Cow<'a, [(Text, Text)]>,
 }
 
 /// `raw`, one whole element read on a stream whose header declared `prefixes`, made
@@ -28,10 +28,7 @@ pub struct Scope<'a> {
 /// `stream`) the element does not make itself is added to its start tag, right after
 /// the name. `None` when nothing is to add (the header declared no prefix). The copy
 /// is zeroed on drop: a login element carries credentials.
-pub fn with_header_prefixes(
-    raw: &[u8],
-    prefixes: &[(String, String)],
-) -> Option<Zeroizing<Vec<u8>>> {
+pub fn with_header_prefixes(raw: &[u8], prefixes: &[(Text, Text)]) -> Option<Zeroizing<Vec<u8>>> {
     let wanted = || prefixes.iter().filter(|(p, _)| p != "stream");
     wanted().next()?;
     // The start tag's extent, quotes honoured (the framer has checked the element).
@@ -99,7 +96,7 @@ impl<'a> Scope<'a> {
                 .iter()
                 .rev()
                 .find(|(q, _)| q == p)
-                .map(|(_, ns)| ns.as_str()),
+                .map(|(_, ns)| ns.as_ref()),
         }
     }
 }
@@ -407,15 +404,9 @@ pub fn child_range(
 mod tests {
     #[test]
     fn header_prefixes_travel_with_the_element() {
-        let prefixes = vec![
-            (
-                "stream".to_owned(),
-                "http://etherx.jabber.org/streams".to_owned(),
-            ),
-            (
-                "sasl".to_owned(),
-                "urn:ietf:params:xml:ns:xmpp-sasl".to_owned(),
-            ),
+        let prefixes: Vec<(Text, Text)> = vec![
+            ("stream".into(), "http://etherx.jabber.org/streams".into()),
+            ("sasl".into(), "urn:ietf:params:xml:ns:xmpp-sasl".into()),
         ];
         let raw = b"<sasl:auth mechanism='PLAIN'>AGEAYg==</sasl:auth>";
         let out = with_header_prefixes(raw, &prefixes).unwrap();

@@ -114,7 +114,7 @@ pub struct Framer {
     /// (which keeps the frame in progress in place until it is handed out).
     open: Vec<(usize, usize)>,
     /// The header's qualified name, which the stream close must repeat.
-    stream_qname: String,
+    stream_qname: super::stream_header::Text,
     /// The attributes of the tag just read, reused from tag to tag.
     attrs: Vec<Attr>,
 }
@@ -127,16 +127,19 @@ impl Framer {
             scanned: 0,
             depth: 0,
             open: Vec::new(),
-            stream_qname: String::new(),
+            stream_qname: super::stream_header::Text::Borrowed(""),
             attrs: Vec::new(),
         }
     }
 
     /// A framer for a stream whose header was already read (a relay taking over).
-    pub fn in_stream(limits: FrameLimits, stream_qname: &str) -> Framer {
+    pub fn in_stream(
+        limits: FrameLimits,
+        stream_qname: impl Into<super::stream_header::Text>,
+    ) -> Framer {
         let mut f = Framer::new(limits);
         f.state = State::Stream;
-        f.stream_qname = stream_qname.to_owned();
+        f.stream_qname = stream_qname.into();
         f
     }
 

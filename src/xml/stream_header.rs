@@ -4,22 +4,45 @@
 use super::escape::{attr as esc, unescape_attr};
 use super::{NS_STREAMS, XmlError};
 
+/// A header value: the handful every stream carries (its name, the namespaces, the
+/// streams prefix, `en`) are borrowed constants, so reading a header allocates only
+/// for what differs from stream to stream (addresses, ids).
+pub type Text = std::borrow::Cow<'static, str>;
+
+/// `value` as a [`Text`], borrowed when it is one of the common constants.
+pub fn text(value: std::borrow::Cow<'_, str>) -> Text {
+    const COMMON: &[&str] = &[
+        "stream:stream",
+        "stream",
+        super::NS_STREAMS,
+        super::NS_CLIENT,
+        super::NS_SERVER,
+        "en",
+        "db",
+        "jabber:server:dialback",
+    ];
+    match COMMON.iter().find(|c| **c == value) {
+        Some(c) => Text::Borrowed(c),
+        None => Text::Owned(value.into_owned()),
+    }
+}
+
 /// A peer's stream header. Namespace declarations are kept so that top-level elements
 /// resolve their prefixes the way the header declared them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamHeader {
     /// The qualified name as written (`stream:stream`); `</…>` must repeat it.
-    pub qname: String,
+    pub qname: Text,
     pub to: Option<String>,
     pub from: Option<String>,
     pub id: Option<String>,
     /// `(major, minor)`; `None` for a pre-XMPP-1.0 stream.
     pub version: Option<(u32, u32)>,
-    pub lang: Option<String>,
+    pub lang: Option<Text>,
     /// `xmlns` on the header: the content namespace (`jabber:client`, `jabber:server`).
-    pub default_ns: Option<String>,
+    pub default_ns: Option<Text>,
     /// `xmlns:prefix` declarations, in order.
-    pub prefixes: Vec<(String, String)>,
+    pub prefixes: Vec<(Text, Text)>,
 }
 
 impl StreamHeader {
@@ -30,21 +53,21 @@ impl StreamHeader {
         attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<StreamHeader, XmlError> {
         let mut h = StreamHeader {
-            qname: qname.to_owned(),
+            qname: text(qname.into()),
             ..StreamHeader::default()
         };
         for (key, value) in attributes {
-            let value = unescape_attr(value)?.into_owned();
+            let value = unescape_attr(value)?;
             match key {
-                "to" => h.to = Some(value),
-                "from" => h.from = Some(value),
-                "id" => h.id = Some(value),
+                "to" => h.to = Some(value.into_owned()),
+                "from" => h.from = Some(value.into_owned()),
+                "id" => h.id = Some(value.into_owned()),
                 "version" => h.version = Some(parse_version(&value)?),
-                "xml:lang" => h.lang = Some(value),
-                "xmlns" => h.default_ns = Some(value),
+                "xml:lang" => h.lang = Some(text(value)),
+                "xmlns" => h.default_ns = Some(text(value)),
                 k => {
                     if let Some(p) = k.strip_prefix("xmlns:") {
-                        h.prefixes.push((p.to_owned(), value));
+                        h.prefixes.push((text(p.into()), text(value)));
                     }
                 }
             }
@@ -73,7 +96,7 @@ impl StreamHeader {
             .iter()
             .rev()
             .find(|(p, _)| p == prefix)
-            .map(|(_, ns)| ns.as_str())
+            .map(|(_, ns)| ns.as_ref())
     }
 }
 
@@ -119,6 +142,33 @@ mod tests {
             Some(Frame::Header { header, .. }) => Ok(header),
             other => panic!("{tag}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_common_values_of_a_header_are_not_copied() {
+        use std::borrow::Cow;
+        let h = header(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+             xmlns:x='urn:example:x' to='example.com' version='1.0' xml:lang='en'>",
+        )
+        .unwrap();
+        assert!(matches!(h.qname, Cow::Borrowed("stream:stream")));
+        assert!(matches!(h.default_ns, Some(Cow::Borrowed("jabber:client"))));
+        assert!(matches!(h.lang, Some(Cow::Borrowed("en"))));
+        assert!(matches!(
+            h.prefixes[0],
+            (
+                Cow::Borrowed("stream"),
+                Cow::Borrowed(crate::xml::NS_STREAMS)
+            )
+        ));
+        // What is not one of them is kept as written.
+        assert_eq!(h.prefixes[1], ("x".into(), "urn:example:x".into()));
+        assert!(matches!(h.prefixes[1].1, Cow::Owned(_)));
+        let fr =
+            header("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xml:lang='fr'>")
+                .unwrap();
+        assert!(matches!(fr.lang, Some(Cow::Owned(ref l)) if l == "fr"));
     }
 
     #[test]
