@@ -363,8 +363,9 @@ async fn one_round(
     while count.load(Ordering::Relaxed) < before + n {
         assert!(
             Instant::now() < limit,
-            "only {} of {n} arrived",
-            count.load(Ordering::Relaxed) - before
+            "only {} of {n} arrived; dealer log:\n{}",
+            count.load(Ordering::Relaxed) - before,
+            std::fs::read_to_string(dealer_log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
