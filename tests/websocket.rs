@@ -57,6 +57,23 @@ fn shared_backends() -> (Prosody, Prosody) {
     )
 }
 
+/// Two Prosody backends sharing `example.com` and dealer in front with ranges routing
+/// and WebSocket listeners, plus `extra` config lines.
+fn ranges_dealer(extra: &str) -> (Prosody, Prosody, Ws, Dealer) {
+    let (n1, n2) = shared_backends();
+    let (ws, listen) = ws_listen();
+    let d = Dealer::start_with(
+        &format!(
+            "{}backends:\n  node1: {{ c2s: \"{}\" }}\n  node2: {{ c2s: \"{}\" }}\n{extra}\n",
+            ranges(),
+            n1.c2s,
+            n2.c2s
+        ),
+        &listen,
+    );
+    (n1, n2, ws, d)
+}
+
 fn js(service: &str, user: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "--service",
@@ -77,18 +94,7 @@ fn js(service: &str, user: &str, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn xmppjs_over_ws_and_wss_reaches_the_owner() {
-    let (n1, n2) = shared_backends();
-    let (ws, listen) = ws_listen();
-    let d = Dealer::start_with(
-        &format!(
-            "{}backends:\n  node1: {{ c2s: \"{}\" }}\n  node2: {{ c2s: \"{}\" }}\n\
-             limits: {{ logins_per_source_per_second: 0 }}\n",
-            ranges(),
-            n1.c2s,
-            n2.c2s
-        ),
-        &listen,
-    );
+    let (_n1, _n2, ws, d) = ranges_dealer("limits: { logins_per_source_per_second: 0 }");
     let plain = format!("ws://{}/xmpp-websocket", ws.plain);
     let tls = format!("wss://{}/xmpp-websocket", ws.tls);
     for (service, user, extra) in [
@@ -211,18 +217,7 @@ const OPEN: &str =
 
 #[test]
 fn what_rfc_7395_refuses_is_refused() {
-    let (n1, n2) = shared_backends();
-    let (ws, listen) = ws_listen();
-    let d = Dealer::start_with(
-        &format!(
-            "{}backends:\n  node1: {{ c2s: \"{}\" }}\n  node2: {{ c2s: \"{}\" }}\n\
-             limits: {{ max_stanza_bytes: 4096 }}\n",
-            ranges(),
-            n1.c2s,
-            n2.c2s
-        ),
-        &listen,
-    );
+    let (_n1, _n2, ws, d) = ranges_dealer("limits: { max_stanza_bytes: 4096 }");
     // Not the xmpp subprotocol: the upgrade is refused.
     match connect(ws.plain, "chat") {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
@@ -289,18 +284,7 @@ fn what_rfc_7395_refuses_is_refused() {
 
 #[test]
 fn a_relayed_websocket_session_ended_by_shutdown_is_closed_in_order() {
-    let (n1, n2) = shared_backends();
-    let (ws, listen) = ws_listen();
-    let d = Dealer::start_with(
-        &format!(
-            "{}backends:\n  node1: {{ c2s: \"{}\" }}\n  node2: {{ c2s: \"{}\" }}\n\
-             shutdown: {{ grace: 1s }}\n",
-            ranges(),
-            n1.c2s,
-            n2.c2s
-        ),
-        &listen,
-    );
+    let (_n1, _n2, ws, d) = ranges_dealer("shutdown: { grace: 1s }");
     // alice logs in and binds by hand, through to the relay.
     let mut w = connect(ws.plain, "xmpp").unwrap();
     let read_until = |w: &mut tungstenite::WebSocket<TcpStream>, what: &str| {
