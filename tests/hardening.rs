@@ -464,3 +464,100 @@ fn federation_queues_are_bounded_in_bytes() {
         rss_kib(pid, "VmRSS:")
     );
 }
+
+/// A remote server that takes dealer's link (answers its header and vouches for its
+/// dialback key), then stops reading for `pause` (a peer that hangs for a moment)
+/// before counting the `</message>`s that reach it.
+fn slow_peer(pause: Duration) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::Read;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut answered = false;
+        while !String::from_utf8_lossy(&seen).contains("</db:result>") {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if !answered && String::from_utf8_lossy(&seen).contains("<stream:stream") {
+                s.write_all(b"<stream:stream id='slow' from='remote.test' xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' version='1.0'><stream:features/>").unwrap();
+                answered = true;
+            }
+        }
+        s.write_all(b"<db:result from='remote.test' to='example.com' type='valid'/>")
+            .unwrap();
+        std::thread::sleep(pause);
+        let finder = b"</message>";
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            carry.extend_from_slice(&buf[..n]);
+            let found = carry.windows(finder.len()).filter(|w| w == finder).count();
+            c.fetch_add(found as u64, std::sync::atomic::Ordering::Relaxed);
+            let keep = carry.len().saturating_sub(finder.len() - 1);
+            carry.drain(..keep);
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn a_burst_beyond_a_link_queue_waits_for_a_slow_peer_instead_of_bouncing() {
+    let p = ProsodySpec::new("example.com").user("alice", PW).start();
+    let (peer, count) = slow_peer(Duration::from_millis(1500));
+    let internal = free_port();
+    let d = Dealer::start_with(
+        &format!(
+            "backends:\n  node1: {{ c2s: \"{}\", s2s: \"127.0.0.1:1\" }}\n\
+             s2s: {{ dialback_secret: \"burst\", routes: {{ remote.test: \"{peer}\" }} }}\n",
+            p.c2s
+        ),
+        &format!("  s2s_internal: [\"127.0.0.1:{internal}\"]\n"),
+    );
+    // A backend's outbound stream (the internal listener trusts its allow-list).
+    let mut r = Raw::plain(SocketAddr::from(([127, 0, 0, 1], internal)));
+    r.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='example.com' to='remote.test' version='1.0'>");
+    r.expect("</stream:features>", SECS);
+    r.send("<db:result from='example.com' to='remote.test'>k</db:result>");
+    r.expect("type='valid'", SECS);
+    // Four times the 10,000 stanzas a link queue holds, and more than its 8 MiB,
+    // sent while the peer is not reading: the stream is slowed, nothing is lost.
+    let n = 40_000u64;
+    let pad = "p".repeat(120);
+    let burst: String = (0..n)
+        .map(|i| {
+            format!(
+                "<message from='alice@example.com/r' to='rob@remote.test' id='b{i}'><body>{pad}</body></message>"
+            )
+        })
+        .collect();
+    r.send(burst);
+    let arrived = wait_for(Duration::from_secs(30), || {
+        (count.load(std::sync::atomic::Ordering::Relaxed) >= n).then_some(())
+    });
+    assert!(
+        arrived.is_some(),
+        "{} of {n} stanzas reached the peer:\n{}",
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        d.log()
+    );
+    assert_eq!(
+        d.metric("dealer_limit_hits_total{limit=\"s2s_queue_bytes\"}"),
+        0.0,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        d.metric("dealer_s2s_stanzas_total{direction=\"out\",result=\"bounced\"}"),
+        0.0
+    );
+}

@@ -374,7 +374,8 @@ async fn elements(p: &mut Peer, ctx: &Arc<Context>, deadline: Instant) -> Result
         let scope = Scope::from_header(&p.header);
         if let Some(st) = Stanza::parse(&p.stream.buffered()[..len], &scope)? {
             p.stream.consume(len);
-            stanza(p, ctx, st)?;
+            let st = stanza(p, ctx, st)?;
+            dispatch(ctx, st).await;
             continue;
         }
         let e = Element::parse(&p.stream.buffered()[..len], &scope)?;
@@ -546,8 +547,9 @@ async fn db_verify(p: &mut Peer, ctx: &Arc<Context>, e: &Element) -> Result<(), 
     Ok(())
 }
 
-/// A stanza on an authenticated stream: check its addressing, then send it on.
-fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> {
+/// A stanza on an authenticated stream: check its addressing (and mask it, from a
+/// backend) before it is sent on.
+fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<Stanza, S2sError> {
     let dir = if p.internal {
         StanzaDirection::Out
     } else {
@@ -619,8 +621,7 @@ fn stanza(p: &mut Peer, ctx: &Arc<Context>, st: Stanza) -> Result<(), S2sError> 
     } else {
         st
     };
-    dispatch(ctx, st);
-    Ok(())
+    Ok(st)
 }
 
 /// Ask `originating`'s authoritative server whether `key` is its key for the stream

@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -39,6 +39,9 @@ const BATCH: usize = 64 * 1024;
 pub const QUEUE: usize = 10_000;
 /// A peer that takes longer than this to take a batch is dropped.
 const WRITE: Duration = Duration::from_secs(60);
+/// How long an inbound stream waits for room in a full link queue before the
+/// stanza is bounced (`Links::send_or_wait`).
+pub const FULL_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dest {
@@ -109,13 +112,25 @@ pub struct Links {
     map: Mutex<HashMap<LinkKey, Queue>>,
     /// Bytes queued on every link together (`s2s.queue_bytes`).
     queued: Arc<AtomicUsize>,
+    /// Told whenever a link has written a batch: room may have been made.
+    progress: Notify,
 }
 
-/// One link's queue: its channel, and the bytes in it (`s2s.queue_bytes_per_link`).
+/// One link's queue: its channel, the bytes in it (`s2s.queue_bytes_per_link`), and
+/// whether a sender gave up waiting for room in it since it last wrote.
 #[derive(Clone)]
 struct Queue {
     tx: mpsc::Sender<Queued>,
     bytes: Arc<AtomicUsize>,
+    stalled: Arc<AtomicBool>,
+}
+
+/// A stanza `offer` could not queue, handed back with its key (boxed: it is the
+/// rare way out, and the common one stays small).
+struct Full {
+    key: LinkKey,
+    st: Stanza,
+    stalled: Arc<AtomicBool>,
 }
 
 /// A stanza in a link's queue. Its bytes count against both bounds until it leaves
@@ -154,9 +169,48 @@ impl Links {
     /// Queue `st` on the link for `key`, starting the link if there is none. A stanza
     /// that would take the link's queue, or all queues together, past their bounds
     /// in bytes (or a queue past `QUEUE` stanzas) is bounced with
-    /// `resource-constraint`: reading on and bouncing keeps every other link moving,
-    /// where stopping to read would block them all behind one slow peer.
+    /// `resource-constraint`. For a stanza that must not hold up its sender: bounces.
     pub fn send(&self, ctx: &Arc<Context>, key: LinkKey, st: Stanza) {
+        if let Err(full) = self.offer(ctx, key, st) {
+            self.refuse(ctx, &full.st);
+        }
+    }
+
+    /// Queue `st` as `send` does, but when the queue is full wait for room, up to
+    /// `FULL_WAIT`, before bouncing it. The caller (an inbound stream) stops reading
+    /// meanwhile, so a sender faster than the backend it writes to is slowed by TCP
+    /// instead of losing stanzas to a burst. A link that made no room within
+    /// `FULL_WAIT` is marked stalled, and until it writes again the stanzas for it
+    /// are bounced at once: one dead peer holds up the streams that feed it once, for
+    /// `FULL_WAIT`, not once per stanza, and blocks no other link.
+    pub async fn send_or_wait(&self, ctx: &Arc<Context>, key: LinkKey, st: Stanza) {
+        let mut full = match self.offer(ctx, key, st) {
+            Ok(()) => return,
+            Err(full) => full,
+        };
+        let deadline = Instant::now() + FULL_WAIT;
+        loop {
+            if full.stalled.load(Ordering::Acquire) {
+                return self.refuse(ctx, &full.st);
+            }
+            // Registered before the next attempt, so room made in between is not
+            // missed (and only here: registering costs a lock).
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            full = match self.offer(ctx, full.key, full.st) {
+                Ok(()) => return,
+                Err(full) => full,
+            };
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                full.stalled.store(true, Ordering::Release);
+                return self.refuse(ctx, &full.st);
+            }
+        }
+    }
+
+    /// Queue `st`, or hand it back when a bound would be passed.
+    fn offer(&self, ctx: &Arc<Context>, key: LinkKey, st: Stanza) -> Result<(), Box<Full>> {
         let (per_link, total) = {
             let snap = ctx.snapshot.load();
             (
@@ -167,18 +221,16 @@ impl Links {
         let n = charge(&st);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let existing = map.get(&key).filter(|q| !q.tx.is_closed()).cloned();
-        let link_bytes = existing
+        let (link_bytes, stalled) = existing
             .as_ref()
-            .map(|q| q.bytes.clone())
+            .map(|q| (q.bytes.clone(), q.stalled.clone()))
             .unwrap_or_default();
         if !reserve(&self.queued, n, total) {
-            drop(map);
-            return self.refuse(ctx, &st);
+            return Err(Box::new(Full { key, st, stalled }));
         }
         if !reserve(&link_bytes, n, per_link) {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            drop(map);
-            return self.refuse(ctx, &st);
+            return Err(Box::new(Full { key, st, stalled }));
         }
         let gauge = ctx.metrics.s2s_queued_bytes.clone();
         gauge.set(self.queued.load(Ordering::Acquire) as i64);
@@ -190,24 +242,22 @@ impl Links {
             gauge,
         };
         if let Some(q) = existing {
-            match q.tx.try_send(item) {
-                Ok(()) => {}
+            return match q.tx.try_send(item) {
+                Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(item)) => {
-                    drop(map);
                     let st = item.st.clone();
                     drop(item);
-                    self.refuse(ctx, &st);
+                    Err(Box::new(Full { key, st, stalled }))
                 }
                 // Closed between the check and the send: its task is ending and will
-                // not read this; the stanza goes back through `send`.
+                // not read this; the stanza goes on a new link.
                 Err(mpsc::error::TrySendError::Closed(item)) => {
                     drop(map);
                     let st = item.st.clone();
                     drop(item);
-                    self.send(ctx, key, st);
+                    self.offer(ctx, key, st)
                 }
-            }
-            return;
+            };
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         // A new channel has room, so this send cannot fail.
@@ -217,13 +267,15 @@ impl Links {
             Queue {
                 tx: tx.clone(),
                 bytes: link_bytes,
+                stalled: stalled.clone(),
             },
         );
         drop(map);
         let ctx = ctx.clone();
         let span =
             info_span!("s2s_link", link.from = %key.from, link.to = %key.to, link.dest = ?key.dest);
-        tokio::spawn(run(ctx, key, tx, rx).instrument(span));
+        tokio::spawn(run(ctx, key, tx, rx, stalled).instrument(span));
+        Ok(())
     }
 
     fn refuse(&self, ctx: &Arc<Context>, st: &Stanza) {
@@ -250,6 +302,7 @@ async fn run(
     key: LinkKey,
     tx: mpsc::Sender<Queued>,
     mut rx: mpsc::Receiver<Queued>,
+    stalled: Arc<AtomicBool>,
 ) {
     let gauge = ctx.metrics.s2s_streams(S2sStreams::Out);
     gauge.inc();
@@ -269,6 +322,7 @@ async fn run(
             while let Ok(q) = rx.try_recv() {
                 super::bounce(&ctx, &q.st, cond);
             }
+            ctx.links.progress.notify_waiters();
             gauge.dec();
             return;
         }
@@ -308,8 +362,11 @@ async fn run(
                     break;
                 }
                 ctx.metrics.s2s_stanzas(out_label(&key), StanzaResult::Routed).inc_by(batch.len() as u64);
-                // Written: their bytes leave the queue's account.
+                // Written: their bytes leave the queue's account, and senders waiting
+                // for room may go on.
                 batch.clear();
+                stalled.store(false, Ordering::Release);
+                ctx.links.progress.notify_waiters();
                 if bytes.capacity() > 4 * BATCH {
                     bytes = Vec::with_capacity(4096);
                 }
@@ -367,6 +424,7 @@ async fn run(
             ctx.links.send(&ctx, key.clone(), st);
         }
     }
+    ctx.links.progress.notify_waiters();
     gauge.dec();
 }
 

@@ -102,18 +102,25 @@ pub async fn open_stream(
 
 /// Send a stanza on its way: to the owner's backend when it is for a user of the
 /// public domain, else to its domain's servers. Undeliverable stanzas are bounced.
-pub fn dispatch(ctx: &Arc<Context>, st: Stanza) {
+/// When its link's queue is full, this waits a little for room (the stream it came
+/// on stops being read meanwhile) before bouncing it: see `Links::send_or_wait`.
+pub async fn dispatch(ctx: &Arc<Context>, st: Stanza) {
     let snap = ctx.snapshot.load_full();
     match target(&snap, &st) {
-        Ok(key) => deliver(ctx, &snap, key, st),
+        Ok(key) => {
+            if let Some(st) = prepare(ctx, &snap, &key, st) {
+                ctx.links.send_or_wait(ctx, key, st).await;
+            }
+        }
         Err(cond) => bounce(ctx, &st, cond),
     }
 }
 
-/// Queue `st` on its link. With masked domains, a stanza for a backend has its `to`
-/// rewritten to the backend's internal domain; only the bytes change, so the
-/// stanza's fields (used for bounces) keep the public addresses.
-fn deliver(ctx: &Arc<Context>, live: &Snapshot, key: LinkKey, mut st: Stanza) {
+/// Make `st` ready for its link, or bounce it (and return `None`). With masked
+/// domains, a stanza for a backend has its `to` rewritten to the backend's internal
+/// domain; only the bytes change, so the stanza's fields (used for bounces) keep the
+/// public addresses.
+fn prepare(ctx: &Arc<Context>, live: &Snapshot, key: &LinkKey, mut st: Stanza) -> Option<Stanza> {
     // The domain whose backend the stanza goes to (its masking), else the first.
     let snap = match &key.dest {
         _ if live.hosts.is_empty() => live,
@@ -151,10 +158,13 @@ fn deliver(ctx: &Arc<Context>, live: &Snapshot, key: LinkKey, mut st: Stanza) {
                     .inc();
             }
             Ok(false) => {}
-            Err(_) => return bounce(ctx, &st, Condition::ServiceUnavailable),
+            Err(_) => {
+                bounce(ctx, &st, Condition::ServiceUnavailable);
+                return None;
+            }
         }
     }
-    ctx.links.send(ctx, key, st);
+    Some(st)
 }
 
 /// A stanza a backend sent out, with masked domains: every JID at the backend's
@@ -261,8 +271,11 @@ pub fn bounce(ctx: &Arc<Context>, st: &Stanza, cond: Condition) {
     if let Some(b) = st.bounce(cond) {
         ctx.metrics.s2s_stanzas(dir, StanzaResult::Bounced).inc();
         // A bounce that cannot be delivered either is dropped, not bounced again.
-        if let Ok(key) = target(&snap, &b) {
-            deliver(ctx, &snap, key, b);
+        // A bounce never waits for room (its sender's stream is not the one to slow).
+        if let Ok(key) = target(&snap, &b)
+            && let Some(b) = prepare(ctx, &snap, &key, b)
+        {
+            ctx.links.send(ctx, key, b);
         }
     } else {
         ctx.metrics.s2s_stanzas(dir, StanzaResult::Dropped).inc();
