@@ -81,14 +81,17 @@ impl RelayError {
 struct FirstClose(std::sync::atomic::AtomicU8);
 
 impl FirstClose {
-    fn note(&self, side: Side) {
+    /// Note that `side` finished sending; true when it is the first to.
+    fn note(&self, side: Side) -> bool {
         let v = if side == Side::Client { 1 } else { 2 };
-        let _ = self.0.compare_exchange(
-            0,
-            v,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.0
+            .compare_exchange(
+                0,
+                v,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok()
     }
 
     fn side(&self) -> Side {

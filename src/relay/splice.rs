@@ -189,9 +189,13 @@ async fn direction(
             }
         };
         if moved == 0 {
-            // The source finished sending: pass the half-close on.
-            let _ = rustix::net::shutdown(dst, rustix::net::Shutdown::Write);
-            first.note(src_side);
+            // The source finished sending: pass the half-close on. When the other
+            // direction ended first, both sockets are closed as soon as this returns,
+            // and the close sends that FIN: a `shutdown` would be one system call
+            // more a session than HAProxy makes.
+            if first.note(src_side) {
+                let _ = rustix::net::shutdown(dst, rustix::net::Shutdown::Write);
+            }
             return Ok(total);
         }
         total += moved as u64;
