@@ -161,12 +161,13 @@ async fn open_inner(
         .map_err(|e| BackendError::Connect(target.addr, e))?;
     tune(&tcp);
     let mut s = XmlStream::new(Conn::Plain(tcp), limits);
-    if let Some((client, local)) = target.proxy {
-        s.send(&crate::proxy_protocol::encode_v2(client, local))
-            .await?;
-    }
+    // The PROXY header goes out in the stream header's write.
+    let proxy = target
+        .proxy
+        .map(|(client, local)| crate::proxy_protocol::encode_v2(client, local));
+    let proxy = proxy.as_deref().unwrap_or_default();
     let (mut header, mut features, mut raw) =
-        restart(&mut s, &target.domain, target.from.as_deref()).await?;
+        restart(&mut s, &target.domain, target.from.as_deref(), proxy).await?;
     if target.tls {
         if !features.starttls {
             return Err(BackendError::Protocol(
@@ -176,7 +177,8 @@ async fn open_inner(
         let name = rustls::pki_types::ServerName::try_from(target.domain.clone())
             .map_err(|_| BackendError::Protocol("backend domain is not a DNS name".into()))?;
         s.starttls_client(&header, tls.clone(), name).await?;
-        (header, features, raw) = restart(&mut s, &target.domain, target.from.as_deref()).await?;
+        (header, features, raw) =
+            restart(&mut s, &target.domain, target.from.as_deref(), b"").await?;
     }
     Ok(BackendStream {
         stream: s,
@@ -186,23 +188,26 @@ async fn open_inner(
     })
 }
 
-/// Send a stream header and read the backend's header and features.
+/// Send a stream header (behind `before`, in one write) and read the backend's header
+/// and features.
 async fn restart(
     s: &mut XmlStream,
     domain: &str,
     from: Option<&str>,
+    before: &[u8],
 ) -> Result<(crate::xml::StreamHeader, Arc<Features>, bytes::Bytes), BackendError> {
     // Built in one allocation: every login (or warm stream) opens a stream.
-    let mut h = String::with_capacity(192);
-    h.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'");
+    let mut h = Vec::with_capacity(before.len() + 192);
+    h.extend_from_slice(before);
+    h.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'");
     if let Some(f) = from {
-        h.push_str(" from='");
-        h.push_str(&crate::xml::escape::attr(f));
-        h.push('\'');
+        h.extend_from_slice(b" from='");
+        h.extend_from_slice(crate::xml::escape::attr(f).as_bytes());
+        h.push(b'\'');
     }
-    h.push_str(" to='");
-    h.push_str(&crate::xml::escape::attr(domain));
-    h.push_str("' version='1.0'>");
+    h.extend_from_slice(b" to='");
+    h.extend_from_slice(crate::xml::escape::attr(domain).as_bytes());
+    h.extend_from_slice(b"' version='1.0'>");
     let header = s.open(&h, NS_CLIENT).await?;
     let len = s.next_element_len().await?;
     if let Some((features, raw)) = seen_features(&s.buffered()[..len], &header) {

@@ -89,7 +89,7 @@ pub async fn open_stream(
         crate::xml::escape::attr(from),
         crate::xml::escape::attr(to)
     );
-    let header = s.open(&h, NS_SERVER).await?;
+    let header = s.open(h.as_bytes(), NS_SERVER).await?;
     let features = if header.version.is_some() {
         let (e, len) = s.next_element(&header).await?;
         s.consume(len);

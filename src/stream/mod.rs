@@ -190,15 +190,16 @@ impl From<io::Error> for OpenError {
 }
 
 impl XmlStream {
-    /// Start a new stream: send `header` (our complete start tag) and read the peer's,
-    /// which must be a stream whose content namespace is `ns`.
+    /// Start a new stream: send `header` (our complete start tag, and whatever is to go
+    /// out in the same write) and read the peer's, which must be a stream whose content
+    /// namespace is `ns`.
     pub async fn open(
         &mut self,
-        header: &str,
+        header: &[u8],
         ns: &str,
     ) -> Result<crate::xml::StreamHeader, OpenError> {
         self.restart();
-        self.send(header.as_bytes()).await?;
+        self.send(header).await?;
         // The framer yields a header or an error before anything else.
         let h = match self.next_frame().await? {
             Frame::Header { len, header } => {

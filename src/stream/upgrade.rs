@@ -201,7 +201,7 @@ mod tests {
         let mut s = XmlStream::new(Conn::Plain(tcp), FrameLimits::default());
         let header = s
             .open(
-                "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>",
+                b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>",
                 NS_CLIENT,
             )
             .await
