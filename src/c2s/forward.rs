@@ -18,6 +18,7 @@ use crate::metrics::{AuthResult, Cause, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::StreamIoError;
 use crate::xml::element::{Element, Scope};
+use crate::xml::start_tag::Head;
 use crate::xml::{Frame, FrameLimits, NS_CLIENT, NS_SASL, NS_SASL2, NS_STREAMS, StreamError};
 
 pub enum Outcome {
@@ -173,13 +174,21 @@ pub async fn authenticate(
                     }
                     continue;
                 };
-                let e = Element::parse(&bs.stream.buffered()[..len], &scope)
-                    .map_err(|x| backend_failed(BackendError::Stream(StreamIoError::Xml(x))))?;
-                let verdict = verdict(&login.kind, &e);
-                if verdict == Verdict::Success
-                    && matches!(login.kind, LoginKind::Sasl2(_))
-                    && !super::early::authorized_here(snap, id, &backend_domain, &e)
-                {
+                let bad = |x| backend_failed(BackendError::Stream(StreamIoError::Xml(x)));
+                // Whether a success names someone the backend does not own (SASL2).
+                let (verdict, foreign) = if let LoginKind::Sasl(_) = login.kind {
+                    // SASL's answers are told apart by name alone: no tree to build.
+                    let h = Head::parse(&bs.stream.buffered()[..len], &scope).map_err(bad)?;
+                    (sasl_verdict(h.name, &h.ns), false)
+                } else {
+                    let e = Element::parse(&bs.stream.buffered()[..len], &scope).map_err(bad)?;
+                    let v = verdict(&login.kind, &e);
+                    let foreign = v == Verdict::Success
+                        && matches!(login.kind, LoginKind::Sasl2(_))
+                        && !super::early::authorized_here(snap, id, &backend_domain, &e);
+                    (v, foreign)
+                };
+                if foreign {
                     // The owner authorized someone it does not own: never relay it.
                     result_metric(AuthResult::Failure);
                     warn!(backend.name = %b.name, "SASL2 success for an identity this backend does not own");
@@ -305,14 +314,24 @@ enum Verdict {
     StreamError,
 }
 
+/// The verdict on a SASL (RFC 6120) login from the name of the backend's element.
+fn sasl_verdict(name: &str, ns: &str) -> Verdict {
+    match (ns, name) {
+        (NS_STREAMS, "error") => Verdict::StreamError,
+        (NS_SASL, "success") => Verdict::Success,
+        (NS_SASL, "failure") => Verdict::Failure,
+        _ => Verdict::Continue,
+    }
+}
+
 fn verdict(kind: &LoginKind, e: &Element) -> Verdict {
+    if let LoginKind::Sasl(_) = kind {
+        return sasl_verdict(&e.name, &e.ns);
+    }
     if e.is("error", NS_STREAMS) {
         return Verdict::StreamError;
     }
     match kind {
-        LoginKind::Sasl(_) if e.is("success", NS_SASL) => Verdict::Success,
-        LoginKind::Sasl(_) if e.is("failure", NS_SASL) => Verdict::Failure,
-        LoginKind::Sasl(_) => Verdict::Continue,
         LoginKind::Sasl2(_) if e.is("success", NS_SASL2) => Verdict::Success,
         LoginKind::Sasl2(_) if e.is("failure", NS_SASL2) => Verdict::Failure,
         LoginKind::Sasl2(_) => Verdict::Continue,
@@ -375,4 +394,46 @@ async fn close_backend(bs: &mut BackendStream) {
         bs.stream.send(b"</stream:stream>"),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verdict read from the start tag alone is the one the tree gives, whatever
+    /// way the backend writes its namespaces.
+    #[test]
+    fn sasl_verdicts_from_the_start_tag_match_the_tree() {
+        let scope = Scope {
+            default_ns: Some(NS_CLIENT.into()),
+            prefixes: vec![("stream".into(), NS_STREAMS.into())].into(),
+        };
+        let cases: [(&[u8], Verdict); 6] = [
+            (b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", Verdict::Success),
+            (
+                b"<sasl:success xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl'>dA==</sasl:success>",
+                Verdict::Success,
+            ),
+            (
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>",
+                Verdict::Failure,
+            ),
+            (
+                b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>cj1h</challenge>",
+                Verdict::Continue,
+            ),
+            (
+                b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+                Verdict::StreamError,
+            ),
+            (b"<success xmlns='urn:example:not-sasl'/>", Verdict::Continue),
+        ];
+        for (bytes, want) in cases {
+            let h = Head::parse(bytes, &scope).unwrap();
+            let e = Element::parse(bytes, &scope).unwrap();
+            let name = String::from_utf8_lossy(bytes);
+            assert_eq!(sasl_verdict(h.name, &h.ns), want, "{name}");
+            assert_eq!(sasl_verdict(&e.name, &e.ns), want, "{name}");
+        }
+    }
 }
