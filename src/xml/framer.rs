@@ -427,10 +427,30 @@ pub(crate) fn read_element<V: Visit>(bytes: &[u8], visit: &mut V) -> Result<usiz
 /// where it ends. What follows it is not read: this is for a frame whose addressing
 /// is all that is wanted.
 pub(crate) fn read_start_tag<V: Visit>(bytes: &[u8], visit: &mut V) -> Result<usize, XmlError> {
+    // The attribute list is the thread's, reused: this runs for every s2s stanza
+    // and every SASL answer. Taken out while in use, so a visitor that reads another
+    // tag gets a list of its own.
+    let mut attrs = START_ATTRS.take();
+    let r = start_tag_with(bytes, visit, &mut attrs);
+    attrs.clear();
+    // A tag with very many attributes does not leave its room behind.
+    if attrs.capacity() <= 64 {
+        START_ATTRS.set(attrs);
+    }
+    r
+}
+
+thread_local! {
+    static START_ATTRS: std::cell::Cell<Vec<Attr>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn start_tag_with<V: Visit>(
+    bytes: &[u8],
+    visit: &mut V,
+    attrs: &mut Vec<Attr>,
+) -> Result<usize, XmlError> {
     let at = leading_space(bytes);
-    // Room for a stanza's usual attributes (`to`, `from`, `type`, `id`, `xmlns`).
-    let mut attrs = Vec::with_capacity(8);
-    match scan::next(bytes, at, false, &mut attrs, usize::MAX)? {
+    match scan::next(bytes, at, false, attrs, usize::MAX)? {
         Token::Start {
             name_end,
             empty,
@@ -438,11 +458,11 @@ pub(crate) fn read_start_tag<V: Visit>(bytes: &[u8], visit: &mut V) -> Result<us
             ascii_names,
         } => {
             if !ascii_names {
-                check_names(bytes, at, name_end, &attrs)?;
+                check_names(bytes, at, name_end, attrs)?;
             }
             let tag = Tag {
                 buf: bytes,
-                attrs: &attrs,
+                attrs,
                 at,
                 name_end,
                 end,
