@@ -334,21 +334,25 @@ fn max_connections_is_exact_and_refuses_at_once() {
 }
 
 /// A peer that accepts s2s connections and never answers: links to it stay in setup,
-/// and their queues fill.
+/// and their queues fill. Once it hangs up it closes new connections at once, so the
+/// links dealer opens for stanzas it reads afterwards fail instead of filling again.
 struct Silent {
     addr: SocketAddr,
-    held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    /// `None` once it has hung up.
+    held: std::sync::Arc<std::sync::Mutex<Option<Vec<TcpStream>>>>,
 }
 
 impl Silent {
     fn start() -> Silent {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Some(Vec::new())));
         let h = held.clone();
         std::thread::spawn(move || {
-            for s in l.incoming().take(64).flatten() {
-                h.lock().unwrap().push(s);
+            for s in l.incoming().take(256).flatten() {
+                if let Some(v) = h.lock().unwrap().as_mut() {
+                    v.push(s);
+                }
             }
         });
         Silent { addr, held }
@@ -356,7 +360,7 @@ impl Silent {
 
     /// Close every connection: the links waiting on them fail.
     fn hang_up(&self) {
-        for s in self.held.lock().unwrap().drain(..) {
+        for s in self.held.lock().unwrap().take().into_iter().flatten() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
