@@ -11,7 +11,8 @@
 //! - `limits.max_connections` counts connections exactly and refuses at once;
 //! - a client that pipelines its stream restart (with an XML declaration) behind its
 //!   authentication logs in;
-//! - federation queues bounded in bytes, in total and per link.
+//! - federation queues bounded in bytes, in total and per link;
+//! - a burst beyond a link's queue slows its sender instead of being bounced.
 
 mod common;
 
