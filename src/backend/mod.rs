@@ -15,6 +15,7 @@ pub mod warm;
 use crate::net::{Conn, tune};
 use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
 use crate::xml::element::{Element, Scope};
+use crate::xml::stream_header::Text;
 use crate::xml::{
     FrameLimits, NS_BIND2, NS_CLIENT, NS_FAST, NS_IQ_AUTH_FEATURE, NS_REGISTER_FEATURE, NS_SASL,
     NS_SASL_CB, NS_SASL2, NS_STREAMS, NS_TLS,
@@ -242,11 +243,8 @@ const SEEN_FEATURES: usize = 8;
 /// offered.
 struct Seen {
     raw: bytes::Bytes,
-    default_ns: Option<crate::xml::stream_header::Text>,
-    prefixes: Vec<(
-        crate::xml::stream_header::Text,
-        crate::xml::stream_header::Text,
-    )>,
+    default_ns: Option<Text>,
+    prefixes: Vec<(Text, Text)>,
     features: Arc<Features>,
 }
 

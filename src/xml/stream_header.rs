@@ -19,7 +19,7 @@ pub fn text(value: std::borrow::Cow<'_, str>) -> Text {
         super::NS_SERVER,
         "en",
         "db",
-        "jabber:server:dialback",
+        super::NS_DIALBACK,
     ];
     match COMMON.iter().find(|c| **c == value) {
         Some(c) => Text::Borrowed(c),
