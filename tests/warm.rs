@@ -1,13 +1,14 @@
 //! Warm backend streams (`c2s.warm_streams`, `c2s.warm_max_age`) against a real
 //! Prosody: logins take streams opened ahead of them and work as any other; a stream
 //! Prosody closed (its `c2s_timeout` for unauthenticated streams) or one past its age
-//! is never handed to a client; zero turns the pool off.
+//! is never handed to a client; a pool grows with a burst of logins and shrinks when
+//! idle; zero turns the pool off.
 
 mod common;
 
 use std::time::Duration;
 
-use common::client::{LoginOpts, Transport, act, login, session};
+use common::client::{LoginOpts, Transport, act, login, login_parallel, session};
 use common::dealer::{Dealer, backend_yaml};
 use common::prosody::{Prosody, ProsodySpec};
 
@@ -81,6 +82,41 @@ fn logins_take_warm_streams_and_work_as_any_other() {
         d.metric("dealer_auth_results_total{backend=\"node1\",result=\"success\"}"),
         6.0
     );
+}
+
+#[test]
+fn a_pool_grows_with_a_burst_of_logins_and_shrinks_when_idle() {
+    let p = backend("");
+    let d = Dealer::start_one_thread(&body(&p, "warm_streams: 8, warm_max_age: 2s"));
+    // A lone login: the pool keeps what one login at a time needs, not the most allowed.
+    let r = login(&user("alice", &d).mechanism("PLAIN"));
+    assert!(r.ok, "{r:?}");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        warm(&d, "expired"),
+        2.0,
+        "a lone login should leave two warm streams (its replacement and one more)"
+    );
+    // A burst finds the shrunk pool short and grows it; the next burst finds enough.
+    let burst: Vec<LoginOpts> = (0..8)
+        .map(|_| user("alice", &d).mechanism("PLAIN"))
+        .collect();
+    for r in login_parallel(&burst) {
+        assert!(r.ok, "a login of the first burst: {r:?}");
+    }
+    let missed = warm(&d, "miss");
+    std::thread::sleep(Duration::from_millis(500));
+    let hits = warm(&d, "hit");
+    for r in login_parallel(&burst) {
+        assert!(r.ok, "a login of the second burst: {r:?}");
+    }
+    assert_eq!(
+        warm(&d, "hit") - hits,
+        8.0,
+        "every login of the second burst should find a warm stream (the first burst missed {})",
+        missed - 1.0
+    );
+    assert_eq!(warm(&d, "closed"), 0.0);
 }
 
 #[test]

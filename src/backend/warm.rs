@@ -3,6 +3,12 @@
 //! features read), so a login costs its backend one round trip instead of a connect and
 //! a stream set-up. Each login takes at most one and starts opening its replacement.
 //!
+//! How many a pool keeps follows demand, up to `c2s.warm_streams`: a login that finds
+//! none ready raises the pool's target by one, a stream that ages out unused lowers it
+//! by one (never below one). A burst of logins thus grows the pool to what the login
+//! rate needs while streams open, and an idle spell shrinks it again, so the backend
+//! does not hold the most allowed for a dealer that sees a login now and then.
+//!
 //! What the backend sees stays an ordinary client stream: one stream per login, its own
 //! stream id, nothing sent on it before the login's first authentication element. A
 //! stream is never handed out once it is older than `c2s.warm_max_age` or once the
@@ -31,8 +37,10 @@ struct Pool {
     domain: String,
     tls: bool,
     ready: VecDeque<(Instant, BackendStream)>,
-    /// Opens under way, so a burst of logins does not open more than `streams`.
+    /// Opens under way, so a burst of logins does not open more than `target`.
     opening: usize,
+    /// How many streams the pool keeps ready or opening: 1 to `warm.streams`.
+    target: usize,
     /// Whether a task is waiting to drop this pool's streams as they reach their age
     /// (one per pool, not one per stream: a busy backend takes thousands a second).
     sweeping: bool,
@@ -41,6 +49,16 @@ struct Pool {
 impl Pool {
     fn serves(&self, t: &Target) -> bool {
         self.addr == t.addr && self.tls == t.tls && self.domain == t.domain
+    }
+
+    /// A login found nothing ready: keep one more, up to `most`.
+    fn grow(&mut self, most: usize) {
+        self.target = (self.target + 1).min(most.max(1));
+    }
+
+    /// `n` streams aged out unused: keep that many fewer, at least one.
+    fn shrink(&mut self, n: usize) {
+        self.target = self.target.saturating_sub(n).max(1);
     }
 }
 
@@ -67,6 +85,7 @@ fn find_or_add<'a>(pools: &'a mut Vec<Pool>, t: &Target) -> &'a mut Pool {
                 tls: t.tls,
                 ready: VecDeque::new(),
                 opening: 0,
+                target: 1,
                 sweeping: false,
             });
             pools.len() - 1
@@ -87,15 +106,13 @@ pub fn take(
         return None;
     }
     POOLS.with_borrow_mut(|pools| {
-        let Some(pool) = find(pools, target) else {
-            metrics.warm_stream(backend, WarmOutcome::Miss);
-            return None;
-        };
+        let pool = find_or_add(pools, target);
         // Oldest first: under steady load every stream is used long before it ages.
         while let Some((since, mut bs)) = pool.ready.pop_front() {
             if since.elapsed() >= warm.max_age {
                 metrics.warm_stream(backend, WarmOutcome::Expired);
                 close(bs);
+                pool.shrink(1);
                 continue;
             }
             if !untouched(&mut bs) {
@@ -106,6 +123,7 @@ pub fn take(
             return Some(bs);
         }
         metrics.warm_stream(backend, WarmOutcome::Miss);
+        pool.grow(warm.streams);
         None
     })
 }
@@ -117,16 +135,18 @@ pub struct Opener<'a> {
     pub connect_timeout: Duration,
 }
 
-/// Start opening streams to `target` until this thread has `warm.streams` ready or on
-/// the way. Each one that opens is dropped at `warm.max_age` if no login took it
-/// (counted as expired under `backend`).
+/// Start opening streams to `target` until this thread has the pool's target (at most
+/// `warm.streams`) ready or on the way. Each one that opens is dropped at
+/// `warm.max_age` if no login took it (counted as expired under `backend`).
 pub fn refill(target: &Target, backend: &str, warm: Warm, how: Opener<'_>, metrics: &Arc<Metrics>) {
     if !poolable(target, warm) {
         return;
     }
     let want = POOLS.with_borrow_mut(|pools| {
         let p = find_or_add(pools, target);
-        let n = warm.streams.saturating_sub(p.ready.len() + p.opening);
+        // A reload may have lowered the most allowed below what the pool grew to.
+        p.target = p.target.min(warm.streams);
+        let n = p.target.saturating_sub(p.ready.len() + p.opening);
         p.opening += n;
         n
     });
@@ -146,7 +166,7 @@ pub fn refill(target: &Target, backend: &str, warm: Warm, how: Opener<'_>, metri
                 let p = find_or_add(pools, &t);
                 p.opening = p.opening.saturating_sub(1);
                 match r {
-                    Ok(bs) if p.ready.len() < warm.streams => {
+                    Ok(bs) if p.ready.len() < p.target => {
                         p.ready.push_back((Instant::now(), bs));
                         !std::mem::replace(&mut p.sweeping, true)
                     }
@@ -179,6 +199,7 @@ async fn sweeper(target: Target, max_age: Duration, backend: String, metrics: Ar
                     n += 1;
                 }
             }
+            p.shrink(n);
             let next = p.ready.front().map(|(t, _)| *t + max_age);
             p.sweeping = next.is_some();
             (n, next)

@@ -6,6 +6,7 @@ write one JSON job on stdin and read one JSON object from stdout. Importing slix
 costs ~0.2 s, so a job may batch many steps:
 
     {"steps": [JOB, JOB, ...]}        -> {"ok": all steps ok, "results": [RESULT, ...]}
+    {"parallel": [JOB, JOB, ...]}     -> the same, the jobs run at once (a burst of logins)
     JOB                               -> RESULT
 
 A JOB is one of
@@ -634,6 +635,18 @@ async def run_job(job):
                 results.append(await run_job(step))
             except JobError as e:
                 results.append({"ok": False, "error": str(e)})
+        return {"ok": all(r.get("ok") for r in results), "results": results}
+    if "parallel" in job:
+        # All at once on one event loop: a burst of logins, as a busy server sees them.
+        answers = await asyncio.gather(*(run_job(j) for j in job["parallel"]), return_exceptions=True)
+        results = []
+        for a in answers:
+            if isinstance(a, JobError):
+                results.append({"ok": False, "error": str(a)})
+            elif isinstance(a, BaseException):
+                raise a
+            else:
+                results.append(a)
         return {"ok": all(r.get("ok") for r in results), "results": results}
     op = job.get("op")
     if op == "login":

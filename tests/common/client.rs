@@ -342,6 +342,16 @@ pub fn login_many(opts: &[LoginOpts]) -> Vec<LoginResult> {
     results.iter().map(parse_login).collect()
 }
 
+/// Independent logins in one driver process, all started at once (a burst).
+pub fn login_parallel(opts: &[LoginOpts]) -> Vec<LoginResult> {
+    let jobs: Vec<Value> = opts.iter().map(LoginOpts::job).collect();
+    let answer = run_client(&json!({ "parallel": jobs }));
+    let results = answer["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results in {answer}"));
+    results.iter().map(parse_login).collect()
+}
+
 /// The driver's answer to a session.
 #[derive(Clone, Debug)]
 pub struct SessionResult {

@@ -37,10 +37,10 @@ pub(super) fn section(
     }
 }
 
-/// `c2s.warm_streams` (default 2, 0 turns warm streams off) and `c2s.warm_max_age`
-/// (default 15 s: under the unauthenticated-stream timeouts of common servers, with
-/// room to spare: ejabberd's `negotiation_timeout` is 30 s, Prosody's `c2s_timeout`
-/// 300 s).
+/// `c2s.warm_streams` (the most a pool keeps, default 8; 0 turns warm streams off) and
+/// `c2s.warm_max_age` (default 15 s: under the unauthenticated-stream timeouts of common
+/// servers, with room to spare: ejabberd's `negotiation_timeout` is 30 s, Prosody's
+/// `c2s_timeout` 300 s).
 fn warm(v: &mut Check, raw: &RawConfig) -> Warm {
     let streams = match raw.c2s.warm_streams {
         None => DEFAULT_WARM_STREAMS,
@@ -65,7 +65,7 @@ fn warm(v: &mut Check, raw: &RawConfig) -> Warm {
     Warm { streams, max_age }
 }
 
-const DEFAULT_WARM_STREAMS: usize = 2;
+const DEFAULT_WARM_STREAMS: usize = 8;
 const MAX_WARM_STREAMS: u64 = 64;
 
 fn mechanisms(v: &mut Check, raw: Option<&[String]>, mode: C2sMode) -> Vec<Mechanism> {
