@@ -9,6 +9,15 @@
 //! few logins and stanzas through every relay, which fails on any error. Options after
 //! `--` narrow a run down for profiling (see `options`).
 //!
+//! A/B: `-- --baseline PATH` runs another build of dealer (say, an older commit's, built
+//! in a git worktree with its own `--target-dir`) beside this one, as one more relay of
+//! each family ("dealer baseline", the same config), taking its turns and measured like
+//! every relay; an A/B table per family gives each figure as this build ÷ the baseline
+//! (the median of the per-round ratios, min–max). On a shared host two runs at different
+//! times differ by more than most changes do; turns within one run share the drift. The
+//! baseline is never judged and never one of the HAProxies. A full A/B run keeps its
+//! output in `benches/results/e2e-ab-<date>-<commit>.txt`.
+//!
 //! Layout, all on loopback:
 //! - the sink (`e2e/sink.rs`): a minimal XMPP backend, this executable run again as a
 //!   child, one port per relay;
@@ -17,7 +26,8 @@
 //!   copy), HAProxy plain, HAProxy plain with `option splice-auto`, HAProxy `ssl crt`,
 //!   and the reference "relay only" (`e2e/pump.rs`: dealer's byte relay from the first
 //!   byte, no XMPP; plaintext only), whose column shows what dealer's XMPP work costs
-//!   and is never one of the HAProxies goals are judged against;
+//!   and is never one of the HAProxies goals are judged against; in an A/B run, two
+//!   more: the baseline's plaintext and Direct TLS listeners;
 //! - the load generator (`e2e/client.rs`, `e2e/load.rs`): tokio clients in this
 //!   process, from source addresses 127.0.0.2–9.
 //!
@@ -58,6 +68,8 @@ mod report;
 mod sink;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::Endpoint;
@@ -185,7 +197,7 @@ struct Relay {
     family: Family,
     proc: Proc,
     ep: Endpoint,
-    /// dealer's HTTP endpoint (for the relay-kind check).
+    /// dealer's HTTP endpoint, the baseline's too (for the relay-kind check).
     http: Option<SocketAddr>,
     results: Results,
 }
@@ -199,11 +211,13 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let mut plan = if full { FULL } else { SMOKE };
-    let (only, narrowed) = options(&mut plan);
+    let (only, narrowed, baseline) = options(&mut plan);
     let plan = &plan;
     let started = Instant::now();
-    // A full run, not narrowed, keeps its output under benches/results/.
-    let log = Log::new((full && !narrowed).then(|| machine::results_path("e2e")));
+    // A full run, not narrowed, keeps its output under benches/results/; an A/B run
+    // under a name of its own, so it never replaces the plain run of the same commit.
+    let name = if baseline.is_some() { "e2e-ab" } else { "e2e" };
+    let log = Log::new((full && !narrowed).then(|| machine::results_path(name)));
     let dealer_bin = env!("CARGO_BIN_EXE_dealer");
     if full {
         assert!(
@@ -243,36 +257,40 @@ fn main() {
     log.line(format!(
         "e2e: dealer binary {dealer_bin}; descriptor limit {nofile}"
     ));
+    if let Some(b) = &baseline {
+        log.line(format!("e2e: A/B, baseline binary {}", b.display()));
+    }
 
     let dir = tempfile::tempdir().expect("a temporary directory");
-    // One port per relay: dealer plain and TLS, the reference pump, three HAProxies.
-    let sink = procs::sink(dir.path(), if haproxy { 6 } else { 3 });
+    // One port per relay: dealer plain and TLS, the reference pump, three HAProxies,
+    // then the baseline's plain and TLS.
+    let baseline_port = if haproxy { 6 } else { 3 };
+    let sink = procs::sink(
+        dir.path(),
+        baseline_port + if baseline.is_some() { 2 } else { 0 },
+    );
     let tls = client::tls_config();
+    let mut dealers = vec![(Path::new(dealer_bin), "dealer", "dealer", 0)];
+    if let Some(b) = &baseline {
+        dealers.push((
+            b.as_path(),
+            report::BASELINE,
+            "dealer-baseline",
+            baseline_port,
+        ));
+    }
     let mut relays = Vec::new();
-    let d = procs::dealer(dir.path(), "dealer", sink.ports[0]);
-    relays.push(Relay {
-        label: "dealer",
-        family: Family::Plain,
-        proc: d.proc,
-        ep: Endpoint {
-            addr: d.plain,
-            tls: None,
-        },
-        http: Some(d.http),
-        results: Results::default(),
-    });
-    let d = procs::dealer(dir.path(), "dealer-tls", sink.ports[1]);
-    relays.push(Relay {
-        label: "dealer",
-        family: Family::Tls,
-        proc: d.proc,
-        ep: Endpoint {
-            addr: d.tls,
-            tls: Some(tls.clone()),
-        },
-        http: Some(d.http),
-        results: Results::default(),
-    });
+    // The baseline right after dealer: the two take their turns one after the other.
+    for (k, family) in [Family::Plain, Family::Tls].into_iter().enumerate() {
+        for &(bin, label, name, port) in &dealers {
+            let name = match family {
+                Family::Plain => name.to_owned(),
+                Family::Tls => format!("{name}-tls"),
+            };
+            let d = procs::dealer(dir.path(), bin, &name, sink.ports[port + k]);
+            relays.push(dealer_relay(d, label, family, &tls));
+        }
+    }
     let (proc, addr) = procs::pump(dir.path(), "relay-only", sink.ports[2]);
     relays.push(Relay {
         label: report::REFERENCE,
@@ -372,10 +390,34 @@ fn main() {
     }
 }
 
+/// One of dealer's listeners as the relay of a family: the plaintext one (both legs
+/// plain: splice) or Direct TLS (TLS terminated: copy).
+fn dealer_relay(
+    d: procs::Dealer,
+    label: &'static str,
+    family: Family,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Relay {
+    let (addr, tls) = match family {
+        Family::Plain => (d.plain, None),
+        Family::Tls => (d.tls, Some(tls.clone())),
+    };
+    Relay {
+        label,
+        family,
+        proc: d.proc,
+        ep: Endpoint { addr, tls },
+        http: Some(d.http),
+        results: Results::default(),
+    }
+}
+
 /// Options after `--`, to narrow a run down for profiling: `--rounds N`,
-/// `--phases idle,login,login-latency,stanzas,rtt`, `--family plain|tls`. Returns the
-/// family, and whether any option was given (a narrowed run keeps no results file).
-fn options(plan: &mut Plan) -> (Option<Family>, bool) {
+/// `--phases idle,login,login-latency,stanzas,rtt`, `--family plain|tls`; and
+/// `--baseline PATH`, another build of dealer for an A/B run. Returns the family,
+/// whether a narrowing option was given (a narrowed run keeps no results file), and
+/// the baseline.
+fn options(plan: &mut Plan) -> (Option<Family>, bool, Option<PathBuf>) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| {
         args.iter().position(|a| a == name).map(|i| {
@@ -404,7 +446,21 @@ fn options(plan: &mut Plan) -> (Option<Family>, bool) {
         "tls" => Family::Tls,
         other => panic!("--family plain|tls, not {other}"),
     });
-    (family, narrowed || family.is_some())
+    let baseline = value("--baseline").map(|p| executable(p));
+    (family, narrowed || family.is_some(), baseline)
+}
+
+/// `path` made absolute (so it is never looked up in `PATH`), checked before anything
+/// starts rather than failing as a relay that never comes up.
+fn executable(path: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|e| panic!("--baseline {path}: {e}"));
+    let meta = std::fs::metadata(&abs).unwrap_or_else(|e| panic!("--baseline {path}: {e}"));
+    assert!(
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0,
+        "--baseline {path}: not an executable file"
+    );
+    abs
 }
 
 fn pids(r: &Relay, sink: &procs::Sink) -> Pids {
@@ -725,7 +781,7 @@ fn print_report(plan: &Plan, relays: &[Relay], full: bool, elapsed: Duration, lo
     for family in [Family::Plain, Family::Tls] {
         let cols: Vec<(&str, &Results)> = relays
             .iter()
-            .filter(|r| r.family == family)
+            .filter(|r| r.family == family && r.label != report::BASELINE)
             .map(|r| (r.label, &r.results))
             .collect();
         if cols.len() < 2 {
@@ -739,11 +795,39 @@ fn print_report(plan: &Plan, relays: &[Relay], full: bool, elapsed: Duration, lo
         ));
         goals.extend(verdicts);
     }
+    let ab: Vec<(Family, &Relay, &Relay)> = [Family::Plain, Family::Tls]
+        .into_iter()
+        .filter_map(|family| {
+            let of = |label| {
+                relays
+                    .iter()
+                    .find(|r| r.family == family && r.label == label)
+            };
+            Some((family, of("dealer")?, of(report::BASELINE)?))
+        })
+        .collect();
+    if !ab.is_empty() {
+        log.out(format!(
+            "A/B: this build of dealer ÷ the {} (`--baseline`), for each figure the median \
+             of the per-round ratios (min–max over the rounds). Never judged: the goals are \
+             dealer ÷ the best HAProxy alone.\n",
+            report::BASELINE
+        ));
+    }
+    for (family, d, b) in ab {
+        let cols = [(d.label, &d.results), (b.label, &b.results)];
+        log.out(report::ab_table(family, &d.results, &b.results, &conc));
+        log.out(format!(
+            "CPU while stanzas flowed: {}\n",
+            report::cpu_shares(&cols)
+        ));
+    }
     for r in relays {
         if let Some(http) = r.http {
             let m = procs::http_get(http, "/metrics").unwrap_or_default();
             log.out(format!(
-                "dealer ({:?} clients) relayed {:.0} bytes by splice, {:.0} by copy",
+                "{} ({:?} clients) relayed {:.0} bytes by splice, {:.0} by copy",
+                r.label,
                 r.family,
                 procs::metric_sum(&m, "dealer_relay_bytes_total", "kind=\"splice\""),
                 procs::metric_sum(&m, "dealer_relay_bytes_total", "kind=\"copy\"")

@@ -1,9 +1,10 @@
 //! The processes of a run and what the bench reads about them. The sink is this
 //! executable again; dealer is the binary cargo built for this bench (the release
-//! build under `cargo bench`); HAProxy is Debian's. Each is killed by pid when its
-//! handle drops. CPU time comes from `/proc/PID/task/*/schedstat` (ns, all threads),
-//! memory from `VmRSS` in `/proc/PID/status`, open descriptors from `/proc/PID/fd`;
-//! `taskset -a -p` pins every thread of a process.
+//! build under `cargo bench`), and in an A/B run also the build `--baseline` names;
+//! HAProxy is Debian's. Each is killed by pid when its handle drops. CPU time comes
+//! from `/proc/PID/task/*/schedstat` (ns, all threads), memory from `VmRSS` in
+//! `/proc/PID/status`, open descriptors from `/proc/PID/fd`; `taskset -a -p` pins
+//! every thread of a process.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -190,7 +191,8 @@ pub fn sink(dir: &Path, n: usize) -> Sink {
     }
 }
 
-/// A dealer instance with a plaintext listener and a Direct TLS listener.
+/// A dealer instance, started from `bin`, with a plaintext listener and a Direct TLS
+/// listener.
 pub struct Dealer {
     pub proc: Proc,
     pub plain: SocketAddr,
@@ -198,7 +200,7 @@ pub struct Dealer {
     pub http: SocketAddr,
 }
 
-pub fn dealer(dir: &Path, name: &str, sink_port: u16) -> Dealer {
+pub fn dealer(dir: &Path, bin: &Path, name: &str, sink_port: u16) -> Dealer {
     let (plain, tls, http) = (
         loopback(free_port()),
         loopback(free_port()),
@@ -227,7 +229,7 @@ pub fn dealer(dir: &Path, name: &str, sink_port: u16) -> Dealer {
         key = repo_path("conf/example.com.key").display(),
     );
     std::fs::write(&config, yaml).expect("writing the dealer config");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealer"));
+    let mut cmd = Command::new(bin);
     // Like for like: HAProxy runs without logging, so dealer logs warnings only (no
     // line per session). `DEALER_E2E_LOG=info` runs it at its default level instead,
     // to see what the line per session costs.

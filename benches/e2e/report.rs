@@ -3,7 +3,9 @@
 //! of its per-round figures; a ratio cell is the median of the per-round ratios, with
 //! their spread (min–max) over the rounds. Goals are judged on the median ratio of
 //! dealer to the best HAProxy of the family in each round (the highest rate, the
-//! lowest CPU, latency or memory). Also `Log`, where every line the bench prints goes.
+//! lowest CPU, latency or memory). With `--baseline`, an A/B table per family sets
+//! dealer beside another build of it, never judged. Also `Log`, where every line the
+//! bench prints goes.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -137,6 +139,11 @@ pub fn quantile_us(v: &[u64], q: f64) -> Option<f64> {
     s.sort_unstable();
     let i = ((q * s.len() as f64) as usize).min(s.len() - 1);
     Some(s[i] as f64 / 1e3)
+}
+
+/// The median of the figures that were measured.
+fn median_of(v: &[Option<f64>]) -> Option<f64> {
+    median(&v.iter().copied().flatten().collect::<Vec<_>>())
 }
 
 /// The median of `v` (the mean of the middle two for an even count).
@@ -410,6 +417,17 @@ fn ratios(d: &[Option<f64>], o: &[Option<f64>]) -> Vec<f64> {
 /// front. Shown with its ratio, never one of the HAProxies goals are judged against.
 pub const REFERENCE: &str = "relay only";
 
+/// The column of the other build of dealer (`--baseline`): compared with dealer alone,
+/// in the A/B table, never in the table of ratios nor among the HAProxies.
+pub const BASELINE: &str = "dealer baseline";
+
+fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::Plain => "plaintext clients",
+        Family::Tls => "TLS clients",
+    }
+}
+
 /// One markdown table (the first column is dealer, the others HAProxy variants and the
 /// reference relay) and, when `judge` (a full run), a line per goal for the summary.
 pub fn table(
@@ -419,10 +437,7 @@ pub fn table(
     judge: bool,
 ) -> (String, Vec<String>) {
     let (dealer, others) = cols.split_first().expect("dealer and at least one HAProxy");
-    let family_name = match family {
-        Family::Plain => "plaintext clients",
-        Family::Tls => "TLS clients",
-    };
+    let family_name = family_name(family);
     let judged = |o: &&(&str, &Results)| o.0 != REFERENCE;
     let best_col = others.iter().filter(judged).count() > 1;
     let mut out = format!(
@@ -452,8 +467,7 @@ pub fn table(
             .collect();
         out.push_str(&format!("| {} |", row.name));
         for c in cols {
-            let v: Vec<f64> = row.fig.values(c.1).into_iter().flatten().collect();
-            out.push_str(&format!(" {} |", num(median(&v))));
+            out.push_str(&format!(" {} |", num(median_of(&row.fig.values(c.1)))));
         }
         let dash = |s: Option<&Spread>| s.map_or("—".to_owned(), Spread::text);
         for o in &o {
@@ -504,26 +518,46 @@ pub fn table(
                     None => (format!("{bound}: not measured"), None),
                 }
             }
-            Goal::Below(v, text) => {
-                let d: Vec<f64> = d.iter().copied().flatten().collect();
-                match median(&d) {
-                    Some(m) => {
-                        let cell = format!("≤ {text}: {}", verdict(m <= v));
-                        let line = format!(
-                            "{family_name}, {}: dealer {}; {cell}",
-                            row.name,
-                            num(Some(m))
-                        );
-                        (cell, Some(line))
-                    }
-                    None => (format!("≤ {text}: not measured"), None),
+            Goal::Below(v, text) => match median_of(&d) {
+                Some(m) => {
+                    let cell = format!("≤ {text}: {}", verdict(m <= v));
+                    let line = format!(
+                        "{family_name}, {}: dealer {}; {cell}",
+                        row.name,
+                        num(Some(m))
+                    );
+                    (cell, Some(line))
                 }
-            }
+                None => (format!("≤ {text}: not measured"), None),
+            },
         };
         out.push_str(&format!(" {cell} |\n"));
         verdicts.extend(summary);
     }
     (out, verdicts)
+}
+
+/// The A/B table of a family: each figure of dealer and of the baseline (their
+/// medians over the rounds), and dealer ÷ the baseline, the median of the per-round
+/// ratios (min–max). No goal: two builds are compared with each other, and goals are
+/// judged against HAProxy in `table` alone.
+pub fn ab_table(family: Family, dealer: &Results, baseline: &Results, conc: &Conc) -> String {
+    let mut out = format!(
+        "| A/B, {} | dealer | {BASELINE} | dealer ÷ {BASELINE} |\n|---|---:|---:|---:|\n",
+        family_name(family)
+    );
+    for row in rows(family, conc) {
+        let (d, b) = (row.fig.values(dealer), row.fig.values(baseline));
+        let s = row.ratios.then(|| Spread::of(&ratios(&d, &b))).flatten();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            row.name,
+            num(median_of(&d)),
+            num(median_of(&b)),
+            s.as_ref().map_or("—".to_owned(), Spread::text)
+        ));
+    }
+    out
 }
 
 /// Where the CPU went while stanzas flowed (all rounds): relay, sink and load
