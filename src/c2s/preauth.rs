@@ -286,14 +286,17 @@ fn features(f: &mut String, c: &Client, snap: &Snapshot) {
 
 /// One pre-auth element, parsed, with its length in the buffer.
 async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> {
+    let len = next_element_len(c).await?;
+    let e = Element::parse(&c.stream.buffered()[..len], &Scope::from_header(&c.header))?;
+    Ok((e, len))
+}
+
+/// The length of the next pre-auth element, whole at the front of the buffer.
+async fn next_element_len(c: &mut Client) -> Result<usize, SessionError> {
     loop {
         match c.stream.next_frame().await? {
             Frame::Whitespace { len } => c.stream.consume(len),
-            Frame::Element { len } => {
-                let e =
-                    Element::parse(&c.stream.buffered()[..len], &Scope::from_header(&c.header))?;
-                return Ok((e, len));
-            }
+            Frame::Element { len } => return Ok(len),
             Frame::Close { len } => {
                 c.stream.consume(len);
                 c.close_with(b"</stream:stream>").await;
@@ -311,8 +314,16 @@ async fn next_element(c: &mut Client) -> Result<(Element, usize), SessionError> 
 
 async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionError> {
     loop {
-        let (e, len) = next_element(c).await?;
+        let len = next_element_len(c).await?;
         let snap = c.snapshot(ctx)?;
+        // The usual `<auth/>`, read without a tree: it starts nearly every login.
+        if let Some(auth) = SaslAuth::read(&c.stream.buffered()[..len], &c.header) {
+            if let Some(l) = sasl(c, ctx, &snap, auth, len).await? {
+                return Ok(Step::Login(l));
+            }
+            continue;
+        }
+        let e = Element::parse(&c.stream.buffered()[..len], &Scope::from_header(&c.header))?;
         match (e.ns.as_str(), e.name.as_str()) {
             (NS_TLS, "starttls") => {
                 c.stream.consume(len);
@@ -330,7 +341,11 @@ async fn elements(c: &mut Client, ctx: &Arc<Context>) -> Result<Step, SessionErr
                 return Ok(Step::Restart);
             }
             (NS_SASL, "auth") => {
-                if let Some(l) = sasl(c, ctx, &snap, &e, len).await? {
+                let auth = SaslAuth {
+                    mechanism: e.attr("mechanism").and_then(Mechanism::from_name),
+                    initial: decode_sasl(&e.text()),
+                };
+                if let Some(l) = sasl(c, ctx, &snap, auth, len).await? {
                     return Ok(Step::Login(l));
                 }
             }
@@ -400,13 +415,41 @@ pub(super) fn login_allowed(
     }
 }
 
+/// What a client's SASL `<auth/>` says.
+struct SaslAuth {
+    /// `None` for a mechanism dealer does not know, or none named.
+    mechanism: Option<Mechanism>,
+    /// The initial response, decoded (`None`: there is none).
+    initial: Result<Option<Zeroizing<Vec<u8>>>, PeekError>,
+}
+
+impl SaslAuth {
+    /// `bytes` read as an `<auth/>` whose content is plain text, from its start tag and
+    /// its text in place; `None` for any other element, or for an `<auth/>` that needs
+    /// reading as a tree (references, children, prefixed attributes, anything
+    /// malformed: what the tree says of it then counts).
+    fn read(bytes: &[u8], header: &crate::xml::StreamHeader) -> Option<SaslAuth> {
+        use crate::xml::start_tag::{Head, plain_attribute, plain_text};
+        let h = Head::parse(bytes, &Scope::from_header(header)).ok()?;
+        if h.name != "auth" || h.ns != NS_SASL {
+            return None;
+        }
+        let text = plain_text(bytes, &h)?;
+        let name = plain_attribute(bytes, "mechanism").ok()??;
+        Some(SaslAuth {
+            mechanism: name.as_deref().and_then(Mechanism::from_name),
+            initial: decode_sasl(text),
+        })
+    }
+}
+
 /// `<auth/>`: peek the username, asking for it with an empty challenge when the client
 /// sent no initial response. `Ok(None)` means the client was answered and may retry.
 async fn sasl(
     c: &mut Client,
     ctx: &Arc<Context>,
     snap: &Snapshot,
-    e: &Element,
+    auth: SaslAuth,
     len: usize,
 ) -> Result<Option<Login>, SessionError> {
     if starttls_required(c) {
@@ -415,8 +458,7 @@ async fn sasl(
         c.failed_login(ctx)?;
         return Ok(None);
     }
-    let name = e.attr("mechanism").unwrap_or_default();
-    let Some(mech) = Mechanism::from_name(name).filter(|m| snap.mechanisms().contains(m)) else {
+    let Some(mech) = auth.mechanism.filter(|m| snap.mechanisms().contains(m)) else {
         c.stream.consume_zeroed(len);
         sasl_failure(c, "invalid-mechanism", "").await?;
         c.failed_login(ctx)?;
@@ -424,8 +466,7 @@ async fn sasl(
     };
     login_allowed(c, ctx, snap)?;
     ctx.metrics.peek(Peek::of(mech));
-    let text = e.text();
-    let initial = decode_sasl(&text);
+    let initial = auth.initial;
     // The element carried the credentials: keep a copy for the backend, wipe the buffer.
     let first = Zeroizing::new(c.stream.buffered()[..len].to_vec());
     c.stream.consume_zeroed(len);

@@ -1,7 +1,8 @@
 //! The start tag of a top-level element, read without building a tree: its name,
 //! namespace and the addressing attributes (`to`, `from`, `type`, `id`). This is all
 //! s2s routing needs per stanza; the rest of the element is copied as bytes, and
-//! only the start tag is read (by the framer's `read_start_tag`).
+//! only the start tag is read (by the framer's `read_start_tag`). Also one attribute
+//! and plain text content, for the client's SASL `<auth/>`, read on every login.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -53,6 +54,68 @@ impl<'a> Head<'a> {
             start_len,
             empty: seen.empty,
         })
+    }
+}
+
+/// The value of the unprefixed attribute `name` on the start tag of `bytes`, a
+/// complete element from the framer; `Ok(None)` when the tag also carries a prefixed
+/// attribute (other than a namespace declaration), whose prefix only a tree resolves
+/// (and refuses when undeclared).
+pub fn plain_attribute<'a>(
+    bytes: &'a [u8],
+    name: &str,
+) -> Result<Option<Option<Cow<'a, str>>>, XmlError> {
+    let mut one = One {
+        name,
+        at: None,
+        prefixed: false,
+    };
+    framer::read_start_tag(bytes, &mut one)?;
+    if one.prefixed {
+        return Ok(None);
+    }
+    one.at
+        .map(|r| escape::unescape_attr(str_at(bytes, r)?))
+        .transpose()
+        .map(Some)
+}
+
+/// The character data of `bytes`, whose start tag is `head`, when it is all the
+/// element holds and needs no unescaping: no child, no reference, no CDATA section
+/// (`None` then: read the element as a tree). An empty element's is "".
+pub fn plain_text<'a>(bytes: &'a [u8], head: &Head<'_>) -> Option<&'a str> {
+    if head.empty {
+        return Some("");
+    }
+    // The framer handed out a whole element: it ends with its end tag.
+    let end = bytes.windows(2).rposition(|w| w == b"</")?;
+    let content = bytes.get(head.start_len..end)?;
+    if content.iter().any(|&b| b == b'<' || b == b'&') {
+        return None;
+    }
+    std::str::from_utf8(content).ok()
+}
+
+/// Where the attribute `name` stands, and whether any is prefixed, for
+/// `plain_attribute`.
+struct One<'n> {
+    name: &'n str,
+    at: Option<Range<usize>>,
+    prefixed: bool,
+}
+
+impl Visit for One<'_> {
+    const WANTS: bool = false;
+    const TAGS: bool = true;
+
+    fn start(&mut self, tag: &Tag<'_>) {
+        for a in tag.attributes() {
+            if a.key == self.name {
+                self.at = Some(a.value_at..a.value_at + a.value.len());
+            } else if a.key.contains(':') && !a.key.starts_with("xmlns:") {
+                self.prefixed = true;
+            }
+        }
     }
 }
 
@@ -190,6 +253,40 @@ mod tests {
                 "{input}"
             );
         }
+        // Plain text is read in place; anything else is left to the tree.
+        for (input, want) in [
+            ("<auth mechanism='PLAIN'>AGEAYg==</auth>", Some("AGEAYg==")),
+            (
+                "<a:auth xmlns:a='x'>\n dGVzdA== </a:auth >",
+                Some("\n dGVzdA== "),
+            ),
+            ("<auth mechanism='PLAIN'/>", Some("")),
+            ("<auth></auth>", Some("")),
+            ("<auth>AGE&#x3D;</auth>", None),
+            ("<auth>x<y/>z</auth>", None),
+            ("<auth><![CDATA[AGE=]]></auth>", None),
+        ] {
+            let h = Head::parse(input.as_bytes(), &scope()).unwrap();
+            assert_eq!(plain_text(input.as_bytes(), &h), want, "{input}");
+        }
+        let a = b"<a:auth xmlns:a='urn:ietf:params:xml:ns:xmpp-sasl' mechanism=\"SCRAM-SHA-1\"/>";
+        let value = |b: &[u8], name| {
+            plain_attribute(b, name)
+                .unwrap()
+                .map(|v| v.map(Cow::into_owned))
+        };
+        assert_eq!(value(a, "mechanism"), Some(Some("SCRAM-SHA-1".into())));
+        assert_eq!(value(a, "other"), Some(None));
+        assert_eq!(value(b"<auth m='&#x41;'/>", "m"), Some(Some("A".into())));
+        // A prefixed attribute is left to the tree, which resolves (or refuses) it.
+        assert_eq!(
+            value(b"<auth mechanism='PLAIN' x:m='1'/>", "mechanism"),
+            None
+        );
+        assert_eq!(
+            value(b"<auth xml:lang='en' mechanism='PLAIN'/>", "mechanism"),
+            None
+        );
         // Values without references or white space to normalise are borrowed.
         let h = Head::parse(b"<message to='a@b' id='x'/>", &scope()).unwrap();
         assert!(matches!(h.to, Some(Cow::Borrowed("a@b"))));
