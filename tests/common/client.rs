@@ -334,18 +334,18 @@ pub fn login(opts: &LoginOpts) -> LoginResult {
 
 /// Several independent logins in one driver process, in order.
 pub fn login_many(opts: &[LoginOpts]) -> Vec<LoginResult> {
-    let steps: Vec<Value> = opts.iter().map(LoginOpts::job).collect();
-    let answer = run_client(&json!({ "steps": steps }));
-    let results = answer["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no results in {answer}"));
-    results.iter().map(parse_login).collect()
+    login_jobs("steps", opts)
 }
 
 /// Independent logins in one driver process, all started at once (a burst).
 pub fn login_parallel(opts: &[LoginOpts]) -> Vec<LoginResult> {
+    login_jobs("parallel", opts)
+}
+
+/// Login jobs batched under `how` ("steps" or "parallel"), and their results.
+fn login_jobs(how: &str, opts: &[LoginOpts]) -> Vec<LoginResult> {
     let jobs: Vec<Value> = opts.iter().map(LoginOpts::job).collect();
-    let answer = run_client(&json!({ "parallel": jobs }));
+    let answer = run_client(&json!({ how: jobs }));
     let results = answer["results"]
         .as_array()
         .unwrap_or_else(|| panic!("no results in {answer}"));
