@@ -239,6 +239,23 @@ pub fn tune(s: &TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
+/// Open a connection on which dealer speaks first (a stream header follows at once),
+/// with `tune`'s options set before the handshake. Quick ACKs are off for the
+/// handshake: the kernel then does not answer the server's SYN-ACK with an ACK of its
+/// own but lets it ride on the stream header (HAProxy's `tcp-smart-connect`), one
+/// packet less for both ends. The kernel turns quick ACKs back on by itself as the
+/// connection goes on (tcp(7)), so later traffic is acknowledged as usual.
+pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    let _ = sock.set_nodelay(true);
+    let _ = socket2::SockRef::from(&sock).set_tcp_quickack(false);
+    sock.connect(addr).await
+}
+
 /// Options for listening sockets, which accepted connections inherit (Linux), saving
 /// the system calls per connection: no Nagle delay, and TCP keepalive so the dead
 /// clients of idle relayed sessions are found.
@@ -266,5 +283,36 @@ pub async fn read_proxy_header(
         let start = buf.len();
         buf.resize(start + proxy_protocol::next_read(&buf), 0);
         tcp.read_exact(&mut buf[start..]).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The handshake's last ACK rides on the first bytes dealer writes: until then the
+    /// server holds only a half-open connection (SYN-RECV), which `accept` does not
+    /// return. With quick ACKs on, the kernel would ACK the SYN-ACK at once.
+    #[tokio::test]
+    async fn a_connection_dealer_opens_acknowledges_the_handshake_with_its_first_bytes() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = super::connect(l.local_addr().unwrap()).await.unwrap();
+        assert!(c.nodelay().unwrap());
+        // The kernel's delayed ACK waits 200 ms; a lone ACK would be here in microseconds.
+        let early = tokio::time::timeout(Duration::from_millis(50), l.accept()).await;
+        assert!(
+            early.is_err(),
+            "the handshake was acknowledged before any data"
+        );
+        c.write_all(b"<stream:stream>").await.unwrap();
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("the first bytes complete the handshake")
+            .unwrap();
+        let mut got = [0u8; 15];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"<stream:stream>");
     }
 }

@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub mod warm;
 
-use crate::net::{Conn, tune};
+use crate::net::Conn;
 use crate::stream::{StreamIoError, XmlStream, stream_error_condition};
 use crate::xml::element::{Element, Scope};
 use crate::xml::stream_header::Text;
@@ -157,10 +156,9 @@ async fn open_inner(
     limits: FrameLimits,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<BackendStream, BackendError> {
-    let tcp = TcpStream::connect(target.addr)
+    let tcp = crate::net::connect(target.addr)
         .await
         .map_err(|e| BackendError::Connect(target.addr, e))?;
-    tune(&tcp);
     let mut s = XmlStream::new(Conn::Plain(tcp), limits);
     // The PROXY header goes out in the stream header's write.
     let proxy = target
