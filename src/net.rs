@@ -231,7 +231,8 @@ impl AsyncWrite for TlsTcp {
     }
 }
 
-/// Socket options for connections dealer opens: no Nagle delay (XMPP is
+/// The socket option of connections dealer opens (see `connect`), for a connection
+/// opened elsewhere (the benches' reference relay): no Nagle delay (XMPP is
 /// request/response at login).
 pub fn tune(s: &TcpStream) {
     // Connections dealer opens (to backends, to peers) are short-haul: no Nagle delay.

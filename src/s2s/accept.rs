@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -26,7 +25,7 @@ use crate::config::StartTls;
 use crate::jid::{Jid, domain_key};
 use crate::listener::{Accepted, Kind};
 use crate::metrics::{Cause, DropReason, Limit, S2sStreams, Side, StanzaDirection, StanzaResult};
-use crate::net::{Conn, tune};
+use crate::net::Conn;
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
 use crate::xml::escape::attr as esc;
@@ -667,14 +666,14 @@ async fn verify_with(
         .map_err(|e| LinkError::NotFound(e.to_string()))?;
     let mut tcp = None;
     for a in addrs {
-        if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(a)).await
+        if let Ok(Ok(t)) =
+            tokio::time::timeout(Duration::from_secs(5), crate::net::connect(a)).await
         {
             tcp = Some(t);
             break;
         }
     }
     let tcp = tcp.ok_or_else(|| LinkError::Connect(originating.to_owned()))?;
-    tune(&tcp);
     let mut s = XmlStream::new(
         Conn::Plain(tcp),
         FrameLimits::from_config(&snap.config.limits),

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -21,7 +20,7 @@ use super::Context;
 use super::stanza::{Condition, Stanza};
 use super::{dialback, open_stream};
 use crate::metrics::{S2sStreams, StanzaDirection, StanzaResult};
-use crate::net::{Conn, tune};
+use crate::net::Conn;
 use crate::stream::{StreamIoError, XmlStream};
 use crate::xml::element::{Element, Scope};
 use crate::xml::{Frame, FrameLimits, NS_DIALBACK, NS_STREAMS, NS_TLS, StreamError};
@@ -486,7 +485,7 @@ async fn establish(ctx: &Arc<Context>, key: &LinkKey) -> Result<XmlStream, LinkE
     let mut last = String::from("no address");
     let mut tcp = None;
     for a in &addrs {
-        match tokio::time::timeout(CONNECT, TcpStream::connect(a)).await {
+        match tokio::time::timeout(CONNECT, crate::net::connect(*a)).await {
             Ok(Ok(t)) => {
                 tcp = Some(t);
                 break;
@@ -496,7 +495,6 @@ async fn establish(ctx: &Arc<Context>, key: &LinkKey) -> Result<XmlStream, LinkE
         }
     }
     let tcp = tcp.ok_or(LinkError::Connect(last))?;
-    tune(&tcp);
     let mut s = XmlStream::new(Conn::Plain(tcp), limits);
     let (mut header, mut features) = open_stream(&mut s, &key.from, &key.to).await?;
     let want_tls = match &key.dest {
