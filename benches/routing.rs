@@ -1,6 +1,8 @@
 //! Cost of one routing decision (normalise + lookup) with 10 and 1,000 backends, for
 //! `hash` and `ranges`, and of normalisation alone. Goal: <= 100 ns a decision at
-//! 1,000 backends. Run: `cargo bench --bench routing`.
+//! 1,000 backends. The `users/262144` variants cycle a quarter of a million names, so
+//! the hash table's slots and the names themselves come from memory rather than from a
+//! warm cache, as on a server with many users. Run: `cargo bench --bench routing`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -53,26 +55,31 @@ fn ranges_config(n: usize) -> String {
     y
 }
 
-fn names() -> Vec<String> {
-    (0..1024)
+/// `n` distinct names (a power of two, for the benches' index mask).
+fn names(n: usize) -> Vec<String> {
+    (0..n)
         .map(|i| format!("user{}x{}", i * 7919 % 10007, i))
         .collect()
 }
 
 fn decisions(c: &mut Criterion) {
-    let names = names();
-    for (label, yaml) in [
-        ("hash/10", hash_config(10)),
-        ("hash/1000", hash_config(1000)),
-        ("ranges/10", ranges_config(10)),
-        ("ranges/1000", ranges_config(1000)),
+    let few = names(1024);
+    let many = names(262_144);
+    for (label, yaml, names) in [
+        ("hash/10", hash_config(10), &few),
+        ("hash/1000", hash_config(1000), &few),
+        ("hash/1000/users/262144", hash_config(1000), &many),
+        ("ranges/10", ranges_config(10), &few),
+        ("ranges/1000", ranges_config(1000), &few),
+        ("ranges/1000/users/262144", ranges_config(1000), &many),
     ] {
         let config = Config::from_yaml(&yaml, Path::new(".")).expect("bench config is valid");
         let router = Router::new(&config.routing_spec());
+        let mask = names.len() - 1;
         let mut i = 0;
         c.bench_function(&format!("route/{label}"), |b| {
             b.iter(|| {
-                i = (i + 1) & 1023;
+                i = (i + 1) & mask;
                 black_box(router.route(black_box(&names[i])).expect("routable"))
             })
         });
