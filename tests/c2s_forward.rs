@@ -324,3 +324,42 @@ fn sessions_survive_a_reload_that_changes_their_owner() {
         d.metric("dealer_routing_decisions_total{backend=\"node2\",outcome=\"forward\"}") >= 1.0
     );
 }
+
+/// A backend written as `localhost:PORT`: dealer looks the name up when it loads the
+/// config and logs the backend's users in there. Prosody also listens on the address
+/// the system resolver gives first for localhost, should that not be 127.0.0.1.
+#[test]
+fn a_backend_named_by_host_name_logs_its_users_in() {
+    use std::net::ToSocketAddrs;
+    let first = ("localhost", 5222)
+        .to_socket_addrs()
+        .expect("the system resolver answers for localhost")
+        .next()
+        .expect("localhost has an address");
+    let mut spec = ProsodySpec::new("example.com")
+        .user("alice", PW)
+        .user("heidi", PW);
+    if first.ip().to_string() != "127.0.0.1" {
+        spec = spec.config(&format!(
+            "c2s_interfaces = {{ \"127.0.0.1\", \"{}\" }}",
+            first.ip()
+        ));
+    }
+    let a = spec.start();
+    let d = Dealer::start(&format!(
+        "c2s: {{ mode: forward, mechanisms: [SCRAM-SHA-1, PLAIN] }}\n\
+         backends:\n  node1: {{ c2s: \"localhost:{}\" }}\n",
+        a.c2s.port()
+    ));
+    session(
+        &[
+            user("alice", &d, Transport::StartTls),
+            user("heidi", &d, Transport::Plain),
+        ],
+        vec![
+            act::send_message(0, "heidi@example.com", "by name"),
+            act::expect_message(1, "alice@example.com", "by name"),
+        ],
+    )
+    .assert_ok();
+}

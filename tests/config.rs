@@ -205,3 +205,15 @@ tls: { cert: conf/example.com.crt, key: conf/example.com.key }
         dealer::config::MaxConnections::Fixed(100)
     );
 }
+
+/// A backend's address may be a host name: it is looked up when the config loads, and
+/// the system resolver's first answer is the address dealer connects to.
+#[test]
+fn a_backend_address_may_be_a_host_name() {
+    use std::net::ToSocketAddrs;
+    let yaml = "domain: example.com\nbackends:\n  node1: { c2s: \"LocalHost:15222\", s2s: \"localhost:15269\" }\n";
+    let c = Config::from_yaml(yaml, Path::new(".")).unwrap();
+    let first = |port: u16| ("localhost", port).to_socket_addrs().unwrap().next();
+    assert_eq!(c.backends[0].c2s, first(15222));
+    assert_eq!(c.backends[0].s2s, first(15269));
+}

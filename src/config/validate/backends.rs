@@ -129,8 +129,14 @@ fn backend(
             "a backend name is letters, digits, `-`, `_` and `.`",
         );
     }
-    let c2s = b.c2s.as_deref().and_then(|s| v.socket_addr(&key("c2s"), s));
-    let s2s = b.s2s.as_deref().and_then(|s| v.socket_addr(&key("s2s"), s));
+    let c2s = b
+        .c2s
+        .as_deref()
+        .and_then(|s| v.backend_addr(&key("c2s"), s));
+    let s2s = b
+        .s2s
+        .as_deref()
+        .and_then(|s| v.backend_addr(&key("s2s"), s));
     let domain = b
         .domain
         .as_deref()

@@ -90,6 +90,37 @@ impl Check {
         Some(a)
     }
 
+    /// A backend's address: an IP literal, or `host:port` looked up once here through
+    /// the system resolver (`/etc/hosts`, then DNS), taking its first answer as
+    /// HAProxy's `init-addr libc` does. Every load looks names up again, so a SIGHUP
+    /// picks up a changed record; between loads dealer never asks DNS on a login's
+    /// path.
+    pub(super) fn backend_addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        if s.parse::<SocketAddr>().is_ok() {
+            return self.socket_addr(key, s);
+        }
+        let hp = self.ok(
+            key,
+            HostPort::parse(s).map_err(|e| {
+                format!("{e} (an address is 127.0.0.1:5222, [::1]:5222 or host.name:5222)")
+            }),
+        )?;
+        use std::net::ToSocketAddrs;
+        match (hp.host.as_str(), hp.port).to_socket_addrs() {
+            Ok(mut addrs) => {
+                let first = addrs.next();
+                if first.is_none() {
+                    self.err(key, format!("`{s}`: `{}` resolves to no address", hp.host));
+                }
+                first
+            }
+            Err(e) => {
+                self.err(key, format!("`{s}`: cannot resolve `{}`: {e}", hp.host));
+                None
+            }
+        }
+    }
+
     pub(super) fn word<T: Copy>(
         &mut self,
         key: &str,
