@@ -131,6 +131,7 @@ pub struct Listeners {
     pub c2s: Vec<(TcpListener, Listener)>,
     pub c2s_tls: Vec<(TcpListener, Listener)>,
     pub s2s: Vec<(TcpListener, Listener)>,
+    pub s2s_tls: Vec<(TcpListener, Listener)>,
     pub s2s_internal: Vec<(TcpListener, Listener)>,
     pub websocket: Vec<(TcpListener, Listener)>,
     pub http: Option<TcpListener>,
@@ -209,6 +210,7 @@ impl Listeners {
             c2s: dup(&self.c2s)?,
             c2s_tls: dup(&self.c2s_tls)?,
             s2s: dup(&self.s2s)?,
+            s2s_tls: dup(&self.s2s_tls)?,
             s2s_internal: dup(&self.s2s_internal)?,
             websocket: dup(&self.websocket)?,
         })
@@ -227,6 +229,9 @@ impl Listeners {
         for x in &l.s2s {
             out.s2s.push(bind("listen.s2s", x, passed).await?);
         }
+        for x in &l.s2s_tls {
+            out.s2s_tls.push(bind("listen.s2s_tls", x, passed).await?);
+        }
         for x in &l.s2s_internal {
             out.s2s_internal
                 .push(bind("listen.s2s_internal", x, passed).await?);
@@ -244,6 +249,7 @@ pub struct Duplicates {
     c2s: Vec<(std::net::TcpListener, Listener)>,
     c2s_tls: Vec<(std::net::TcpListener, Listener)>,
     s2s: Vec<(std::net::TcpListener, Listener)>,
+    s2s_tls: Vec<(std::net::TcpListener, Listener)>,
     s2s_internal: Vec<(std::net::TcpListener, Listener)>,
     websocket: Vec<(std::net::TcpListener, Listener)>,
 }
@@ -263,6 +269,7 @@ impl Duplicates {
             c2s: adopt(self.c2s)?,
             c2s_tls: adopt(self.c2s_tls)?,
             s2s: adopt(self.s2s)?,
+            s2s_tls: adopt(self.s2s_tls)?,
             s2s_internal: adopt(self.s2s_internal)?,
             websocket: adopt(self.websocket)?,
             http: None,
@@ -355,6 +362,7 @@ fn spawn_accept_loops(
         (Kind::C2s, listeners.c2s),
         (Kind::C2sTls, listeners.c2s_tls),
         (Kind::S2s, listeners.s2s),
+        (Kind::S2sTls, listeners.s2s_tls),
         (Kind::S2sInternal, listeners.s2s_internal),
         (Kind::Websocket, listeners.websocket),
     ] {
@@ -368,7 +376,7 @@ fn spawn_accept_loops(
                         crate::c2s::serve(a, ctx.clone())
                     }))
                 }
-                Kind::S2s | Kind::S2sInternal => {
+                Kind::S2s | Kind::S2sTls | Kind::S2sInternal => {
                     let ctx = dealer.s2s.clone();
                     tasks.spawn(accept_loop(l, kind, cfg, gate, stop, move |a| {
                         crate::s2s::accept::serve(a, ctx.clone())

@@ -214,7 +214,7 @@ fn refuse(tcp: TcpStream, kind: Kind, gate: &Gate) {
         Kind::C2s => crate::xml::NS_CLIENT,
         Kind::S2s | Kind::S2sInternal => crate::xml::NS_SERVER,
         // Direct TLS and WebSocket: no XMPP stream yet to carry an error.
-        Kind::C2sTls | Kind::Websocket => {
+        Kind::C2sTls | Kind::S2sTls | Kind::Websocket => {
             gate.metrics
                 .dropped(crate::metrics::DropReason::Connections, &"connection limit");
             return;

@@ -55,6 +55,7 @@ pub fn reload_now(r: &Reloader) -> Result<u64, ReloadError> {
             if new.config.listen.c2s != old.config.listen.c2s
                 || new.config.listen.c2s_tls != old.config.listen.c2s_tls
                 || new.config.listen.s2s != old.config.listen.s2s
+                || new.config.listen.s2s_tls != old.config.listen.s2s_tls
                 || new.config.listen.s2s_internal != old.config.listen.s2s_internal
                 || new.config.listen.http != old.config.listen.http
                 || new.config.listen.websocket.len() != old.config.listen.websocket.len()

@@ -42,14 +42,23 @@ fn addr(port: u16) -> SocketAddr {
 
 /// Start everything; `evil` adds a DNS record for a fake peer's domain.
 fn world(evil: Option<(&str, u16)>) -> World {
+    world_with(evil, false)
+}
+
+/// `direct_tls`: dealer B also listens for Direct TLS federation streams, the
+/// federation's DNS names that listener in `_xmpps-server._tcp.example.com`, and its
+/// `_xmpp-server._tcp.example.com` names a port nobody listens on, so a stream only
+/// reaches dealer over Direct TLS.
+fn world_with(evil: Option<(&str, u16)>, direct_tls: bool) -> World {
     let (a_s2s, a_internal, b_s2s, b_internal) =
         (free_port(), free_port(), free_port(), free_port());
+    let (b_s2s_tls, nobody) = (free_port(), free_port());
     let remote_s2s = free_port();
     // loop1.test points back at dealer A's own internal listener, loop2.test at
     // dealer B's federation listener, loop3.test at B's internal listener: each would
     // make dealer deliver to itself.
     let mut public_records = vec![
-        ("example.com", b_s2s),
+        ("example.com", if direct_tls { nobody } else { b_s2s }),
         ("remote.test", remote_s2s),
         ("loop1.test", a_internal),
         ("loop2.test", b_s2s),
@@ -58,7 +67,11 @@ fn world(evil: Option<(&str, u16)>) -> World {
     if let Some(e) = evil {
         public_records.push(e);
     }
-    let public_dns = Dnsmasq::start(&public_records);
+    let public_dns = if direct_tls {
+        Dnsmasq::start_with(&public_records, &[("example.com", b_s2s_tls)])
+    } else {
+        Dnsmasq::start(&public_records)
+    };
     // The backends resolve every foreign domain to dealer (here: the two the tests use).
     let internal_dns = Dnsmasq::start(&[
         ("remote.test", a_internal),
@@ -76,11 +89,16 @@ fn world(evil: Option<(&str, u16)>) -> World {
         .user("nora", PW)
         .dns_port(internal_dns.port)
         .start();
-    let remote = ProsodySpec::new("remote.test")
+    let mut remote = ProsodySpec::new("remote.test")
         .user("rob", PW)
         .dns_port(public_dns.port)
-        .s2s_port(remote_s2s)
-        .start();
+        .s2s_port(remote_s2s);
+    if direct_tls {
+        // Outgoing TLS (a client context needs no certificate of its own): without
+        // mod_tls, Prosody never looks for `_xmpps-server._tcp`.
+        remote = remote.module("tls");
+    }
+    let remote = remote.start();
     let body = |internal: u16| {
         format!(
             "c2s: {{ mode: forward }}\n\
@@ -101,7 +119,15 @@ fn world(evil: Option<(&str, u16)>) -> World {
         format!("  s2s: [\"127.0.0.1:{s2s}\"]\n  s2s_internal: [\"127.0.0.1:{internal}\"]\n")
     };
     let a = Dealer::start_with(&body(a_internal), &listen(a_s2s, a_internal));
-    let b = Dealer::start_with(&body(b_internal), &listen(b_s2s, b_internal));
+    let b_listen = if direct_tls {
+        format!(
+            "{}  s2s_tls: [\"127.0.0.1:{b_s2s_tls}\"]\n",
+            listen(b_s2s, b_internal)
+        )
+    } else {
+        listen(b_s2s, b_internal)
+    };
+    let b = Dealer::start_with(&body(b_internal), &b_listen);
     World {
         a,
         b,
@@ -166,6 +192,34 @@ fn messages_and_subscriptions_cross_the_federation_both_ways() {
         "B: {}",
         w.b.log()
     );
+}
+
+/// A remote server that finds dealer through `_xmpps-server._tcp` (XEP-0368) opens its
+/// stream over Direct TLS: ALPN `xmpp-server`, dialback inside TLS, and stanzas reach
+/// the owners' backends as over STARTTLS.
+#[test]
+fn the_federation_reaches_dealer_over_direct_tls() {
+    let w = world_with(None, true);
+    let s = session(
+        &[local("alice", &w), local("nora", &w), rob(&w)],
+        vec![
+            act::send_message(2, "alice@example.com", "direct to alice"),
+            act::expect_message(0, "rob@remote.test", "direct to alice"),
+            act::send_message(2, "nora@example.com", "direct to nora"),
+            act::expect_message(1, "rob@remote.test", "direct to nora"),
+        ],
+    );
+    s.assert_ok();
+    assert!(
+        w.b.metric("dealer_connections_accepted_total{listener=\"s2s_tls\"}") >= 1.0,
+        "{}",
+        w.b.log()
+    );
+    assert_eq!(
+        w.b.metric("dealer_connections_accepted_total{listener=\"s2s\"}"),
+        0.0
+    );
+    assert!(w.b.metric("dealer_s2s_stanzas_total{direction=\"in\",result=\"routed\"}") >= 2.0);
 }
 
 #[test]

@@ -116,6 +116,8 @@ pub struct RawListen {
     #[serde(default)]
     pub s2s: Vec<RawListener>,
     #[serde(default)]
+    pub s2s_tls: Vec<RawListener>,
+    #[serde(default)]
     pub s2s_internal: Vec<RawListener>,
     pub http: Option<String>,
     #[serde(default)]

@@ -128,6 +128,8 @@ pub struct Listen {
     pub c2s: Vec<Listener>,
     pub c2s_tls: Vec<Listener>,
     pub s2s: Vec<Listener>,
+    /// Direct TLS federation listeners (XEP-0368, `_xmpps-server._tcp`).
+    pub s2s_tls: Vec<Listener>,
     pub s2s_internal: Vec<Listener>,
     pub http: Option<SocketAddr>,
     /// RFC 7395 listeners (`starttls: off`: TLS, if any, comes with the HTTP upgrade).

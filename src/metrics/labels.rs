@@ -39,6 +39,7 @@ labels! {
         C2s => "c2s",
         C2sTls => "c2s_tls",
         S2s => "s2s",
+        S2sTls => "s2s_tls",
         S2sInternal => "s2s_internal",
         Websocket => "websocket",
     }

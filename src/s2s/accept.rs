@@ -212,9 +212,22 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
             Some(_slot) => {
                 let stop = ctx.lifecycle.sessions_stop.clone();
                 tokio::select! {
-                    r = run(&mut p, &ctx, deadline) => r,
+                    r = async {
+                        direct_tls(&mut p, &ctx, a.kind, deadline).await?;
+                        run(&mut p, &ctx, deadline).await
+                    } => r,
                     _ = stop.cancelled() => Err(err(StreamError::SystemShutdown, "dealer is shutting down")),
                 }
+            }
+            // A stream error could only be read through TLS: a refusal would cost a
+            // handshake. Close instead.
+            None if a.kind == Kind::S2sTls => {
+                ctx.metrics
+                    .limit(crate::metrics::Limit::ConnectionsPerSource);
+                Err(S2sError::Dropped(
+                    DropReason::ConnectionsPerSource,
+                    format!("too many connections from {}", p.peer),
+                ))
             }
             None => {
                 ctx.metrics
@@ -248,6 +261,33 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
         }
     }
     gauge.dec();
+}
+
+/// On a Direct TLS listener (XEP-0368), the handshake before any XML, within the
+/// session's handshake deadline: ALPN `xmpp-server`, the certificate chosen by SNI as
+/// for STARTTLS.
+async fn direct_tls(
+    p: &mut Peer,
+    ctx: &Context,
+    kind: Kind,
+    deadline: Instant,
+) -> Result<(), S2sError> {
+    if kind != Kind::S2sTls {
+        return Ok(());
+    }
+    let tls = p
+        .stream
+        .tls_server_direct(ctx.server_tls.direct_server.clone());
+    match tokio::time::timeout_at(deadline, tls).await {
+        Ok(r) => Ok(r?),
+        Err(_) => {
+            ctx.metrics.limit(crate::metrics::Limit::HandshakeTimeout);
+            Err(S2sError::Dropped(
+                DropReason::TlsHandshake,
+                "TLS handshake not done in time".into(),
+            ))
+        }
+    }
 }
 
 async fn stream_error(p: &mut Peer, ctx: &Context, cond: StreamError, text: &str) {

@@ -20,6 +20,12 @@ impl Dnsmasq {
     /// Serve `_xmpp-server._tcp.DOMAIN` → DOMAIN:PORT and DOMAIN → 127.0.0.1 for each
     /// `(DOMAIN, PORT)`.
     pub fn start(records: &[(&str, u16)]) -> Dnsmasq {
+        Dnsmasq::start_with(records, &[])
+    }
+
+    /// Like `start`, plus `_xmpps-server._tcp.DOMAIN` → DOMAIN:PORT (Direct TLS,
+    /// XEP-0368) for each `(DOMAIN, PORT)` of `direct_tls`.
+    pub fn start_with(records: &[(&str, u16)], direct_tls: &[(&str, u16)]) -> Dnsmasq {
         assert!(
             std::path::Path::new(DNSMASQ).exists(),
             "dnsmasq is missing: apt-get install dnsmasq-base (.ci/test installs it)"
@@ -45,6 +51,11 @@ impl Dnsmasq {
             args.push(format!("--host-record={domain},127.0.0.1"));
             args.push(format!(
                 "--srv-host=_xmpp-server._tcp.{domain},{domain},{p},0,5"
+            ));
+        }
+        for (domain, p) in direct_tls {
+            args.push(format!(
+                "--srv-host=_xmpps-server._tcp.{domain},{domain},{p},0,5"
             ));
         }
         let child = Command::new(DNSMASQ)

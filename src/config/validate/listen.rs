@@ -19,6 +19,7 @@ pub(super) fn section(v: &mut Check, raw: &RawConfig) -> (Listen, StartTls) {
         c2s: listeners(v, "listen.c2s", &raw.listen.c2s, Some(default_starttls)),
         c2s_tls: listeners(v, "listen.c2s_tls", &raw.listen.c2s_tls, None),
         s2s: listeners(v, "listen.s2s", &raw.listen.s2s, Some(StartTls::Optional)),
+        s2s_tls: listeners(v, "listen.s2s_tls", &raw.listen.s2s_tls, None),
         s2s_internal: listeners(
             v,
             "listen.s2s_internal",
@@ -33,12 +34,13 @@ pub(super) fn section(v: &mut Check, raw: &RawConfig) -> (Listen, StartTls) {
         websocket: websockets(v, &raw.listen.websocket),
     };
     let needs_tls = !listen.c2s_tls.is_empty()
+        || !listen.s2s_tls.is_empty()
         || listen.c2s.iter().any(|l| l.starttls != StartTls::Off)
         || listen.websocket.iter().any(|w| w.tls);
     if needs_tls && raw.tls.is_none() {
         v.err(
             "tls",
-            "required: a certificate and key for the public domain (c2s listeners offer TLS)",
+            "required: a certificate and key for the public domain (listeners offer TLS)",
         );
     }
     let mut bound = BTreeSet::new();
@@ -46,6 +48,7 @@ pub(super) fn section(v: &mut Check, raw: &RawConfig) -> (Listen, StartTls) {
         ("listen.c2s", &listen.c2s),
         ("listen.c2s_tls", &listen.c2s_tls),
         ("listen.s2s", &listen.s2s),
+        ("listen.s2s_tls", &listen.s2s_tls),
         ("listen.s2s_internal", &listen.s2s_internal),
         (
             "listen.websocket",
