@@ -45,24 +45,26 @@ fn world(evil: Option<(&str, u16)>) -> World {
     world_with(evil, false)
 }
 
-/// `direct_tls`: dealer B also listens for Direct TLS federation streams, the
-/// federation's DNS names that listener in `_xmpps-server._tcp.example.com`, and its
+/// `direct_tls`: both dealers also listen for Direct TLS federation streams, the
+/// federation's DNS names B's in `_xmpps-server._tcp.example.com`, and its
 /// `_xmpp-server._tcp.example.com` names a port nobody listens on, so a stream only
 /// reaches dealer over Direct TLS.
 fn world_with(evil: Option<(&str, u16)>, direct_tls: bool) -> World {
     let (a_s2s, a_internal, b_s2s, b_internal) =
         (free_port(), free_port(), free_port(), free_port());
-    let (b_s2s_tls, nobody) = (free_port(), free_port());
+    let (a_s2s_tls, b_s2s_tls, nobody) = (free_port(), free_port(), free_port());
     let remote_s2s = free_port();
     // loop1.test points back at dealer A's own internal listener, loop2.test at
-    // dealer B's federation listener, loop3.test at B's internal listener: each would
-    // make dealer deliver to itself.
+    // dealer B's federation listener, loop3.test at B's internal listener, loop4.test
+    // at A's Direct TLS listener (in `direct_tls` worlds): each would make dealer
+    // deliver to itself.
     let mut public_records = vec![
         ("example.com", if direct_tls { nobody } else { b_s2s }),
         ("remote.test", remote_s2s),
         ("loop1.test", a_internal),
         ("loop2.test", b_s2s),
         ("loop3.test", b_internal),
+        ("loop4.test", a_s2s_tls),
     ];
     if let Some(e) = evil {
         public_records.push(e);
@@ -79,6 +81,7 @@ fn world_with(evil: Option<(&str, u16)>, direct_tls: bool) -> World {
         ("loop1.test", a_internal),
         ("loop2.test", a_internal),
         ("loop3.test", a_internal),
+        ("loop4.test", a_internal),
     ]);
     let node1 = ProsodySpec::new("example.com")
         .user("alice", PW)
@@ -115,19 +118,16 @@ fn world_with(evil: Option<(&str, u16)>, direct_tls: bool) -> World {
             public_dns.port,
         )
     };
-    let listen = |s2s: u16, internal: u16| {
-        format!("  s2s: [\"127.0.0.1:{s2s}\"]\n  s2s_internal: [\"127.0.0.1:{internal}\"]\n")
+    let listen = |s2s: u16, internal: u16, tls: u16| {
+        let mut l =
+            format!("  s2s: [\"127.0.0.1:{s2s}\"]\n  s2s_internal: [\"127.0.0.1:{internal}\"]\n");
+        if direct_tls {
+            l.push_str(&format!("  s2s_tls: [\"127.0.0.1:{tls}\"]\n"));
+        }
+        l
     };
-    let a = Dealer::start_with(&body(a_internal), &listen(a_s2s, a_internal));
-    let b_listen = if direct_tls {
-        format!(
-            "{}  s2s_tls: [\"127.0.0.1:{b_s2s_tls}\"]\n",
-            listen(b_s2s, b_internal)
-        )
-    } else {
-        listen(b_s2s, b_internal)
-    };
-    let b = Dealer::start_with(&body(b_internal), &b_listen);
+    let a = Dealer::start_with(&body(a_internal), &listen(a_s2s, a_internal, a_s2s_tls));
+    let b = Dealer::start_with(&body(b_internal), &listen(b_s2s, b_internal, b_s2s_tls));
     World {
         a,
         b,
@@ -207,9 +207,17 @@ fn the_federation_reaches_dealer_over_direct_tls() {
             act::expect_message(0, "rob@remote.test", "direct to alice"),
             act::send_message(2, "nora@example.com", "direct to nora"),
             act::expect_message(1, "rob@remote.test", "direct to nora"),
+            // A's own Direct TLS listener is dealer too, not a way out.
+            act::send_message(0, "x@loop4.test", "round and round?"),
+            serde_json::json!({ "expect_message": { "to": 0, "from": "x@loop4.test", "type": "error", "error": "remote-server-not-found", "timeout": 15 } }),
         ],
     );
     s.assert_ok();
+    assert!(
+        w.a.log().contains("the destination is dealer itself"),
+        "{}",
+        w.a.log()
+    );
     assert!(
         w.b.metric("dealer_connections_accepted_total{listener=\"s2s_tls\"}") >= 1.0,
         "{}",

@@ -430,7 +430,8 @@ async fn run(
 /// Whether `a` is one of dealer's s2s listeners (a wildcard listener matches any
 /// loopback or its own port on any address dealer may hold).
 fn is_own_listener(c: &crate::config::Config, a: SocketAddr) -> bool {
-    c.listen.s2s.iter().chain(&c.listen.s2s_internal).any(|l| {
+    let s2s = c.listen.s2s.iter().chain(&c.listen.s2s_tls);
+    s2s.chain(&c.listen.s2s_internal).any(|l| {
         l.addr.port() == a.port()
             && (l.addr.ip() == a.ip()
                 || (l.addr.ip().is_unspecified()
