@@ -106,22 +106,58 @@ pub struct RawTls {
     pub key: Option<String>,
 }
 
+/// Each kind of listener is a list, or one listener written on its own
+/// (`c2s: "[::]:5222"` as `c2s: ["[::]:5222"]`).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub c2s: Vec<RawListener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub c2s_tls: Vec<RawListener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub s2s: Vec<RawListener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub s2s_tls: Vec<RawListener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub s2s_internal: Vec<RawListener>,
     pub http: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub websocket: Vec<RawWsListener>,
+}
+
+/// A sequence of `T`, or a single `T` (a string or a map) standing for a list of one.
+/// Written as a visitor rather than an untagged enum so that an error inside a list
+/// still names the element and the key at fault.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a listener (an address string or a map) or a list of them")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+            T::deserialize(de::value::StrDeserializer::new(v)).map(|x| vec![x])
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|x| vec![x])
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
 }
 
 /// A WebSocket listener (RFC 7395): a bare address (plain `ws://` on the default
@@ -382,6 +418,27 @@ mod tests {
         assert_eq!(raw.listen.c2s[0].addr, "127.0.0.1:5222");
         assert_eq!(raw.listen.c2s[1].starttls.as_deref(), Some("off"));
         assert_eq!(raw.listen.c2s[1].proxy_protocol, Some(true));
+    }
+
+    #[test]
+    fn a_listener_on_its_own_is_a_list_of_one() {
+        let raw = parse(
+            "listen:\n  c2s: \"127.0.0.1:5222\"\n  s2s: {addr: \"127.0.0.1:5269\", starttls: required}\n  websocket: \"127.0.0.1:5280\"\n  s2s_internal: ~\n",
+        )
+        .unwrap();
+        assert_eq!(raw.listen.c2s.len(), 1);
+        assert_eq!(raw.listen.c2s[0].addr, "127.0.0.1:5222");
+        assert_eq!(raw.listen.s2s.len(), 1);
+        assert_eq!(raw.listen.s2s[0].starttls.as_deref(), Some("required"));
+        assert_eq!(raw.listen.websocket[0].addr, "127.0.0.1:5280");
+        assert!(raw.listen.s2s_internal.is_empty());
+        let err = parse("listen:\n  c2s: {addr: \"1.2.3.4:5\", tls: on}\n").unwrap_err();
+        assert!(err.contains("listen.c2s") && err.contains("tls"), "{err}");
+        let err = parse("listen:\n  c2s: 5222\n").unwrap_err();
+        assert!(
+            err.contains("listen.c2s") && err.contains("a list of them"),
+            "{err}"
+        );
     }
 
     #[test]
