@@ -213,7 +213,9 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
                 let stop = ctx.lifecycle.sessions_stop.clone();
                 tokio::select! {
                     r = async {
-                        direct_tls(&mut p, &ctx, a.kind, deadline).await?;
+                        if a.kind == Kind::S2sTls {
+                            direct_tls(&mut p, &ctx, deadline).await?;
+                        }
                         run(&mut p, &ctx, deadline).await
                     } => r,
                     _ = stop.cancelled() => Err(err(StreamError::SystemShutdown, "dealer is shutting down")),
@@ -266,15 +268,7 @@ async fn session(a: Accepted, ctx: Arc<Context>) {
 /// On a Direct TLS listener (XEP-0368), the handshake before any XML, within the
 /// session's handshake deadline: ALPN `xmpp-server`, the certificate chosen by SNI as
 /// for STARTTLS.
-async fn direct_tls(
-    p: &mut Peer,
-    ctx: &Context,
-    kind: Kind,
-    deadline: Instant,
-) -> Result<(), S2sError> {
-    if kind != Kind::S2sTls {
-        return Ok(());
-    }
+async fn direct_tls(p: &mut Peer, ctx: &Context, deadline: Instant) -> Result<(), S2sError> {
     let tls = p
         .stream
         .tls_server_direct(ctx.server_tls.direct_server.clone());
